@@ -1,0 +1,1 @@
+"""gradlens: see the autograd graph, the gradients that flow through it, and what breaks it."""

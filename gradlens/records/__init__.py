@@ -1,0 +1,31 @@
+"""Records: plain frozen dataclasses of names, shapes and numbers. They never hold a tensor.
+
+Everything downstream (analysis, render, JSON) works on these, live or loaded from a file.
+"""
+
+from .diagnostics import Diagnostic, Severity
+from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
+from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
+from .tensors import TensorRef, TensorStatus
+from .trace import TraceRecord
+from .values import SMALL_NUMEL, ValueSummary
+
+__all__ = [
+    "SMALL_NUMEL",
+    "BackwardEvent",
+    "Diagnostic",
+    "EdgeKind",
+    "ErrorEvent",
+    "Event",
+    "GradEvent",
+    "Graph",
+    "GraphEdge",
+    "GraphNode",
+    "NodeKind",
+    "OpEvent",
+    "Severity",
+    "TensorRef",
+    "TensorStatus",
+    "TraceRecord",
+    "ValueSummary",
+]

@@ -1,0 +1,86 @@
+"""What happened while a trace was recording, in order: forward ops, backward calls, gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from .tensors import TensorRef
+from .values import ValueSummary
+
+__all__ = ["BackwardEvent", "ErrorEvent", "Event", "GradEvent", "OpEvent"]
+
+
+@dataclass(frozen=True)
+class OpEvent:
+    """A tensor op the forward pass ran (``torch.mul``, ``Tensor.add_``, ``F.linear``, ...).
+
+    ``inputs`` carry each tensor's version before the op, ``outputs`` after it, so an in-place
+    op shows the same name on both sides with the version bumped.
+    """
+
+    index: int
+    op: str
+    inputs: tuple[TensorRef, ...]
+    outputs: tuple[TensorRef, ...]
+    inplace: bool = False
+    source: str | None = None
+    module: str | None = None
+    node: str | None = None  # graph node id of the output's grad_fn
+    kind: Literal["op"] = "op"
+
+
+@dataclass(frozen=True)
+class BackwardEvent:
+    """A call of ``backward()`` / ``torch.autograd.backward`` / ``torch.autograd.grad``.
+
+    ``gradient`` holds the ``grad_tensors`` / ``gradient=`` / ``grad_outputs`` weights given
+    (None where the default of ones was used). ``error`` is PyTorch's message if the call raised.
+    """
+
+    index: int
+    call: str  # "backward" or "grad"
+    pass_index: int  # 0 for the first backward-type call of the trace, then 1, 2, ...
+    roots: tuple[str, ...]  # names of the tensors differentiated
+    gradient: tuple[ValueSummary | None, ...] = ()
+    inputs: tuple[str, ...] = ()  # for autograd.grad: the tensors differentiated against
+    results: tuple[ValueSummary | None, ...] = ()  # for autograd.grad: what it returned
+    retain_graph: bool = False
+    create_graph: bool = False
+    source: str | None = None
+    error: str | None = None
+    kind: Literal["backward"] = "backward"
+
+
+@dataclass(frozen=True)
+class GradEvent:
+    """A gradient arriving at an autograd node during a backward pass, in engine order.
+
+    For a leaf (``AccumulateGrad``), ``leaf`` names the tensor and ``accumulated`` is its
+    ``.grad`` right after this gradient was added to it.
+    """
+
+    index: int
+    pass_index: int
+    node: str  # graph node id
+    node_name: str  # "MulBackward0", "AccumulateGrad"
+    grads: tuple[ValueSummary | None, ...]
+    leaf: str | None = None
+    accumulated: ValueSummary | None = None
+    kind: Literal["grad"] = "grad"
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """An op that raised inside the trace (for example an in-place op on a leaf)."""
+
+    index: int
+    op: str
+    error: str
+    inputs: tuple[TensorRef, ...] = ()
+    source: str | None = None
+    module: str | None = None
+    kind: Literal["error"] = "error"
+
+
+Event = Union[OpEvent, BackwardEvent, GradEvent, ErrorEvent]

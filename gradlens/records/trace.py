@@ -1,0 +1,22 @@
+"""Everything one ``gradlens.trace`` recorded, as a plain record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .diagnostics import Diagnostic
+from .events import Event
+from .graph import Graph
+from .tensors import TensorStatus
+
+__all__ = ["TraceRecord"]
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """The graph, tensor statuses (by name, in first-seen order), events and diagnostics."""
+
+    graph: Graph
+    tensors: dict[str, TensorStatus] = field(default_factory=dict, hash=False)
+    events: tuple[Event, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()

@@ -1,0 +1,70 @@
+"""A tensor's value as plain numbers, detached from torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SMALL_NUMEL", "ValueSummary"]
+
+#: Tensors with at most this many elements keep their exact values; larger ones keep statistics.
+SMALL_NUMEL = 16
+
+
+@dataclass(frozen=True)
+class ValueSummary:
+    """The value of a tensor: exact nested lists when it is small, statistics when it is large.
+
+    ``norm``, ``min`` and ``max`` ignore NaN/Inf entries; ``nan`` and ``inf`` count them, so a
+    single NaN is never lost in a summary.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    values: Any | None = None
+    norm: float | None = None
+    min: float | None = None
+    max: float | None = None
+    nan: int = 0
+    inf: int = 0
+
+    @property
+    def numel(self) -> int:
+        """Returns the number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def is_exact(self) -> bool:
+        """Returns True when ``values`` holds every element."""
+        return self.values is not None
+
+    def short(self) -> str:
+        """Returns a one-line text: the values of a small tensor, or its shape and norm."""
+        if self.values is not None:
+            return _format_values(self.values)
+        shape = "×".join(str(d) for d in self.shape) or "scalar"
+        text = f"[{shape}] norm={_num(self.norm)}"
+        if self.nan or self.inf:
+            text += f" nan={self.nan} inf={self.inf}"
+        return text
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "?"
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def _format_values(values: Any) -> str:
+    if isinstance(values, list):
+        return "[" + ", ".join(_format_values(v) for v in values) + "]"
+    if isinstance(values, bool):
+        return str(values)
+    if isinstance(values, float):
+        if values.is_integer() and abs(values) < 1e15:
+            return f"{values:.0f}."
+        return _num(values)
+    return str(values)

@@ -1,0 +1,1 @@
+"""Render: pure functions of records to DOT text, rich renderables and files."""
