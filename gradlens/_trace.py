@@ -1,0 +1,100 @@
+"""``gradlens.trace``: record while user code runs, then explain and draw what happened."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .analysis import diagnose
+from .capture import Recorder
+from .records import Diagnostic, Event, Graph, TensorStatus, TraceRecord
+from .render.graphviz import RenderResult
+
+__all__ = ["Trace"]
+
+
+class Trace:
+    """A context manager that records the forward ops, backward passes and gradients in its body.
+
+    Use it as ``with gradlens.trace(model) as t: ...``; afterwards ``t.graph``, ``t.tensors``,
+    ``t.events`` and ``t.diagnostics`` hold what happened. Hooks and the torch-function mode are
+    removed when the block ends, also when it raises; tensors are only weakly referenced.
+    A Trace returned by ``gradlens.load`` holds a saved record and cannot be entered.
+    """
+
+    def __init__(self, *modules: Any, **named_tensors: Any) -> None:
+        self._recorder: Recorder | None = Recorder(*modules, **named_tensors)
+        self._record: TraceRecord | None = None
+
+    @classmethod
+    def from_record(cls, record: TraceRecord) -> Trace:
+        """Returns a finished Trace holding ``record`` (for example one loaded from JSON)."""
+        trace = cls.__new__(cls)
+        trace._recorder = None
+        trace._record = record
+        return trace
+
+    def __enter__(self) -> Trace:
+        if self._recorder is None:
+            from ._errors import GradlensError
+
+            raise GradlensError("this Trace holds a saved record; start a new gradlens.trace()")
+        self._recorder.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        assert self._recorder is not None
+        try:
+            self._recorder.__exit__(exc_type, exc, tb)
+        finally:
+            self._record = self._finish(self._recorder.record)
+        return False
+
+    @staticmethod
+    def _finish(record: TraceRecord) -> TraceRecord:
+        return replace(record, diagnostics=tuple(diagnose(record.events)))
+
+    @property
+    def record(self) -> TraceRecord:
+        """Returns everything recorded, as a plain record (a snapshot while recording)."""
+        if self._record is not None:
+            return self._record
+        assert self._recorder is not None
+        return self._finish(self._recorder.record)
+
+    @property
+    def graph(self) -> Graph:
+        """Returns the graph: forward op names, modules, source lines and gradients received."""
+        return self.record.graph
+
+    @property
+    def tensors(self) -> dict[str, TensorStatus]:
+        """Returns the status of every tensor still alive when the trace ended, by name."""
+        return self.record.tensors
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """Returns forward ops, backward calls and gradient arrivals, in order."""
+        return self.record.events
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """Returns the errors and mistakes found, explained."""
+        return self.record.diagnostics
+
+    def to_dot(self) -> str:
+        """Returns the graph as DOT text."""
+        return self.graph.to_dot()
+
+    def render(self, path: str | Path) -> RenderResult:
+        """Writes the graph diagram to ``path`` (.svg/.png/.pdf/.dot); returns what was written."""
+        return self.graph.render(path)
+
+    def __rich__(self) -> Any:
+        from .render.terminal import trace_report
+
+        return trace_report(self.record)
+
+    def _repr_svg_(self) -> str | None:
+        return self.graph._repr_svg_()

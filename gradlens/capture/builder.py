@@ -1,0 +1,233 @@
+"""Build a ``Graph`` record by walking ``grad_fn`` / ``next_functions`` without recursion.
+
+One builder can take several walks (a trace walks before each backward and again at the end);
+nodes are matched across walks through a token stored in each autograd Node's ``metadata``
+dict, because Nodes cannot be weakly referenced and holding them would keep the graph alive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
+from .names import TensorNames
+
+__all__ = ["GraphBuilder", "node_name", "shape_label"]
+
+_META_KEY = "gradlens"
+# Saved attributes that describe sizes/strides rather than tensors or useful scalars.
+_SKIP_SAVED_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
+
+
+def node_name(fn: Any) -> str:
+    """Returns an autograd Node's class name ("MulBackward0", "AccumulateGrad")."""
+    return str(fn.name()).rpartition("::")[2]
+
+
+def shape_label(shape: Any) -> str:
+    """Returns a shape as ``"[2, 3]"`` (``"[]"`` for a scalar)."""
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+@dataclass
+class _Draft:
+    id: str
+    kind: NodeKind
+    name: str = ""
+    tensor_key: int | None = None  # leaf/input/output nodes: the tensor's key in TensorNames
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    op: str | None = None
+    module: str | None = None
+    source: str | None = None
+    saved_as: str | None = None
+    grads: list[ValueSummary | None] = field(default_factory=list)
+    grad: ValueSummary | None = None
+    freed: bool = False
+    expanded: bool = False
+
+
+class GraphBuilder:
+    """Collects nodes and edges from walks over autograd graphs; ``build()`` returns a Graph."""
+
+    def __init__(self, names: TensorNames) -> None:
+        self.names = names
+        self._token = object()
+        self._drafts: dict[str, _Draft] = {}
+        self._edges: dict[tuple[str, str, EdgeKind], str | None] = {}
+        self._by_tensor: dict[tuple[NodeKind, int], str] = {}
+        self._saved: dict[tuple[str, str], str] = {}  # (op node id, attribute) -> node id
+
+    # -- node identity -------------------------------------------------------------------
+    def _new(self, kind: NodeKind, **kw: Any) -> _Draft:
+        draft = _Draft(id=f"n{len(self._drafts)}", kind=kind, **kw)
+        self._drafts[draft.id] = draft
+        return draft
+
+    def draft(self, node_id: str) -> _Draft:
+        """Returns the mutable draft of a node."""
+        return self._drafts[node_id]
+
+    def known_id(self, fn: Any) -> str | None:
+        """Returns the node id this builder gave ``fn``, or None."""
+        mark = fn.metadata.get(_META_KEY)
+        if mark is not None and mark[0] is self._token:
+            return str(mark[1])
+        return None
+
+    def node_for(self, fn: Any) -> str:
+        """Returns the node id of autograd Node ``fn``, creating a draft the first time."""
+        nid = self.known_id(fn)
+        if nid is not None:
+            return nid
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
+            nid = self.tensor_node(variable, NodeKind.LEAF)
+        else:
+            meta = fn._input_metadata
+            shape = tuple(meta[0].shape) if len(meta) == 1 else None
+            dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
+            nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
+        fn.metadata[_META_KEY] = (self._token, nid)
+        return nid
+
+    def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
+        """Returns the id of the LEAF/INPUT/OUTPUT node standing for tensor ``t``."""
+        k = self.names.key(t)
+        nid = self._by_tensor.get((kind, k))
+        if nid is None:
+            nid = self._new(
+                kind,
+                tensor_key=k,
+                shape=tuple(t.shape),
+                dtype=str(t.dtype).removeprefix("torch."),
+            ).id
+            self._by_tensor[(kind, k)] = nid
+        return nid
+
+    def edge(self, src: str, dst: str, kind: EdgeKind = EdgeKind.DATA, label: str | None = None):
+        """Adds an edge (once)."""
+        self._edges.setdefault((src, dst, kind), label)
+
+    # -- walking -------------------------------------------------------------------------
+    def add_output(self, t: torch.Tensor) -> str:
+        """Adds ``t`` as an OUTPUT node, walks its graph, and returns the output node id."""
+        out = self.tensor_node(t, NodeKind.OUTPUT)
+        if t.grad_fn is not None:
+            self.edge(self.node_for(t.grad_fn), out, label=shape_label(t.shape))
+            self.walk([t.grad_fn])
+        return out
+
+    def walk(self, roots: list[Any]) -> list[tuple[Any, str]]:
+        """Walks breadth-first from autograd Nodes ``roots``; returns every ``(fn, id)`` reached.
+
+        Iterative, so a graph thousands of ops deep cannot raise RecursionError.
+        """
+        reached: list[tuple[Any, str]] = []
+        seen: set[str] = set()
+        queue: deque[Any] = deque(roots)
+        while queue:
+            fn = queue.popleft()
+            nid = self.node_for(fn)
+            if nid in seen:
+                continue
+            seen.add(nid)
+            reached.append((fn, nid))
+            draft = self._drafts[nid]
+            if draft.kind is NodeKind.OP:
+                self._read_saved(fn, draft)
+            for child, nr in fn.next_functions:
+                if child is None:
+                    continue
+                cid = self.node_for(child)
+                meta = child._input_metadata
+                label = shape_label(meta[nr].shape) if nr < len(meta) else None
+                self.edge(cid, nid, label=label)
+                if cid not in seen:
+                    queue.append(child)
+            draft.expanded = True
+        return reached
+
+    def _read_saved(self, fn: Any, draft: _Draft) -> None:
+        for attr in dir(fn):
+            if not attr.startswith("_saved_") or attr.endswith(_SKIP_SAVED_SUFFIXES):
+                continue
+            role = attr.removeprefix("_saved_")
+            key = (draft.id, role)
+            existing = self._saved.get(key)
+            try:
+                value = getattr(fn, attr)
+            except RuntimeError:  # freed by a backward without retain_graph, or overwritten
+                if existing is None:
+                    existing = self._add_saved(draft, role, None)
+                self._drafts[existing].freed = True
+                continue
+            values = value if isinstance(value, (tuple, list)) else [value]
+            tensors = [v for v in values if isinstance(v, torch.Tensor)]
+            if not tensors or existing is not None:
+                continue
+            self._add_saved(draft, role, tensors[0])
+
+    def _add_saved(self, op: _Draft, role: str, t: torch.Tensor | None) -> str:
+        where = "output" if role.startswith("result") else "input"
+        saved = self._new(
+            NodeKind.SAVED,
+            name=role,
+            shape=None if t is None else tuple(t.shape),
+            dtype=None if t is None else str(t.dtype).removeprefix("torch."),
+            saved_as=f"{where} {role}",
+        )
+        self._saved[(op.id, role)] = saved.id
+        self.edge(saved.id, op.id, EdgeKind.SAVED)
+        return saved.id
+
+    def refresh_saved(self, reached: list[tuple[Any, str]]) -> None:
+        """Re-reads saved tensors of the reached op nodes, marking the ones now freed."""
+        for fn, nid in reached:
+            draft = self._drafts[nid]
+            if draft.kind is NodeKind.OP:
+                self._read_saved(fn, draft)
+
+    def forget_marks(self, roots: list[Any]) -> None:
+        """Removes this builder's marks from the Nodes reachable from ``roots``."""
+        queue: deque[Any] = deque(roots)
+        while queue:
+            fn = queue.popleft()
+            if self.known_id(fn) is None:
+                continue
+            del fn.metadata[_META_KEY]
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+
+    # -- result --------------------------------------------------------------------------
+    def build(self, leaf_grads: dict[int, ValueSummary | None] | None = None) -> Graph:
+        """Returns the Graph of everything collected so far."""
+        nodes = []
+        for d in self._drafts.values():
+            name = d.name
+            if d.tensor_key is not None:
+                name = self.names.name(d.tensor_key)
+            grad = d.grad
+            if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
+                grad = leaf_grads.get(d.tensor_key, grad)
+            nodes.append(
+                GraphNode(
+                    id=d.id,
+                    kind=d.kind,
+                    name=name,
+                    shape=d.shape,
+                    dtype=d.dtype,
+                    op=d.op,
+                    module=d.module,
+                    source=d.source,
+                    saved_as=d.saved_as,
+                    grads=tuple(d.grads),
+                    grad=grad,
+                    freed=d.freed,
+                )
+            )
+        edges = tuple(GraphEdge(s, t, k, label) for (s, t, k), label in self._edges.items())
+        return Graph(nodes=tuple(nodes), edges=edges)

@@ -1,0 +1,89 @@
+"""``gradlens.graph``: the autograd graph behind tensors, read after the fact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._errors import GradlensError, NoGraphError
+from ..records import Graph
+from .builder import GraphBuilder
+from .names import TensorNames, named_params
+from .summary import summarize
+
+__all__ = ["build_graph", "no_grad_fn_reason"]
+
+
+def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
+    """Returns the autograd graph behind ``outputs``: one node per autograd Node, one per leaf.
+
+    ``params`` names the leaves: an ``nn.Module`` (its ``named_parameters()``) or a dict of
+    name -> tensor; unnamed leaves are named by shape (``leaf[3]``). After a backward pass,
+    leaves show their ``.grad``.
+    """
+    if not outputs:
+        raise GradlensError("graph() needs at least one output tensor, e.g. graph(loss)")
+    for i, t in enumerate(outputs):
+        if not isinstance(t, torch.Tensor):
+            raise GradlensError(
+                f"output {i} is a {type(t).__name__}, not a tensor: pass the tensors whose "
+                "graph you want, e.g. graph(loss)"
+            )
+        if t.grad_fn is None:
+            raise NoGraphError(f"output {i} has no autograd graph: {no_grad_fn_reason(t)}")
+    named = named_params(params)
+    names = TensorNames(named)
+    builder = GraphBuilder(names)
+    roots = [t.grad_fn for t in outputs]
+    try:
+        for i, t in enumerate(outputs):
+            names.set_name(names.key(t), "output" if len(outputs) == 1 else f"output {i}")
+            builder.add_output(t)
+        for _fn, nid in builder.walk(roots):
+            draft = builder.draft(nid)
+            if draft.tensor_key is not None and not names.has_name(draft.tensor_key):
+                leaf = getattr(_fn, "variable", None)
+                if isinstance(leaf, torch.Tensor):
+                    names.set_name(draft.tensor_key, _shape_name(leaf))
+        leaf_grads = {
+            names.key(t): summarize(t.grad) for t in _leaves(roots) if t.grad is not None
+        }
+        return builder.build(leaf_grads)
+    finally:
+        builder.forget_marks(roots)
+
+
+def _leaves(roots: list[Any]) -> list[torch.Tensor]:
+    seen: set[int] = set()
+    out: list[torch.Tensor] = []
+    stack = list(roots)
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            out.append(variable)
+        stack.extend(child for child, _ in fn.next_functions if child is not None)
+    return out
+
+
+def _shape_name(t: torch.Tensor) -> str:
+    return "leaf[" + ("×".join(str(d) for d in t.shape) or "scalar") + "]"
+
+
+def no_grad_fn_reason(t: torch.Tensor) -> str:
+    """Returns why ``t`` has no ``grad_fn``, in words a user can act on."""
+    if t.requires_grad and t.is_leaf:
+        return (
+            "it is a leaf tensor (created by you, not by an op), so it has no grad_fn; "
+            "pass a tensor computed from it, such as the loss"
+        )
+    return (
+        "it does not require grad. It was created with requires_grad=False (the default), "
+        "computed under torch.no_grad() or torch.inference_mode(), returned by .detach() or "
+        ".data, or computed only from tensors that do not require grad. Set requires_grad=True "
+        "on the leaves (or use nn.Parameter) and compute it outside no_grad"
+    )

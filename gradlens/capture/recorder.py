@@ -1,0 +1,378 @@
+"""Record what happens while user code runs: forward ops, backward calls, gradients.
+
+A ``TorchFunctionMode`` sees every tensor op the user's code calls (not the ops autograd runs
+inside ``backward()``), including ``Tensor.backward``, ``torch.autograd.backward`` and
+``torch.autograd.grad``. Before each of those, the graph is walked and a pre-hook is put on
+every autograd Node it reaches, so the gradient arriving at each node is recorded in the order
+the engine runs them; the hooks are removed as soon as the call returns or raises.
+
+Tensors are held by weak reference only; nothing here keeps a tensor alive.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.hooks import RemovableHandle
+
+from .._errors import GradlensError
+from ..records import (
+    BackwardEvent,
+    EdgeKind,
+    ErrorEvent,
+    Event,
+    GradEvent,
+    NodeKind,
+    OpEvent,
+    TensorRef,
+    TraceRecord,
+)
+from .builder import GraphBuilder, node_name, shape_label
+from .modules import ModuleStack
+from .names import TensorNames, named_params
+from .source import user_frame
+from .summary import summarize, tensor_ref, tensor_status
+
+__all__ = ["Recorder"]
+
+_BACKWARD_CALLS = {
+    torch.Tensor.backward: "backward",
+    torch.autograd.backward: "backward",
+    torch.autograd.grad: "grad",
+}
+# Calls that read or describe a tensor without computing one: not worth an event.
+_SKIP = {"__get__", "__set__", "__repr__", "__format__", "__str__", "dim", "size", "numel"}
+_INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or repr(func)
+    return str(name)
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        return self._recorder._on_call(func, args, kwargs or {})
+
+
+class Recorder:
+    """Records ops, backward passes and gradients while active (a context manager).
+
+    ``modules`` may be ``nn.Module``s (their parameters are named, their forward calls become
+    clusters) or dicts of name -> tensor; ``named_tensors`` names tensors by keyword.
+    """
+
+    def __init__(self, *modules: Any, **named_tensors: torch.Tensor) -> None:
+        named: dict[str, torch.Tensor] = {}
+        mods: list[torch.nn.Module] = []
+        for i, m in enumerate(modules):
+            if isinstance(m, torch.nn.Module):
+                mods.append(m)
+            else:
+                named.update(named_params(m, where=f"argument {i}"))
+        for name, t in named_tensors.items():
+            if not isinstance(t, torch.Tensor):
+                raise GradlensError(
+                    f"{name}= is a {type(t).__name__}, not a tensor: keyword arguments "
+                    "name tensors, e.g. trace(model, x=inputs)"
+                )
+            named[name] = t
+        self._modules = ModuleStack(mods)
+        self._param_owner: dict[int, str] = {}
+        for pname, (p, path) in self._modules.param_modules().items():
+            named.setdefault(pname, p)
+        self._names = TensorNames(named)
+        for pname, (p, path) in self._modules.param_modules().items():
+            self._param_owner[self._names.key(p)] = path
+        self._builder = GraphBuilder(self._names)
+        self._events: list[tuple[Event, dict[str, Any]]] = []
+        self._mode = _Mode(self)
+        self._state = "new"
+        self._passes = 0
+        self._outputs: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._consumed: set[int] = set()
+        self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._hooks: list[RemovableHandle] = []
+        self._pending_leaf: dict[int, int] = {}
+        self._record: TraceRecord | None = None
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        if self._state != "new":
+            raise GradlensError("a trace can be entered only once; create a new trace()")
+        self._state = "recording"
+        self._modules.install()
+        try:
+            self._mode.__enter__()
+        except BaseException:
+            self._modules.remove()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self._mode.__exit__(exc_type, exc, tb)
+        finally:
+            self._modules.remove()
+            self._remove_hooks()
+            self._state = "done"
+            self._names.names_from_frame(user_frame()[0])
+            self._record = self._build(final=True)
+        return False
+
+    @property
+    def recording(self) -> bool:
+        """Returns True while the trace is recording."""
+        return self._state == "recording"
+
+    @property
+    def record(self) -> TraceRecord:
+        """Returns everything recorded (a snapshot while still recording)."""
+        if self._record is not None:
+            return self._record
+        return self._build(final=False)
+
+    # -- forward ops -------------------------------------------------------------------------
+    def _on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = _BACKWARD_CALLS.get(func)
+        if call is not None:
+            return self._on_backward(call, func, args, kwargs)
+        name = _op_name(func)
+        if name in _SKIP:
+            return func(*args, **kwargs)
+        frame, source = user_frame()
+        self._names.names_from_frame(frame)
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        before = [(t, self._names.key(t), tensor_ref(t, "")) for t in inputs]
+        module = self._modules.current
+        try:
+            out = func(*args, **kwargs)
+        except Exception as e:
+            event = ErrorEvent(
+                index=len(self._events),
+                op=name,
+                error=str(e).strip(),
+                inputs=tuple(r for _, _, r in before),
+                source=source,
+                module=module,
+            )
+            self._events.append((event, {"inputs": [k for _, k, _ in before]}))
+            raise
+        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        bumped = [t for t, _, r in before if t._version != r.version]
+        if not outputs:
+            if not bumped:
+                return out
+            outputs = bumped  # __setitem__ and friends return None; the target changed
+        inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
+        after = [(t, self._names.key(t), tensor_ref(t, "")) for t in outputs]
+        node = None
+        for t, k, _ in after:
+            if t.grad_fn is None:
+                continue
+            nid = self._builder.node_for(t.grad_fn)
+            draft = self._builder.draft(nid)
+            if draft.kind is NodeKind.OP and draft.op is None:
+                draft.op, draft.module, draft.source = name, module, source
+                for src, _, ref in before:
+                    if not src.requires_grad:
+                        iid = self._builder.tensor_node(src, NodeKind.INPUT)
+                        self._builder.edge(iid, nid, label=shape_label(ref.shape))
+            node = node or nid
+            self._outputs[k] = weakref.ref(t)
+        self._consumed.update(k for _, k, _ in before)
+        event = OpEvent(
+            index=len(self._events),
+            op=name,
+            inputs=tuple(r for _, _, r in before),
+            outputs=tuple(r for _, _, r in after),
+            inplace=inplace,
+            source=source,
+            module=module,
+            node=node,
+        )
+        self._events.append(
+            (event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})
+        )
+        return out
+
+    # -- backward --------------------------------------------------------------------------
+    def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        frame, source = user_frame()
+        self._names.names_from_frame(frame)
+        bound = inspect.signature(func).bind(*args, **kw).arguments
+        if call == "grad":
+            roots, weights = bound.get("outputs"), bound.get("grad_outputs")
+            wrt = _as_list(bound.get("inputs"))
+        elif "self" in bound:  # Tensor.backward
+            roots, weights, wrt = bound["self"], bound.get("gradient"), []
+        else:
+            roots = bound.get("tensors")
+            weights = bound.get("grad_tensors", bound.get("grad_variables"))
+            wrt = []
+        roots_l = [t for t in _as_list(roots) if isinstance(t, torch.Tensor)]
+        weights_l = _as_list(weights)
+        create_graph = bool(bound.get("create_graph", False))
+        retain = bound.get("retain_graph")
+        retain_graph = create_graph if retain is None else bool(retain)
+        pass_index = self._passes
+        self._passes += 1
+
+        root_nodes: dict[int, str] = {}
+        for t in roots_l:
+            k = self._names.key(t)
+            self._roots[k] = weakref.ref(t)
+            if t.grad_fn is not None:
+                root_nodes[k] = self._builder.add_output(t)
+        reached = self._builder.walk([t.grad_fn for t in roots_l if t.grad_fn is not None])
+        slot = len(self._events)
+        keys = {"roots": [self._names.key(t) for t in roots_l]}
+        keys["wrt"] = [self._names.key(t) for t in wrt if isinstance(t, torch.Tensor)]
+        base = BackwardEvent(
+            index=slot,
+            call=call,
+            pass_index=pass_index,
+            roots=(),
+            gradient=tuple(
+                summarize(w) if isinstance(w, torch.Tensor) else None for w in weights_l
+            ),
+            retain_graph=retain_graph,
+            create_graph=create_graph,
+            source=source,
+        )
+        self._events.append((base, keys))
+        try:
+            for fn, nid in reached:
+                self._hooks.append(fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index)))
+                leaf = getattr(fn, "variable", None)
+                if isinstance(leaf, torch.Tensor):
+                    self._hooks.append(
+                        leaf.register_post_accumulate_grad_hook(self._accumulated_hook())
+                    )
+            try:
+                result = func(*args, **kw)
+            except Exception as e:
+                self._events[slot] = (replace(base, error=str(e).strip()), keys)
+                raise
+            finally:
+                self._remove_hooks()
+                self._builder.refresh_saved(reached)
+            if call == "grad":
+                results = [r if isinstance(r, torch.Tensor) else None for r in result]
+                self._events[slot] = (
+                    replace(base, results=tuple(summarize(r) for r in results)),
+                    keys,
+                )
+                for r in results:
+                    if r is None or r.grad_fn is None:
+                        continue
+                    rk = self._names.key(r)
+                    self._roots[rk] = weakref.ref(r)
+                    out = self._builder.add_output(r)
+                    for root_out in root_nodes.values():
+                        self._builder.edge(out, root_out, EdgeKind.DERIVATIVE)
+            return result
+        finally:
+            self._remove_hooks()
+
+    def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
+        def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+            grads = tuple(summarize(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs)
+            draft = self._builder.draft(nid)
+            draft.grads.append(next((g for g in grads if g is not None), None))
+            event = GradEvent(
+                index=len(self._events),
+                pass_index=pass_index,
+                node=nid,
+                node_name=node_name,
+                grads=grads,
+            )
+            keys: dict[str, Any] = {}
+            if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
+                keys["leaf"] = draft.tensor_key
+                self._pending_leaf[draft.tensor_key] = len(self._events)
+            self._events.append((event, keys))
+
+        return hook
+
+    def _accumulated_hook(self) -> Any:
+        def hook(leaf: torch.Tensor) -> None:
+            k = self._names.key(leaf)
+            slot = self._pending_leaf.pop(k, None)
+            if slot is None:
+                return
+            event, keys = self._events[slot]
+            assert isinstance(event, GradEvent)
+            self._events[slot] = (replace(event, accumulated=summarize(leaf.grad)), keys)
+
+        return hook
+
+    def _remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    # -- the record ------------------------------------------------------------------------
+    def _build(self, *, final: bool) -> TraceRecord:
+        sinks = [
+            t
+            for k, ref in list(self._outputs.items())
+            if k not in self._consumed and (t := ref()) is not None and t.grad_fn is not None
+        ]
+        for t in sinks:
+            self._builder.add_output(t)
+        alive = self._names.alive()
+        for k, t in alive:
+            if k in self._param_owner:
+                nid = self._builder.tensor_node(t, NodeKind.LEAF)
+                self._builder.draft(nid).module = self._param_owner[k]
+        leaf_grads = {k: summarize(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
+        graph = self._builder.build(leaf_grads)
+        if final:
+            self._builder.forget_marks([t.grad_fn for _, t in alive if t.grad_fn is not None])
+        tensors = {}
+        for k, t in alive:
+            name = self._names.name(k)
+            tensors[name] = tensor_status(t, name)
+        events = tuple(self._finish_event(e, keys) for e, keys in self._events)
+        return TraceRecord(graph=graph, tensors=tensors, events=events)
+
+    def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
+        def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
+            return tuple(replace(r, name=self._names.name(k)) for r, k in zip(refs, ks))
+
+        if isinstance(event, OpEvent):
+            return replace(
+                event,
+                inputs=named(event.inputs, keys["inputs"]),
+                outputs=named(event.outputs, keys["outputs"]),
+            )
+        if isinstance(event, ErrorEvent):
+            return replace(event, inputs=named(event.inputs, keys["inputs"]))
+        if isinstance(event, BackwardEvent):
+            return replace(
+                event,
+                roots=tuple(self._names.name(k) for k in keys["roots"]),
+                inputs=tuple(self._names.name(k) for k in keys["wrt"]),
+            )
+        if "leaf" in keys:
+            return replace(event, leaf=self._names.name(keys["leaf"]))
+        return event
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]

@@ -1,0 +1,83 @@
+"""Turn tensors into records: value summaries, status and per-op references."""
+
+from __future__ import annotations
+
+import torch
+
+from ..records import SMALL_NUMEL, TensorRef, TensorStatus, ValueSummary
+
+__all__ = ["grad_fn_name", "summarize", "tensor_ref", "tensor_status"]
+
+
+def summarize(t: torch.Tensor | None) -> ValueSummary | None:
+    """Returns the value of ``t`` as numbers (exact when small), or None for None.
+
+    This reads the tensor on the host: fine for a debugging trace, never used per training step.
+    """
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"expected a tensor, got {type(t).__name__}")
+    shape = tuple(t.shape)
+    dtype = str(t.dtype).removeprefix("torch.")
+    if t.layout != torch.strided or t.is_meta or not _is_plain(t):
+        return ValueSummary(shape=shape, dtype=dtype)
+    with torch.no_grad():
+        d = t.detach()
+        if d.numel() <= SMALL_NUMEL and not d.is_complex():
+            return ValueSummary(shape=shape, dtype=dtype, values=d.cpu().tolist())
+        if d.is_complex():
+            d = d.abs()
+        f = d.to(torch.float64) if not d.is_floating_point() else d.double()
+        finite = torch.isfinite(f)
+        nan = int(torch.isnan(f).sum())
+        inf = int(torch.isinf(f).sum())
+        good = f[finite]
+        if good.numel() == 0:
+            return ValueSummary(shape=shape, dtype=dtype, nan=nan, inf=inf)
+        stats = torch.stack([good.norm(), good.min(), good.max()]).tolist()
+        return ValueSummary(
+            shape=shape, dtype=dtype, norm=stats[0], min=stats[1], max=stats[2], nan=nan, inf=inf
+        )
+
+
+def _is_plain(t: torch.Tensor) -> bool:
+    return type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, torch.nn.Parameter)
+
+
+def grad_fn_name(t: torch.Tensor) -> str | None:
+    """Returns the name of ``t.grad_fn`` ("MulBackward0"), or None for a leaf."""
+    fn = t.grad_fn
+    return None if fn is None else fn.name()
+
+
+def tensor_status(t: torch.Tensor, name: str, *, with_value: bool = True) -> TensorStatus:
+    """Returns the autograd status of ``t`` under ``name``."""
+    # Reading .grad of a non-leaf warns in PyTorch; it is always None unless retain_grad().
+    grad = t.grad if (t.is_leaf or t.retains_grad) else None
+    return TensorStatus(
+        name=name,
+        is_leaf=t.is_leaf,
+        requires_grad=t.requires_grad,
+        grad_fn=grad_fn_name(t),
+        retains_grad=bool(t.retains_grad) if not t.is_leaf else False,
+        grad=summarize(grad),
+        version=t._version,
+        shape=tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        device=str(t.device),
+        value=summarize(t) if with_value else None,
+    )
+
+
+def tensor_ref(t: torch.Tensor, name: str) -> TensorRef:
+    """Returns ``t`` as an op saw it, without reading its values."""
+    return TensorRef(
+        name=name,
+        shape=tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        requires_grad=t.requires_grad,
+        is_leaf=t.is_leaf,
+        version=t._version,
+        grad_fn=grad_fn_name(t),
+    )

@@ -1,0 +1,35 @@
+"""Worked examples, runnable from an installed package: ``gradlens run NAME``.
+
+Each module defines ``TITLE`` and ``run() -> ExampleResult``; the code inside ``run`` is
+written the way a user would write it, against the public API only.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._result import ExampleResult
+
+__all__ = ["EXAMPLES", "ExampleResult", "load_example", "run_example"]
+
+#: name -> module, in the order ``gradlens list`` shows them.
+EXAMPLES: dict[str, str] = {
+    "backward": "backward",
+    "grad-tensors": "grad_tensors",
+    "higher-order": "higher_order",
+    "accumulation": "accumulation",
+    "requires-grad": "requires_grad",
+    "inplace-leaf": "inplace_leaf",
+    "inplace-vs-outplace": "inplace_vs_outplace",
+    "logistic-graph": "logistic_graph",
+}
+
+
+def load_example(name: str):  # type: ignore[no-untyped-def]
+    """Returns the module of example ``name`` (KeyError if there is none)."""
+    return importlib.import_module(f"{__name__}.{EXAMPLES[name]}")
+
+
+def run_example(name: str) -> ExampleResult:
+    """Runs example ``name`` and returns what it showed."""
+    return load_example(name).run()  # type: ignore[no-any-return]

@@ -1,0 +1,284 @@
+"""Tests of gradlens.render.terminal: exact text at a fixed width, and golden tables."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+from rich.console import Console, RenderableType
+
+from gradlens.records import (
+    BackwardEvent,
+    Diagnostic,
+    EdgeKind,
+    ErrorEvent,
+    Event,
+    GradEvent,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    NodeKind,
+    OpEvent,
+    Severity,
+    TensorStatus,
+    TraceRecord,
+    ValueSummary,
+)
+from gradlens.render.terminal import (
+    diagnostics_table,
+    event_log,
+    format_diagnostics,
+    format_event_log,
+    format_graph_tree,
+    format_status,
+    format_trace_report,
+    graph_tree,
+    status_table,
+    to_text,
+)
+
+
+def _value(*values: float) -> ValueSummary:
+    return ValueSummary(shape=(len(values),), dtype="float32", values=list(values))
+
+
+def _in_colour(renderable: RenderableType) -> str:
+    console = Console(file=io.StringIO(), width=100, color_system="standard", force_terminal=True)
+    console.print(renderable)
+    output = console.file
+    assert isinstance(output, io.StringIO)
+    return output.getvalue()
+
+
+def chain_graph(n: int) -> Graph:
+    """y <- Op0 <- Op1 <- ... <- Op{n-1} <- x: a chain n ops deep."""
+    nodes = [GraphNode("y", NodeKind.OUTPUT, "y", shape=(1,))]
+    nodes += [GraphNode(f"n{i}", NodeKind.OP, f"Op{i}") for i in range(n)]
+    nodes.append(GraphNode("x", NodeKind.LEAF, "x", shape=(1,)))
+    ids = [n.id for n in nodes]
+    edges = [GraphEdge(src, dst) for dst, src in itertools.pairwise(ids)]
+    return Graph(tuple(nodes), tuple(edges))
+
+
+# ---------------------------------------------------------------------------------------------
+# golden files
+
+
+def test_status_table_matches_golden(statuses: dict[str, TensorStatus], golden) -> None:
+    golden("classic_status.txt", format_status(statuses, width=100))
+
+
+def test_graph_tree_matches_golden(graph: Graph, golden) -> None:
+    golden("classic_tree.txt", format_graph_tree(graph, width=100))
+
+
+def test_event_log_matches_golden(events: tuple[Event, ...], golden) -> None:
+    golden("classic_events.txt", format_event_log(events, width=100))
+
+
+# ---------------------------------------------------------------------------------------------
+# to_text
+
+
+def test_to_text_is_plain_and_fixed_width(statuses: dict[str, TensorStatus]) -> None:
+    text = to_text(status_table(statuses), width=100)
+    assert "\x1b" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert all(line == line.rstrip() for line in text.splitlines())
+    assert to_text(status_table(statuses), width=140) != text
+
+
+def test_user_text_is_never_markup() -> None:
+    status = TensorStatus(
+        name="[red]x[/red] :smile:",
+        is_leaf=True,
+        requires_grad=False,
+        grad_fn=None,
+        retains_grad=False,
+        grad=None,
+        version=0,
+        shape=(2,),
+        dtype="torch.float32",
+        device="cpu",
+    )
+    assert "[red]x[/red] :smile:" in format_status([status], width=120)
+    graph = Graph((GraphNode("n0", NodeKind.OUTPUT, "[bold]y", shape=(1,)),), ())
+    assert "[bold]y  output [1]" in format_graph_tree(graph)
+
+
+# ---------------------------------------------------------------------------------------------
+# status table
+
+
+def test_status_table_takes_a_mapping_or_statuses(statuses: dict[str, TensorStatus]) -> None:
+    assert format_status(statuses) == format_status(statuses.values())
+    assert to_text(status_table(list(statuses.values()))) == format_status(statuses)
+
+
+def test_status_table_explains_a_missing_grad(statuses: dict[str, TensorStatus]) -> None:
+    text = format_status(statuses, width=200)
+    row = {line.split()[0]: line for line in text.splitlines()[4:] if line.strip()}
+    assert row["w"].split() == ["w", "[1]", "float32", "yes", "yes", "—", "no", "0", "[5.]"]
+    assert "it is not a leaf: autograd only fills .grad of leaves" in row["a"]
+    # A constant never gets a gradient; that is no surprise, so no note.
+    assert row["c"].split() == ["c", "[]", "float32", "yes", "no", "—", "no", "0", "None"]
+
+
+# ---------------------------------------------------------------------------------------------
+# graph tree
+
+
+def test_graph_tree_shows_shared_nodes_once(graph: Graph) -> None:
+    text = format_graph_tree(graph)
+    assert text.count("w  leaf [1]  .grad = [5.]") == 1
+    assert text.count("w  (see above)") == 1
+
+
+def test_graph_tree_several_passes_and_freed() -> None:
+    graph = Graph(
+        (
+            GraphNode("n0", NodeKind.OP, "MulBackward0", op="mul", grads=(_value(1.0), None)),
+            GraphNode("n1", NodeKind.SAVED, "a", shape=(1,), saved_as="self", freed=True),
+            GraphNode("n2", NodeKind.INPUT, "data", shape=(1,)),
+        ),
+        (GraphEdge("n1", "n0", EdgeKind.SAVED), GraphEdge("n2", "n0")),
+    )
+    assert format_graph_tree(graph) == (
+        "autograd graph: 3 nodes\n"
+        "└── MulBackward0  mul  grad#1 ← [1.]  grad#2 ← None\n"
+        "    ├── saved self [1] (freed)\n"
+        "    └── data  input [1]\n"
+    )
+
+
+def test_graph_tree_caps_the_depth() -> None:
+    assert format_graph_tree(chain_graph(10), max_depth=3) == (
+        "autograd graph: 12 nodes\n"
+        "└── y  output [1]\n"
+        "    └── Op0\n"
+        "        └── Op1\n"
+        "            └── Op2\n"
+        "                └── … 8 more levels\n"
+    )
+    assert "… 1 more level\n" in format_graph_tree(chain_graph(3), max_depth=3)
+    assert "more level" not in format_graph_tree(chain_graph(3), max_depth=4)
+
+
+def test_a_5000_deep_chain_renders() -> None:
+    graph = chain_graph(5000)
+    text = format_graph_tree(graph)
+    assert "Op15\n" in text and "… 4985 more levels" in text
+    text = to_text(graph_tree(graph, max_depth=200), width=1000)
+    assert "Op199\n" in text and "… 4801 more levels" in text
+
+
+def test_a_very_wide_graph_renders() -> None:
+    leaves = tuple(GraphNode(f"l{i}", NodeKind.LEAF, f"p{i}", shape=(1,)) for i in range(2000))
+    op = GraphNode("op", NodeKind.OP, "StackBackward0")
+    graph = Graph((op, *leaves), tuple(GraphEdge(leaf.id, "op") for leaf in leaves))
+    text = format_graph_tree(graph)
+    assert text.splitlines()[-1] == "    └── p1999  leaf [1]"
+
+
+# ---------------------------------------------------------------------------------------------
+# event log
+
+
+def test_event_log_rows(events: tuple[Event, ...]) -> None:
+    text = format_event_log(events, width=200)
+    assert "backward pass 1 (retain_graph)" in text
+    assert "a v0 → a v1 (in-place)" in text
+    assert "[3.] → .grad = [5.]" in text
+
+
+def test_errors_are_red(events: tuple[Event, ...]) -> None:
+    coloured = _in_colour(event_log([e for e in events if isinstance(e, ErrorEvent)]))
+    assert "31ma leaf Variable" in coloured  # red (and bold, like the column)
+
+
+def test_autograd_grad_calls() -> None:
+    event = BackwardEvent(
+        0,
+        "grad",
+        2,
+        ("y",),
+        gradient=(_value(2.0),),
+        inputs=("x",),
+        results=(_value(4.0),),
+        create_graph=True,
+        retain_graph=True,
+    )
+    text = format_event_log([event], width=200)
+    assert "autograd.grad pass 3 (retain_graph, create_graph)" in text
+    assert "y → d/d x" in text and "gradient=[2.] → [4.]" in text
+
+
+def test_event_log_keeps_order_and_misc_kinds() -> None:
+    events = [
+        OpEvent(0, "linear", (), (), module="encoder.layer1"),
+        GradEvent(1, 0, "n0", "AddmmBackward0", (None, _value(1.0))),
+    ]
+    rows = [line for line in format_event_log(events).splitlines() if "│" in line]
+    assert rows[0].split("│")[3].strip() == "linear in encoder.layer1"
+    assert rows[0].split("│")[4].strip() == "— → —"
+    assert rows[1].split("│")[5].strip() == "None, [1.]"
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnostics
+
+
+def test_diagnostics_table() -> None:
+    findings = [
+        Diagnostic(
+            "backward-twice",
+            "backward() ran twice through the same graph",
+            Severity.ERROR,
+            name="y",
+            source="train.py:12",
+            fix="pass retain_graph=True to the first call",
+        ),
+        Diagnostic("grad-accumulation", "w.grad was not zeroed", Severity.WARNING),
+        Diagnostic("info", "all good", Severity.INFO),
+    ]
+    text = format_diagnostics(findings, width=200)
+    assert text == to_text(diagnostics_table(findings), width=200)
+    header = next(line for line in text.splitlines() if "┃" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "kind",
+        "severity",
+        "name",
+        "message",
+        "fix",
+        "source",
+    ]
+    lines = [line for line in text.splitlines() if "│" in line]
+    assert [c.strip() for c in lines[0].split("│")[1:-1]] == [
+        "backward-twice",
+        "error",
+        "y",
+        "backward() ran twice through the same graph",
+        "pass retain_graph=True to the first call",
+        "train.py:12",
+    ]
+    assert "\x1b[1;31merror" in _in_colour(diagnostics_table(findings))
+
+
+# ---------------------------------------------------------------------------------------------
+# trace report
+
+
+def test_trace_report(
+    graph: Graph, statuses: dict[str, TensorStatus], events: tuple[Event, ...]
+) -> None:
+    findings = (Diagnostic("backward-twice", "backward() ran twice", Severity.ERROR),)
+    record = TraceRecord(graph, statuses, events, findings)
+    assert format_trace_report(record) == "".join(
+        [
+            format_graph_tree(graph),
+            format_status(statuses),
+            format_event_log(events),
+            format_diagnostics(findings),
+        ]
+    )
+    assert format_trace_report(TraceRecord(graph)) == format_graph_tree(graph)
