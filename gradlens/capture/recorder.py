@@ -153,7 +153,7 @@ class Recorder:
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        before = [(t, self._names.key(t), tensor_ref(t, "")) for t in inputs]
+        refs = [(t, tensor_ref(t, "")) for t in inputs]
         module = self._modules.current
         try:
             out = func(*args, **kwargs)
@@ -162,18 +162,19 @@ class Recorder:
                 index=len(self._events),
                 op=name,
                 error=str(e).strip(),
-                inputs=tuple(r for _, _, r in before),
+                inputs=tuple(r for _, r in refs),
                 source=source,
                 module=module,
             )
-            self._events.append((event, {"inputs": [k for _, k, _ in before]}))
+            self._events.append((event, {"inputs": [self._names.key(t) for t in inputs]}))
             raise
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        bumped = [t for t, _, r in before if t._version != r.version]
+        bumped = [t for t, r in refs if t._version != r.version]
         if not outputs:
             if not bumped:
-                return out
+                return out  # a read such as .item() or .tolist(): nothing to record
             outputs = bumped  # __setitem__ and friends return None; the target changed
+        before = [(t, self._names.key(t), r) for t, r in refs]
         inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
         after = [(t, self._names.key(t), tensor_ref(t, "")) for t in outputs]
         node = None
@@ -332,6 +333,7 @@ class Recorder:
         for t in sinks:
             self._builder.add_output(t)
         alive = self._names.alive()
+        self._name_grads(alive)
         for k, t in alive:
             if k in self._param_owner:
                 nid = self._builder.tensor_node(t, NodeKind.LEAF)
@@ -346,6 +348,15 @@ class Recorder:
             tensors[name] = tensor_status(t, name)
         events = tuple(self._finish_event(e, keys) for e, keys in self._events)
         return TraceRecord(graph=graph, tensors=tensors, events=events)
+
+    def _name_grads(self, alive: list[tuple[int, torch.Tensor]]) -> None:
+        """Names an unnamed tensor that is a leaf's ``.grad`` after the leaf (``w.grad``)."""
+        for k, t in alive:
+            if not t.is_leaf or t.grad is None or not self._names.has_name(k):
+                continue
+            gk = self._names.known(t.grad)
+            if gk is not None and not self._names.has_name(gk):
+                self._names.set_name(gk, f"{self._names.name(k)}.grad")
 
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:

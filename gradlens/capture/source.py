@@ -46,8 +46,13 @@ def _short(filename: str) -> str:
     try:
         rel = os.path.relpath(filename)
     except ValueError:
-        return filename
-    return filename if rel.startswith("..") else rel
+        rel = ".."
+    if not rel.startswith(".."):
+        return rel
+    package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
+    if filename.startswith(package_parent):  # the worked examples, wherever installed
+        return filename[len(package_parent) :]
+    return filename
 
 
 def user_frame() -> tuple[FrameType | None, str | None]:
