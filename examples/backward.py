@@ -19,6 +19,5 @@ with gradlens.trace(w=w, x=x) as t:
     y.backward()
     print("w.grad after two:", w.grad)  # tensor([10.]): gradients accumulate
 
-gradlens.inspect(w, x, a, b, y)  # leaf / requires_grad / grad_fn / grad of each
 print(gradlens.inspect(w, x, a, b, y))
 print(t.render("backward.svg"))

@@ -12,5 +12,5 @@ with gradlens.trace(x=x) as t:
     (grad_3,) = torch.autograd.grad(grad_2, x)
 
 print(grad_1, grad_2, grad_3)  # 6, 2, 0
-print(gradlens.graph(grad_1, params={"x": x}).render("first_derivative.svg"))
+print(gradlens.graph(grad_1, params={"x": x, "grad_1": grad_1}).render("first_derivative.svg"))
 print(t.render("higher_order.svg"))  # y's graph, and the derivatives' graphs linked to it

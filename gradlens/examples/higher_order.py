@@ -18,7 +18,7 @@ def run() -> ExampleResult:
         (grad_1,) = torch.autograd.grad(y, x, create_graph=True)  # 2x = 6, with a graph
         (grad_2,) = torch.autograd.grad(grad_1, x, create_graph=True)  # 2
         (grad_3,) = torch.autograd.grad(grad_2, x)  # 0: 2 does not depend on x
-    first = gradlens.graph(grad_1, params={"x": x})
+    first = gradlens.graph(grad_1, params={"x": x, "grad_1": grad_1})
     return ExampleResult(
         name="higher-order",
         title=TITLE,

@@ -63,9 +63,8 @@ def html_escape(text: str) -> str:
     """Returns ``text`` safe inside a Graphviz HTML-like label (``label=<...>``).
 
     ``& < > " '`` become entities, a newline becomes ``<br/>``, a tab a space (Graphviz would
-    drop it), other control characters
-    (invalid in XML even as entities) become ``\\xNN``; braces, backslashes and any unicode
-    stay as they are, since HTML labels give them no meaning.
+    drop it), other control characters (invalid in XML even as entities) become ``\\xNN``;
+    braces, backslashes and any unicode stay as they are: HTML labels give them no meaning.
     """
     text = (
         text.replace("&", "&amp;")
