@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns the exit code (0 ok, 2 for a usage error)."""
     args = _parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for the tables, no colour codes
+        console = Console(width=120)
     try:
         if args.command == "list":
             console.print(_example_table())

@@ -119,7 +119,7 @@ def test_status_table_explains_a_missing_grad(statuses: dict[str, TensorStatus])
     text = format_status(statuses, width=200)
     row = {line.split()[0]: line for line in text.splitlines()[4:] if line.strip()}
     assert row["w"].split() == ["w", "[1]", "float32", "yes", "yes", "—", "no", "0", "[5.]"]
-    assert "it is not a leaf: autograd only fills .grad of leaves" in row["a"]
+    assert "non-leaf: call .retain_grad() to keep it" in row["a"]
     # A constant never gets a gradient; that is no surprise, so no note.
     assert row["c"].split() == ["c", "[]", "float32", "yes", "no", "—", "no", "0", "None"]
 

@@ -97,13 +97,13 @@ def status_table(tensors: Mapping[str, TensorStatus] | Iterable[TensorStatus]) -
     table.add_column("dtype", no_wrap=True)
     table.add_column("leaf", no_wrap=True)
     table.add_column("req grad", no_wrap=True)
-    table.add_column("grad_fn", overflow="fold")
+    table.add_column("grad_fn", no_wrap=True)
     table.add_column("retains", no_wrap=True)
     table.add_column("ver", justify="right", no_wrap=True)
     table.add_column("grad", style="green", overflow="fold")
     table.add_column("note", style="dim", ratio=1)
     for status in statuses:
-        note = status.why_no_grad() if status.requires_grad else None
+        note = _grad_note(status)
         table.add_row(
             Text(status.name),
             Text(format_shape(status.shape)),
@@ -124,6 +124,15 @@ def format_status(
 ) -> str:
     """Returns :func:`status_table` as plain text."""
     return to_text(status_table(tensors), width)
+
+
+def _grad_note(status: TensorStatus) -> str | None:
+    """Returns a short reason why ``.grad`` is None, or None when there is nothing to say."""
+    if status.grad is not None or not status.requires_grad:
+        return None
+    if not status.is_leaf and not status.retains_grad:
+        return "non-leaf: call .retain_grad() to keep it"
+    return "no backward() reached it yet"
 
 
 def _yes_no(flag: bool) -> Text:
