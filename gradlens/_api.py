@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
+from ._io import load as _load_record
 from ._trace import Trace
 from .capture import build_graph, inspect_tensors
-from ._io import load as _load_record
 from .records import Graph, TensorStatus, TraceRecord
 
 __all__ = ["Inspection", "graph", "inspect", "load", "trace"]

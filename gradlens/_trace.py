@@ -43,13 +43,12 @@ class Trace:
         self._recorder.__enter__()
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._recorder is not None
         try:
             self._recorder.__exit__(exc_type, exc, tb)
         finally:
             self._record = self._finish(self._recorder.record)
-        return False
 
     @staticmethod
     def _finish(record: TraceRecord) -> TraceRecord:

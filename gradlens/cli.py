@@ -25,7 +25,7 @@ __all__ = ["example_json", "main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradlens",
-        description="See the autograd graph, the gradients that flow through it, and what breaks it.",
+        description="See the autograd graph, the gradients through it, and what breaks it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("list", help="list the worked examples")

@@ -1,16 +1,19 @@
 """Analysis: pure functions from records to findings (``Diagnostic``s). No torch here."""
 
+from collections.abc import Callable, Sequence
+
+from ..records import Diagnostic, Event
 from .errors import explain_errors
 
 #: Every built-in check, each ``(events) -> list[Diagnostic]``; run in this order.
-CHECKS = (explain_errors,)
+CHECKS: tuple[Callable[[Sequence[Event]], list[Diagnostic]], ...] = (explain_errors,)
 
 __all__ = ["CHECKS", "diagnose", "explain_errors"]
 
 
-def diagnose(events):  # type: ignore[no-untyped-def]
+def diagnose(events: Sequence[Event]) -> list[Diagnostic]:
     """Returns the findings of every check over a trace's events, in order."""
-    out = []
+    out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(events))
     return out

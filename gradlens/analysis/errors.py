@@ -38,9 +38,7 @@ def _backward_twice(
         and not e.retain_graph
         and set(e.roots) & set(event.roots)
     ]
-    failed_at = [
-        e for e in after if isinstance(e, GradEvent) and e.pass_index == event.pass_index
-    ]
+    failed_at = [e for e in after if isinstance(e, GradEvent) and e.pass_index == event.pass_index]
     node = failed_at[-1].node_name if failed_at else "a node"
     roots = ", ".join(event.roots) or "the output"
     if freeing:

@@ -46,9 +46,7 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
                 leaf = getattr(_fn, "variable", None)
                 if isinstance(leaf, torch.Tensor):
                     names.set_name(draft.tensor_key, _shape_name(leaf))
-        leaf_grads = {
-            names.key(t): summarize(t.grad) for t in _leaves(roots) if t.grad is not None
-        }
+        leaf_grads = {names.key(t): summarize(t.grad) for t in _leaves(roots) if t.grad is not None}
         return builder.build(leaf_grads)
     finally:
         builder.forget_marks(roots)

@@ -37,4 +37,6 @@ def inspect_tensors(*tensors: Any, **named: Any) -> dict[str, TensorStatus]:
 
 def _check(t: Any, where: str) -> None:
     if not isinstance(t, torch.Tensor):
-        raise GradlensError(f"{where} is a {type(t).__name__}, not a tensor: inspect() takes tensors")
+        raise GradlensError(
+            f"{where} is a {type(t).__name__}, not a tensor: inspect() takes tensors"
+        )

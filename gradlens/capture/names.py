@@ -62,7 +62,11 @@ class TensorNames:
         k = self._next
         self._next += 1
         pid = id(t)
-        self._by_id[pid] = (weakref.ref(t, lambda r, p=pid: self._forget(p, r)), k)
+
+        def forget(ref: weakref.ref[torch.Tensor], pid: int = pid) -> None:
+            self._forget(pid, ref)
+
+        self._by_id[pid] = (weakref.ref(t, forget), k)
         return k
 
     def known(self, t: torch.Tensor) -> int | None:

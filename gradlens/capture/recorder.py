@@ -61,7 +61,7 @@ class _Mode(TorchFunctionMode):
         super().__init__()
         self._recorder = recorder
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         return self._recorder._on_call(func, args, kwargs or {})
 
 
@@ -89,10 +89,10 @@ class Recorder:
             named[name] = t
         self._modules = ModuleStack(mods)
         self._param_owner: dict[int, str] = {}
-        for pname, (p, path) in self._modules.param_modules().items():
+        for pname, (p, _path) in self._modules.param_modules().items():
             named.setdefault(pname, p)
         self._names = TensorNames(named)
-        for pname, (p, path) in self._modules.param_modules().items():
+        for _pname, (p, path) in self._modules.param_modules().items():
             self._param_owner[self._names.key(p)] = path
         self._builder = GraphBuilder(self._names)
         self._events: list[tuple[Event, dict[str, Any]]] = []
@@ -119,7 +119,7 @@ class Recorder:
             raise
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self._mode.__exit__(exc_type, exc, tb)
         finally:
@@ -128,7 +128,6 @@ class Recorder:
             self._state = "done"
             self._names.names_from_frame(user_frame()[0])
             self._record = self._build(final=True)
-        return False
 
     @property
     def recording(self) -> bool:
@@ -192,7 +191,7 @@ class Recorder:
             node = node or nid
             self._outputs[k] = weakref.ref(t)
         self._consumed.update(k for _, k, _ in before)
-        event = OpEvent(
+        op_event = OpEvent(
             index=len(self._events),
             op=name,
             inputs=tuple(r for _, _, r in before),
@@ -203,7 +202,7 @@ class Recorder:
             node=node,
         )
         self._events.append(
-            (event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})
+            (op_event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})
         )
         return out
 
@@ -254,7 +253,9 @@ class Recorder:
         self._events.append((base, keys))
         try:
             for fn, nid in reached:
-                self._hooks.append(fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index)))
+                self._hooks.append(
+                    fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index))
+                )
                 leaf = getattr(fn, "variable", None)
                 if isinstance(leaf, torch.Tensor):
                     self._hooks.append(
@@ -288,7 +289,9 @@ class Recorder:
 
     def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
         def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-            grads = tuple(summarize(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs)
+            grads = tuple(
+                summarize(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs
+            )
             draft = self._builder.draft(nid)
             draft.grads.append(next((g for g in grads if g is not None), None))
             event = GradEvent(
@@ -360,7 +363,9 @@ class Recorder:
 
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
-            return tuple(replace(r, name=self._names.name(k)) for r, k in zip(refs, ks))
+            return tuple(
+                replace(r, name=self._names.name(k)) for r, k in zip(refs, ks, strict=True)
+            )
 
         if isinstance(event, OpEvent):
             return replace(

@@ -9,7 +9,7 @@ from types import FrameType
 
 __all__ = ["user_frame", "user_source"]
 
-_TORCH_DIR = str(Path(__import__("torch").__file__).resolve().parent) + os.sep
+_TORCH_DIR = str(Path(str(__import__("torch").__file__)).resolve().parent) + os.sep
 _GRADLENS_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
 # Worked examples live inside the package but are user code: their lines are the point.
 _EXAMPLES_DIR = _GRADLENS_DIR + "examples" + os.sep

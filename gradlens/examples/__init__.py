@@ -7,6 +7,7 @@ written the way a user would write it, against the public API only.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 from ._result import ExampleResult
 
@@ -25,11 +26,12 @@ EXAMPLES: dict[str, str] = {
 }
 
 
-def load_example(name: str):  # type: ignore[no-untyped-def]
+def load_example(name: str) -> ModuleType:
     """Returns the module of example ``name`` (KeyError if there is none)."""
     return importlib.import_module(f"{__name__}.{EXAMPLES[name]}")
 
 
 def run_example(name: str) -> ExampleResult:
     """Runs example ``name`` and returns what it showed."""
-    return load_example(name).run()  # type: ignore[no-any-return]
+    result: ExampleResult = load_example(name).run()
+    return result

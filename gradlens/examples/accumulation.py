@@ -39,7 +39,7 @@ def run() -> ExampleResult:
     table.add_column("step", justify="right")
     table.add_column("without zeroing", justify="right")
     table.add_column("with w.grad.zero_()", justify="right")
-    for i, (p, z) in enumerate(zip(plain, zeroed), start=1):
+    for i, (p, z) in enumerate(zip(plain, zeroed, strict=True), start=1):
         table.add_row(str(i), f"{p:g}", f"{z:g}")
     return ExampleResult(
         name="accumulation",
