@@ -71,7 +71,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"no example named {args.name!r}; the examples are: {', '.join(EXAMPLES)}"
         )
     outputs = {fmt: getattr(args, fmt) for fmt in ("svg", "png", "pdf", "dot", "json")}
-    for path in outputs.values():
+    for fmt, path in outputs.items():
+        if path is not None and path.suffix.lower() != f".{fmt}":
+            raise GradlensError(f"--{fmt} takes a path ending in .{fmt}, not {str(path)!r}")
         if path is not None and not path.resolve().parent.is_dir():
             raise GradlensError(f"cannot write {path}: the folder {path.parent} does not exist")
     result = load_example(args.name).run()
