@@ -204,7 +204,7 @@ def test_params_name_some_leaves_and_shapes_name_the_rest() -> None:
 
 
 def test_several_outputs() -> None:
-    w, x, a, b, y = classic()
+    w, x, a, _b, y = classic()
     g = gradlens.graph(y, a, params={"w": w, "x": x})
     assert [n.name for n in g.outputs] == ["output 0", "output 1"]
     # a's graph is part of y's: no node is duplicated.
@@ -308,7 +308,7 @@ def test_second_output_without_graph_is_named_by_position() -> None:
 def test_params_of_a_wrong_type() -> None:
     w, x, _a, _b, y = classic()
     with pytest.raises(
-        gradlens.GradlensError, match="params must be an nn.Module or a dict of name -> tensor"
+        gradlens.GradlensError, match=r"params must be an nn\.Module or a dict of name -> tensor"
     ):
         gradlens.graph(y, params=[w, x])
 
@@ -329,8 +329,7 @@ def test_graph_leaves_no_marks_on_autograd_nodes() -> None:
     fns = torch_nodes(y.grad_fn)
     assert len(fns) == 5
     for fn in fns:
-        assert "gradlens" not in fn.metadata
-    assert y.grad_fn.metadata == {"mine": 1}
+        assert fn.metadata == ({"mine": 1} if fn is y.grad_fn else {})
 
 
 def test_graph_does_not_change_gradients() -> None:
@@ -342,6 +341,4 @@ def test_graph_does_not_change_gradients() -> None:
 
 def test_graph_twice_gives_equal_graphs() -> None:
     w, x, _a, _b, y = classic()
-    assert gradlens.graph(y, params={"w": w, "x": x}) == gradlens.graph(
-        y, params={"w": w, "x": x}
-    )
+    assert gradlens.graph(y, params={"w": w, "x": x}) == gradlens.graph(y, params={"w": w, "x": x})

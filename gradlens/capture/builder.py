@@ -57,6 +57,8 @@ class GraphBuilder:
     def __init__(self, names: TensorNames) -> None:
         self.names = names
         self._token = object()
+        # One key per builder, so graph() inside a trace never touches the trace's marks.
+        self._key = (_META_KEY, id(self._token))
         self._drafts: dict[str, _Draft] = {}
         self._edges: dict[tuple[str, str, EdgeKind], str | None] = {}
         self._by_tensor: dict[tuple[NodeKind, int], str] = {}
@@ -74,7 +76,7 @@ class GraphBuilder:
 
     def known_id(self, fn: Any) -> str | None:
         """Returns the node id this builder gave ``fn``, or None."""
-        mark = fn.metadata.get(_META_KEY)
+        mark = fn.metadata.get(self._key)
         if mark is not None and mark[0] is self._token:
             return str(mark[1])
         return None
@@ -92,7 +94,7 @@ class GraphBuilder:
             shape = tuple(meta[0].shape) if len(meta) == 1 else None
             dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
-        fn.metadata[_META_KEY] = (self._token, nid)
+        fn.metadata[self._key] = (self._token, nid)
         return nid
 
     def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
@@ -199,7 +201,7 @@ class GraphBuilder:
             fn = queue.popleft()
             if self.known_id(fn) is None:
                 continue
-            del fn.metadata[_META_KEY]
+            del fn.metadata[self._key]
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
     # -- result --------------------------------------------------------------------------

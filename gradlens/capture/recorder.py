@@ -124,6 +124,7 @@ class Recorder:
             self._mode.__exit__(exc_type, exc, tb)
         finally:
             self._modules.remove()
+            self._modules = ModuleStack([])  # a finished trace must not keep the model alive
             self._remove_hooks()
             self._state = "done"
             self._names.names_from_frame(user_frame()[0])
