@@ -50,6 +50,7 @@ class TensorNames:
         self._by_id: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
         self._names: dict[int, str] = {}
         self._taken: set[str] = set()
+        self._suffix: dict[str, int] = {}  # the last "#n" given to each name
         self._next = 0
         for name, t in (named or {}).items():
             self.set_name(self.key(t), name)
@@ -83,10 +84,11 @@ class TensorNames:
         """Names key ``k`` unless it has a name; a taken name gets a ``#2`` suffix. Returns it."""
         if k in self._names:
             return self._names[k]
-        unique, n = name, 1
-        while unique in self._taken:
+        unique, n = name, self._suffix.get(name, 1)
+        while unique in self._taken:  # one step per name, not one per earlier tensor
             n += 1
             unique = f"{name}#{n}"
+        self._suffix[name] = n
         self._taken.add(unique)
         self._names[k] = unique
         return unique

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def user_source(skip: int = 1) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _short(filename: str) -> str:
     """Returns the path relative to the working directory when inside it, else as given."""
     try:
