@@ -25,9 +25,9 @@ def graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
     ``NoGraphError`` for an output without ``grad_fn``, saying why it has none.
 
     >>> w = torch.tensor([1.0], requires_grad=True)
-    >>> g = graph(w * 2, params={"w": w})
-    >>> [n.name for n in g.nodes]
-    ['output', 'MulBackward0', 'w']
+    >>> g = graph(w * w, params={"w": w})
+    >>> [n.name for n in g.nodes]  # the output, the op, the two tensors it saved, the leaf
+    ['output', 'MulBackward0', 'other', 'self', 'w']
     """
     return build_graph(*outputs, params=params)
 
