@@ -253,7 +253,7 @@ def event_log(events: Sequence[Event]) -> Table:
     table.add_column("what", style="bold", overflow="fold")
     table.add_column("tensors", overflow="fold")
     table.add_column("gradient", style="green", overflow="fold")
-    table.add_column("source", style="dim", overflow="fold")
+    table.add_column("source", style="dim", no_wrap=True)
     for event in events:
         table.add_row(
             Text(str(event.index)),
@@ -261,9 +261,14 @@ def event_log(events: Sequence[Event]) -> Table:
             _event_what(event),
             Text(_event_tensors(event)),
             Text(_event_gradient(event)),
-            Text(getattr(event, "source", None) or ""),
+            Text(_file_line(getattr(event, "source", None))),
         )
     return table
+
+
+def _file_line(source: str | None) -> str:
+    """Returns ``"file.py:12"`` without its folders: the table's narrowest useful form."""
+    return "" if source is None else source.replace("\\", "/").rpartition("/")[2]
 
 
 def format_event_log(events: Sequence[Event], width: int = 100) -> str:
