@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
+from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
 from .names import TensorNames
 
-__all__ = ["GraphBuilder", "node_name", "shape_label"]
+__all__ = ["GraphBuilder", "node_name"]
 
 _META_KEY = "gradlens"
 # Saved attributes that describe sizes/strides rather than tensors or useful scalars.
@@ -26,11 +26,6 @@ _SKIP_SAVED_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_op
 def node_name(fn: Any) -> str:
     """Returns an autograd Node's class name ("MulBackward0", "AccumulateGrad")."""
     return str(fn.name()).rpartition("::")[2]
-
-
-def shape_label(shape: Any) -> str:
-    """Returns a shape as ``"[2, 3]"`` (``"[]"`` for a scalar)."""
-    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
 
 @dataclass
@@ -120,7 +115,7 @@ class GraphBuilder:
         """Adds ``t`` as an OUTPUT node, walks its graph, and returns the output node id."""
         out = self.tensor_node(t, NodeKind.OUTPUT)
         if t.grad_fn is not None:
-            self.edge(self.node_for(t.grad_fn), out, label=shape_label(t.shape))
+            self.edge(self.node_for(t.grad_fn), out, label=format_shape(t.shape))
             self.walk([t.grad_fn])
         return out
 
@@ -147,7 +142,7 @@ class GraphBuilder:
                     continue
                 cid = self.node_for(child)
                 meta = child._input_metadata
-                label = shape_label(meta[nr].shape) if nr < len(meta) else None
+                label = format_shape(meta[nr].shape) if nr < len(meta) else None
                 self.edge(cid, nid, label=label)
                 if cid not in seen:
                     queue.append(child)

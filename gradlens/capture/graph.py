@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .._errors import GradlensError, NoGraphError
-from ..records import Graph
+from ..records import Graph, ValueSummary
 from .builder import GraphBuilder
 from .names import TensorNames, named_params
 from .summary import summarize
@@ -40,32 +40,19 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
         for i, t in enumerate(outputs):
             names.set_name(names.key(t), "output" if len(outputs) == 1 else f"output {i}")
             builder.add_output(t)
-        for _fn, nid in builder.walk(roots):
-            draft = builder.draft(nid)
-            if draft.tensor_key is not None and not names.has_name(draft.tensor_key):
-                leaf = getattr(_fn, "variable", None)
-                if isinstance(leaf, torch.Tensor):
-                    names.set_name(draft.tensor_key, _shape_name(leaf))
-        leaf_grads = {names.key(t): summarize(t.grad) for t in _leaves(roots) if t.grad is not None}
+        leaf_grads: dict[int, ValueSummary | None] = {}
+        for fn, nid in builder.walk(roots):
+            leaf = getattr(fn, "variable", None)
+            key = builder.draft(nid).tensor_key
+            if not isinstance(leaf, torch.Tensor) or key is None:
+                continue
+            if not names.has_name(key):
+                names.set_name(key, _shape_name(leaf))
+            if leaf.grad is not None:
+                leaf_grads[key] = summarize(leaf.grad)
         return builder.build(leaf_grads)
     finally:
         builder.forget_marks(roots)
-
-
-def _leaves(roots: list[Any]) -> list[torch.Tensor]:
-    seen: set[int] = set()
-    out: list[torch.Tensor] = []
-    stack = list(roots)
-    while stack:
-        fn = stack.pop()
-        if id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        variable = getattr(fn, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            out.append(variable)
-        stack.extend(child for child, _ in fn.next_functions if child is not None)
-    return out
 
 
 def _shape_name(t: torch.Tensor) -> str:

@@ -32,8 +32,9 @@ from ..records import (
     OpEvent,
     TensorRef,
     TraceRecord,
+    format_shape,
 )
-from .builder import GraphBuilder, node_name, shape_label
+from .builder import GraphBuilder, node_name
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
@@ -188,7 +189,7 @@ class Recorder:
                 for src, _, ref in before:
                     if not src.requires_grad:
                         iid = self._builder.tensor_node(src, NodeKind.INPUT)
-                        self._builder.edge(iid, nid, label=shape_label(ref.shape))
+                        self._builder.edge(iid, nid, label=format_shape(ref.shape))
             node = node or nid
             self._outputs[k] = weakref.ref(t)
         self._consumed.update(k for _, k, _ in before)

@@ -8,7 +8,7 @@ from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
-from .values import SMALL_NUMEL, ValueSummary
+from .values import SMALL_NUMEL, ValueSummary, format_shape
 
 __all__ = [
     "SMALL_NUMEL",
@@ -28,4 +28,5 @@ __all__ = [
     "TensorStatus",
     "TraceRecord",
     "ValueSummary",
+    "format_shape",
 ]

@@ -6,10 +6,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SMALL_NUMEL", "ValueSummary"]
+__all__ = ["SMALL_NUMEL", "ValueSummary", "format_shape"]
 
 #: Tensors with at most this many elements keep their exact values; larger ones keep statistics.
 SMALL_NUMEL = 16
+
+
+def format_shape(shape: Any) -> str:
+    """Returns a shape as ``[2, 3]`` (``[]`` for a scalar), or ``""`` when it is unknown."""
+    if shape is None:
+        return ""
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
+from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
 
 __all__ = ["DEFAULT_MAX_NODES", "format_shape", "html_escape", "quote_id", "to_dot"]
 
@@ -207,13 +207,6 @@ def _small(text: str, color: str | None = None) -> str:
         return ""
     colour = f' color="{color}"' if color else ""
     return f'<font point-size="{_SMALL}"{colour}>{html_escape(text)}</font>'
-
-
-def format_shape(shape: tuple[int, ...] | None) -> str:
-    """Returns a shape as ``[2, 3]`` (``[]`` for a scalar), or ``""`` when it is unknown."""
-    if shape is None:
-        return ""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _unused_id(base: str, taken: set[str]) -> str:
