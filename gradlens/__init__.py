@@ -5,14 +5,26 @@ Public API::
     gradlens.graph(*outputs, params=None) -> Graph
     gradlens.trace(*modules, **named_tensors) -> Trace     # a context manager
     gradlens.inspect(*tensors, **named_tensors) -> Inspection
+    gradlens.watch(model, optimizer, *, every=1, live=None) -> Lens  # a context manager
     gradlens.save(obj, path) / gradlens.load(path)
 """
 
 from ._api import Inspection, graph, inspect, load, trace
 from ._errors import GradlensError, NoGraphError, SchemaError
 from ._io import save
+from ._lens import Lens, watch
 from ._trace import Trace
-from .records import Diagnostic, Graph, GraphEdge, GraphNode, TensorStatus, TraceRecord
+from .records import (
+    Diagnostic,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    ParamStats,
+    StepRecord,
+    TensorStatus,
+    TraceRecord,
+    WatchRecord,
+)
 
 __version__ = "0.1.0"
 
@@ -23,15 +35,20 @@ __all__ = [
     "GraphEdge",
     "GraphNode",
     "Inspection",
+    "Lens",
     "NoGraphError",
+    "ParamStats",
     "SchemaError",
+    "StepRecord",
     "TensorStatus",
     "Trace",
     "TraceRecord",
+    "WatchRecord",
     "__version__",
     "graph",
     "inspect",
     "load",
     "save",
     "trace",
+    "watch",
 ]

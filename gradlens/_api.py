@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from ._io import load as _load_record
+from ._lens import Lens
 from ._trace import Trace
 from .capture import build_graph, inspect_tensors
-from .records import Graph, TensorStatus, TraceRecord
+from .records import Graph, TensorStatus, TraceRecord, WatchRecord
 
 __all__ = ["Inspection", "graph", "inspect", "load", "trace"]
 
@@ -76,12 +77,15 @@ def inspect(*tensors: torch.Tensor, **named_tensors: torch.Tensor) -> Inspection
     return Inspection(inspect_tensors(*tensors, **named_tensors))
 
 
-def load(path: str | os.PathLike[str]) -> Graph | Trace:
-    """Returns the Graph or Trace saved at ``path`` by ``gradlens.save`` (JSON, see SCHEMA.md).
+def load(path: str | os.PathLike[str]) -> Graph | Trace | Lens:
+    """Returns the Graph, Trace or Lens saved at ``path`` by ``gradlens.save`` (see SCHEMA.md).
 
-    A loaded Trace has ``graph``, ``tensors``, ``events`` and ``diagnostics`` like a live one.
+    A loaded Trace has ``graph``, ``tensors``, ``events`` and ``diagnostics`` like a live one;
+    a loaded Lens has ``steps``, ``diagnostics``, ``report()`` and ``plot()``.
     """
     record = _load_record(path)
     if isinstance(record, TraceRecord):
         return Trace.from_record(record)
+    if isinstance(record, WatchRecord):
+        return Lens.from_record(record)
     return record

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ._errors import GradlensError, SchemaError
-from .records import Graph, TraceRecord
+from .records import Graph, TraceRecord, WatchRecord
 from .records.serialize import dumps, loads
 
 __all__ = ["load", "save"]
@@ -38,8 +38,8 @@ def save(obj: object, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load(path: str | os.PathLike[str]) -> Graph | TraceRecord:
-    """Returns the Graph or TraceRecord saved in the JSON file at ``path``.
+def load(path: str | os.PathLike[str]) -> Graph | TraceRecord | WatchRecord:
+    """Returns the Graph, TraceRecord or WatchRecord saved in the JSON file at ``path``.
 
     Raises GradlensError when the file is missing, SchemaError (a GradlensError) when it is not
     a gradlens file or was written by a newer gradlens.
@@ -61,17 +61,17 @@ def load(path: str | os.PathLike[str]) -> Graph | TraceRecord:
         raise SchemaError(f"{path}: {e}") from e
 
 
-def _record_of(obj: object) -> Graph | TraceRecord:
-    """Returns the record to write: ``obj`` itself, or the TraceRecord of a live Trace."""
-    if isinstance(obj, (Graph, TraceRecord)):
+def _record_of(obj: object) -> Graph | TraceRecord | WatchRecord:
+    """Returns the record to write: ``obj`` itself, or the record of a Trace or a Lens."""
+    if isinstance(obj, (Graph, TraceRecord, WatchRecord)):
         return obj
     record = getattr(obj, "record", None)
-    if isinstance(record, TraceRecord):
+    if isinstance(record, (TraceRecord, WatchRecord)):
         return record
     given = type(obj).__name__
     if record is not None:
         given += f" whose .record is a {type(record).__name__}"
     raise GradlensError(
-        "save() takes a Graph, a TraceRecord, or a Trace (anything with a .record that is a "
-        f"TraceRecord); got a {given}"
+        "save() takes a Graph, a TraceRecord, a WatchRecord, a Trace or a Lens (anything with a "
+        f".record that is a TraceRecord or WatchRecord); got a {given}"
     )

@@ -318,11 +318,11 @@ def test_missing_envelope_keys_and_unknown_type() -> None:
         "schema: missing (expected the integer schema version)"
     )
     assert _error({k: v for k, v in d.items() if k != "type"}) == (
-        "type: expected one of 'graph', 'trace', missing"
+        "type: expected one of 'graph', 'trace', 'watch', missing"
     )
-    assert _error({**d, "type": "model"}) == "type: expected one of 'graph', 'trace', got 'model'"
+    assert _error({**d, "type": "model"}) == "type: expected one of 'graph', 'trace', 'watch', got 'model'"
     assert _error({**d, "type": ["graph"]}) == (
-        "type: expected one of 'graph', 'trace', got a list"
+        "type: expected one of 'graph', 'trace', 'watch', got a list"
     )
     assert _error({k: v for k, v in d.items() if k != "data"}) == (
         "data: missing (expected an object)"
@@ -462,7 +462,7 @@ def test_invalid_json_says_where() -> None:
 def test_only_records_can_be_written() -> None:
     with pytest.raises(GradlensError) as info:
         to_json_dict({"nodes": []})  # type: ignore[arg-type]
-    assert str(info.value) == "only a Graph or a TraceRecord can be written as JSON, got dict"
+    assert str(info.value) == "only a Graph, TraceRecord or WatchRecord can be written as JSON, got dict"
 
     bad = Graph((GraphNode("n0", NodeKind.LEAF, "z", grad=ValueSummary((1,), "c", [1j])),), ())
     with pytest.raises(GradlensError) as info:
@@ -525,8 +525,8 @@ def test_save_refuses_other_objects(tmp_path: Path, obj: Any, given: str) -> Non
     with pytest.raises(GradlensError) as info:
         save(obj, tmp_path / "x.json")
     assert str(info.value) == (
-        "save() takes a Graph, a TraceRecord, or a Trace (anything with a .record that is a "
-        f"TraceRecord); got a {given}"
+        "save() takes a Graph, a TraceRecord, a WatchRecord, a Trace or a Lens (anything with a "
+        f".record that is a TraceRecord or WatchRecord); got a {given}"
     )
     assert not (tmp_path / "x.json").exists()
 

@@ -6,6 +6,7 @@ Everything downstream (analysis, render, JSON) works on these, live or loaded fr
 from .diagnostics import Diagnostic, Severity
 from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
+from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, WatchRecord
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
 from .values import SMALL_NUMEL, ValueSummary, format_shape
@@ -17,16 +18,22 @@ __all__ = [
     "EdgeKind",
     "ErrorEvent",
     "Event",
+    "FactKind",
     "GradEvent",
     "Graph",
     "GraphEdge",
     "GraphNode",
     "NodeKind",
     "OpEvent",
+    "ParamInfo",
+    "ParamStats",
     "Severity",
+    "StepRecord",
     "TensorRef",
     "TensorStatus",
     "TraceRecord",
     "ValueSummary",
+    "WatchFact",
+    "WatchRecord",
     "format_shape",
 ]

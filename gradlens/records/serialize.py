@@ -19,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from .._errors import GradlensError, SchemaError
 from .graph import Graph
+from .steps import WatchRecord
 from .trace import TraceRecord
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "dumps", "from_json_dict", "loads", "to_json_dict"]
@@ -28,7 +29,8 @@ FORMAT = "gradlens"
 #: The schema this gradlens writes, and the newest one it reads. Bumped on incompatible changes.
 SCHEMA_VERSION = 1
 
-_TYPES: dict[str, type] = {"graph": Graph, "trace": TraceRecord}
+_TYPES: dict[str, type] = {"graph": Graph, "trace": TraceRecord, "watch": WatchRecord}
+_Record = Graph | TraceRecord | WatchRecord
 # Decoded to the ``math`` constants, so values built from them compare equal after a round trip
 # (NaN != NaN, but lists compare items by identity first).
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -38,7 +40,7 @@ _VALUES_TEXT = 'a number, true, false, "nan", "inf", "-inf", or a list of them'
 # ---- writing -----------------------------------------------------------------------------------
 
 
-def to_json_dict(obj: Graph | TraceRecord) -> dict[str, Any]:
+def to_json_dict(obj: _Record) -> dict[str, Any]:
     """Returns ``obj`` as a JSON-ready dict: ``{"format", "schema", "type", "data"}``."""
     for type_name, cls in _TYPES.items():
         if isinstance(obj, cls):
@@ -49,11 +51,11 @@ def to_json_dict(obj: Graph | TraceRecord) -> dict[str, Any]:
                 "data": _encode(obj, "data"),
             }
     raise GradlensError(
-        f"only a Graph or a TraceRecord can be written as JSON, got {type(obj).__name__}"
+        f"only a Graph, TraceRecord or WatchRecord can be written as JSON, got {type(obj).__name__}"
     )
 
 
-def dumps(obj: Graph | TraceRecord, *, indent: int | None = 1) -> str:
+def dumps(obj: _Record, *, indent: int | None = 1) -> str:
     """Returns ``obj`` as strict JSON text (no NaN or Infinity literals)."""
     return json.dumps(to_json_dict(obj), indent=indent, ensure_ascii=False, allow_nan=False)
 
@@ -115,8 +117,8 @@ def _encode_float(x: float) -> float | str:
 # ---- reading -----------------------------------------------------------------------------------
 
 
-def loads(text: str | bytes) -> Graph | TraceRecord:
-    """Returns the Graph or TraceRecord in JSON ``text``; SchemaError says what is wrong."""
+def loads(text: str | bytes) -> _Record:
+    """Returns the record in JSON ``text``; SchemaError says what is wrong."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -126,7 +128,7 @@ def loads(text: str | bytes) -> Graph | TraceRecord:
     return from_json_dict(data)
 
 
-def from_json_dict(d: Any) -> Graph | TraceRecord:
+def from_json_dict(d: Any) -> _Record:
     """Returns the record in a dict made by :func:`to_json_dict` (or ``json.load``), validated.
 
     Unknown keys are ignored; fields with a default may be left out. Raises SchemaError naming
@@ -150,7 +152,7 @@ def from_json_dict(d: Any) -> Graph | TraceRecord:
         raise SchemaError(f"type: expected one of {choices}, {got}")
     if "data" not in d:
         raise SchemaError("data: missing (expected an object)")
-    record: Graph | TraceRecord = _decode(d["data"], _TYPES[type_name], "data")
+    record: _Record = _decode(d["data"], _TYPES[type_name], "data")
     return record
 
 

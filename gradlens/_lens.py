@@ -1,0 +1,237 @@
+"""``gradlens.watch``: a training loop's gradients per parameter and step, and its mistakes.
+
+A ``Lens`` composes the layers: capture's ``Watcher`` (hooks, on-device statistics), the
+analysis ``TrainingChecks`` (findings as steps reach the host), the render layer's live view,
+report and plots. Statistics reach the host in batches: every ``FLUSH_EVERY`` recorded steps,
+when the live view refreshes, and when ``steps``/``diagnostics``/``report``/``plot`` are read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console, RenderableType
+
+from ._errors import GradlensError
+from ._live import LiveOutput
+from .analysis.training import TrainingChecks
+from .capture.watch import Watcher
+from .records import Diagnostic, StepRecord, WatchRecord
+
+__all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch"]
+
+#: Recorded steps kept in memory before the history is thinned to every other step.
+DEFAULT_HISTORY = 2000
+#: Recorded steps left on the device before they are copied to the host in one transfer.
+FLUSH_EVERY = 64
+
+
+def watch(
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    every: int = 1,
+    live: bool | None = None,
+    detail_every: int = 10,
+    history: int = DEFAULT_HISTORY,
+) -> Lens:
+    """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
+
+    Steps are the optimizer's ``step()`` calls (each backward call when there is no
+    optimizer; every optimizer that steps when neither is given). ``every=k`` records every
+    k-th step; zero_grad and no-gradient checks still run on every step. ``detail_every=d``
+    measures zeros, NaN/Inf counts, weight norms and update ratios on every d-th recorded step
+    (0: never). ``live``: a live terminal view (True), nothing (False), or, by default, the
+    live view on a terminal and a compact line every 100 steps elsewhere.
+    """
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise GradlensError(
+            f"watch() takes an nn.Module as its model, got {type(model).__name__}; "
+            "pass the model whose parameters you train (or nothing, to watch every optimizer)"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise GradlensError(
+            f"watch() takes a torch.optim.Optimizer as optimizer, got {type(optimizer).__name__}"
+        )
+    for name, value, low in (("every", every, 1), ("detail_every", detail_every, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise GradlensError(f"watch({name}=...) takes an integer >= {low}, got {value!r}")
+    if isinstance(history, bool) or not isinstance(history, int) or history < 16:
+        raise GradlensError(f"watch(history=...) takes an integer >= 16, got {history!r}")
+    if live not in (None, True, False):
+        raise GradlensError(f"watch(live=...) takes True, False or None, got {live!r}")
+    named = dict(model.named_parameters()) if model is not None else {}
+    watcher = Watcher(
+        named,
+        [optimizer] if optimizer is not None else [],
+        global_hooks=model is None and optimizer is None,
+        every=every,
+        detail_every=detail_every,
+    )
+    return Lens(watcher, live=live, history=history, every=every)
+
+
+class Lens:
+    """A watched training loop: ``steps``, ``diagnostics``, ``log()``, ``report()``, ``plot()``.
+
+    Hooks live only inside the ``with`` block and are removed when it ends, also when it
+    raises. Afterwards the Lens holds plain records only, never the model's tensors.
+    """
+
+    def __init__(
+        self,
+        watcher: Watcher | None,
+        *,
+        live: bool | None = None,
+        history: int = DEFAULT_HISTORY,
+        every: int = 1,
+        console: Console | None = None,
+    ) -> None:
+        self._watcher = watcher
+        self._history = history
+        self._every = every
+        self._steps: list[StepRecord] = []
+        self._stride = 1
+        self._arrived = 0  # recorded steps that reached the host
+        self._checks = TrainingChecks()
+        self._diagnostics: list[Diagnostic] = []
+        self._facts_seen = 0
+        self._output = LiveOutput(live, console)
+        self._entered = False
+        self._finished: WatchRecord | None = None
+
+    @classmethod
+    def from_record(cls, record: WatchRecord) -> Lens:
+        """Returns a finished Lens holding ``record`` (for example one loaded from JSON)."""
+        lens = cls(None, live=False, every=record.every)
+        lens._finished = record
+        return lens
+
+    # -- the with block ----------------------------------------------------------------------
+    def __enter__(self) -> Lens:
+        if self._watcher is None or self._entered:
+            raise GradlensError(
+                "this Lens has already watched a loop; start a new one with gradlens.watch()"
+            )
+        self._entered = True
+        self._watcher.on_step = self._on_step
+        self._watcher.start()
+        try:
+            self._output.start(self._snapshot())
+        except BaseException:
+            self._watcher.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._watcher is not None
+        try:
+            self._watcher.stop()
+        finally:
+            self._pull()
+            self._finished = self._snapshot()
+            self._watcher = None
+            self._output.stop(self._finished)
+
+    def log(self, **scalars: Any) -> None:
+        """Records scalars for the current step: ``lens.log(loss=loss, acc=acc)``.
+
+        Values may be numbers or one-element tensors; tensors stay on their device until the
+        next batch transfer (no sync here). ``loss`` replaces the backward root as the loss.
+        """
+        if self._watcher is None:
+            raise GradlensError("lens.log() works inside the `with gradlens.watch(...)` block")
+        try:
+            self._watcher.log(**scalars)
+        except ValueError as e:
+            raise GradlensError(str(e)) from None
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def steps(self) -> list[StepRecord]:
+        """Returns the kept step records (copies pending statistics to the host first)."""
+        return list(self.record.steps)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        """Returns the findings so far: missed zero_grad, no gradient, NaN, vanishing, ..."""
+        return list(self.record.diagnostics)
+
+    @property
+    def record(self) -> WatchRecord:
+        """Returns everything recorded as a plain ``WatchRecord`` (a snapshot while watching)."""
+        if self._finished is not None:
+            return self._finished
+        self._pull()
+        return self._snapshot()
+
+    def report(self, console: Console | None = None) -> None:
+        """Prints the summary: per-parameter gradient norms, update ratios, and the findings."""
+        (console or Console()).print(self.__rich__())
+
+    def __rich__(self) -> RenderableType:
+        from .render.watch_view import watch_report
+
+        return watch_report(self.record)
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """Writes loss, gradient norms and update ratios to ``path`` (.png, .svg or .pdf)."""
+        from .render.plots import save_figure, training_figure
+
+        return save_figure(training_figure(self.record), path)
+
+    def __repr__(self) -> str:
+        state = "watching" if self._watcher is not None and self._entered else "finished"
+        record = self._finished
+        steps = record.total_steps if record is not None else self._arrived
+        return f"<gradlens Lens {state}: {steps} steps>"
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _on_step(self, pending: int) -> None:
+        """Called after every optimizer step with the number of steps left on the device."""
+        assert self._watcher is not None
+        new_facts = len(self._watcher.facts) > self._facts_seen
+        due = self._output.due(self._watcher.steps_seen)
+        if due or new_facts or pending >= FLUSH_EVERY:
+            self._pull()
+            if due or new_facts:
+                self._output.update(self._snapshot())
+
+    def _pull(self) -> None:
+        """Copies pending statistics to the host and runs the checks on what arrived."""
+        watcher = self._watcher
+        if watcher is None:
+            return
+        facts = watcher.facts[self._facts_seen :]
+        self._facts_seen = len(watcher.facts)
+        self._diagnostics += self._checks.feed_facts(facts)
+        arrived = watcher.flush()
+        self._diagnostics += self._checks.feed_steps(arrived)
+        for step in arrived:
+            if step.grads or step.loss is not None or step.scalars:
+                if self._arrived % self._stride == 0:
+                    self._steps.append(step)
+                self._arrived += 1
+            if len(self._steps) > self._history:
+                self._steps = self._steps[::2]
+                self._stride *= 2
+
+    def _snapshot(self) -> WatchRecord:
+        watcher = self._watcher
+        total = watcher.steps_seen if watcher is not None else 0
+        record = WatchRecord(
+            params=tuple(watcher.params) if watcher is not None else (),
+            steps=tuple(self._steps),
+            facts=tuple(watcher.facts) if watcher is not None else (),
+            diagnostics=tuple(self._diagnostics),
+            every=self._every,
+            stride=self._stride,
+            total_steps=total,
+        )
+        if self._finished is not None:
+            return replace(self._finished)
+        return record

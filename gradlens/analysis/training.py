@@ -1,0 +1,186 @@
+"""Training-loop findings: from the watcher's facts and step records to ``Diagnostic``s.
+
+``TrainingChecks`` is fed steps and facts as they reach the host and returns only the findings
+that are new, so a live view can show them as they appear; ``check_training`` runs it over a
+finished record. Each finding is reported once per parameter (once per line for loss inputs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from ..records import Diagnostic, Severity, StepRecord, WatchFact
+
+__all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks", "check_training"]
+
+#: A parameter's gradient norm below this on ``PATIENCE`` recorded steps in a row is vanishing.
+VANISHING_NORM = 1e-7
+#: A parameter's gradient norm above this on ``PATIENCE`` recorded steps in a row is exploding.
+EXPLODING_NORM = 1e3
+#: How many recorded steps in a row a norm must stay past a threshold.
+PATIENCE = 5
+
+_ZERO_GRAD_FIX = (
+    "call optimizer.zero_grad() (or model.zero_grad()) once per step, before loss.backward(); "
+    "to accumulate on purpose, call backward() several times between two optimizer steps"
+)
+
+
+class TrainingChecks:
+    """Turns facts and steps into findings, incrementally (``feed_*`` return the new ones)."""
+
+    def __init__(self) -> None:
+        self._reported: set[tuple[str, str | None]] = set()
+        self._runs: dict[tuple[str, str], int] = {}  # (kind, param) -> steps in a row
+
+    def feed_facts(self, facts: Iterable[WatchFact]) -> list[Diagnostic]:
+        """Returns the findings that ``facts`` (seen while training) add."""
+        out: list[Diagnostic] = []
+        for fact in facts:
+            diagnostic = _from_fact(fact)
+            key = (fact.kind, fact.param if fact.kind != "loss-input" else fact.source)
+            if key not in self._reported:
+                self._reported.add(key)
+                out.append(diagnostic)
+        return out
+
+    def feed_steps(self, steps: Iterable[StepRecord]) -> list[Diagnostic]:
+        """Returns the findings that ``steps`` (in order) add."""
+        out: list[Diagnostic] = []
+        for step in steps:
+            out.extend(self._step(step))
+        return out
+
+    def _once(self, kind: str, param: str | None) -> bool:
+        if (kind, param) in self._reported:
+            return False
+        self._reported.add((kind, param))
+        return True
+
+    def _step(self, step: StepRecord) -> list[Diagnostic]:
+        out: list[Diagnostic] = []
+        for name in step.missing:
+            if self._once("no-grad", name):
+                out.append(_no_grad(name, step.step))
+        for name, stats in step.grads.items():
+            if stats.nonfinite:
+                kind = "nan-grad" if math.isnan(stats.grad_max) else "inf-grad"
+                if self._once(kind, None):
+                    out.append(_nonfinite(kind, name, step))
+                continue
+            for kind, past in (
+                ("vanishing", stats.grad_norm < VANISHING_NORM),
+                ("exploding", stats.grad_norm > EXPLODING_NORM),
+            ):
+                run = self._runs.get((kind, name), 0) + 1 if past else 0
+                self._runs[(kind, name)] = run
+                if run == PATIENCE and self._once(kind, name):
+                    out.append(_norm_finding(kind, name, step.step, stats.grad_norm))
+        return out
+
+
+def check_training(facts: Sequence[WatchFact], steps: Sequence[StepRecord]) -> list[Diagnostic]:
+    """Returns every finding over a finished run: facts first, then steps in order."""
+    checks = TrainingChecks()
+    return checks.feed_facts(facts) + checks.feed_steps(steps)
+
+
+def _from_fact(fact: WatchFact) -> Diagnostic:
+    if fact.kind == "grad-accumulation":
+        names = fact.detail or fact.param or "a parameter"
+        return Diagnostic(
+            kind="grad-accumulation",
+            message=(
+                f"step {fact.step}: backward added new gradients to the .grad of {names} that "
+                f"optimizer step {fact.step - 1} already used: zero_grad() was not called "
+                "between the two steps, so gradients pile up and every update is too large"
+            ),
+            severity=Severity.ERROR,
+            name=fact.param,
+            step=fact.step,
+            source=fact.source,
+            fix=_ZERO_GRAD_FIX,
+        )
+    if fact.kind == "frozen":
+        return Diagnostic(
+            kind="frozen",
+            message=(
+                f"{fact.param} is in the optimizer but has requires_grad=False: it never gets "
+                "a gradient, so the optimizer never changes it"
+            ),
+            severity=Severity.INFO,
+            name=fact.param,
+            step=fact.step,
+            source=fact.source,
+            fix="leave it out of the optimizer if it is frozen on purpose, or set "
+            "requires_grad_(True) to train it",
+        )
+    if fact.kind == "loss-input":
+        double = "sigmoid" in fact.detail
+        return Diagnostic(
+            kind="loss-input",
+            message=f"step {fact.step}: {fact.detail}",
+            severity=Severity.ERROR,
+            step=fact.step,
+            source=fact.source,
+            fix=(
+                "BCEWithLogitsLoss applies the sigmoid itself: pass it the raw scores (drop the "
+                "sigmoid), or keep the sigmoid and use BCELoss"
+                if double
+                else "BCELoss needs probabilities in [0, 1]: apply torch.sigmoid first, or "
+                "pass the raw scores to BCEWithLogitsLoss (more stable)"
+            ),
+        )
+    return _no_grad(fact.param or "a parameter", fact.step)
+
+
+def _no_grad(name: str, step: int) -> Diagnostic:
+    return Diagnostic(
+        kind="no-grad",
+        message=(
+            f"{name} requires grad but got no gradient at step {step}: it is not used in the "
+            "loss, or its path to the loss was cut (detach(), .data, no_grad, an integer op)"
+        ),
+        severity=Severity.WARNING,
+        name=name,
+        step=step,
+        fix="use gradlens.trace() on one step to see the graph from the loss, or freeze it "
+        "with requires_grad_(False) if that is intended",
+    )
+
+
+def _nonfinite(kind: str, name: str, step: StepRecord) -> Diagnostic:
+    what = "NaN" if kind == "nan-grad" else "infinite"
+    loss = "" if step.loss is None else f" (the loss was {step.loss:.4g})"
+    return Diagnostic(
+        kind=kind,
+        message=(
+            f"step {step.step}: the first {what} gradient, in {name}{loss}; every update "
+            "after this spreads it into the weights"
+        ),
+        severity=Severity.ERROR,
+        name=name,
+        step=step.step,
+        fix="run that step inside gradlens.trace() to see the first op whose output was not "
+        "finite; common causes are log(0), division by zero, and a learning rate too high",
+    )
+
+
+def _norm_finding(kind: str, name: str, step: int, norm: float) -> Diagnostic:
+    if kind == "vanishing":
+        message = (
+            f"{name}: gradient norm below {VANISHING_NORM:g} for {PATIENCE} recorded steps in "
+            f"a row (now {norm:.3g}, at step {step}): it has almost stopped learning"
+        )
+        fix = "check for saturated activations (sigmoid/tanh), dead ReLUs, or a tiny loss scale"
+    else:
+        message = (
+            f"{name}: gradient norm above {EXPLODING_NORM:g} for {PATIENCE} recorded steps in "
+            f"a row (now {norm:.3g}, at step {step})"
+        )
+        fix = "lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), or "
+        fix += "check that zero_grad() is called every step"
+    return Diagnostic(
+        kind=kind, message=message, severity=Severity.WARNING, name=name, step=step, fix=fix
+    )

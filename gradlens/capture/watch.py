@@ -1,0 +1,569 @@
+"""The training-loop watcher: optimizer step hooks, one gradient hook per parameter, and a small
+torch-function mode that sees ``backward()`` roots and loss-function inputs.
+
+It turns a training loop into ``StepRecord``s and ``WatchFact``s without a host-device sync per
+parameter per step: statistics are computed on the device (``gradstats``) and kept there as
+small tensors until ``flush()`` copies every pending step to the host in one transfer per device.
+
+How a missed ``zero_grad()`` is caught at its first step: after each optimizer step the watcher
+notes, per parameter, the ``.grad`` tensor the step used (a weak reference) and its version. A
+gradient hook on the parameter fires *before* backward adds to ``.grad``; if ``.grad`` is still
+that same tensor at that same version, nothing zeroed it (``zero_grad(set_to_none=False)`` bumps
+the version, ``set_to_none=True`` replaces it) and the new gradient is about to be added to the
+old one. Several backward calls between two steps (intentional accumulation) are not flagged,
+because the step between them is what makes a gradient "used".
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.optim import Optimizer
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from ..records import ParamInfo, ParamStats, StepRecord, WatchFact
+from . import gradstats
+from .source import user_source
+
+__all__ = ["Watcher"]
+
+# Nodes that only reshape or select: looked through to find the op that made a loss input.
+_VIEW_NODES = (
+    "View",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Permute",
+    "Transpose",
+    "T",
+    "Expand",
+    "Select",
+    "Slice",
+    "Clone",
+    "ToCopy",
+    "Alias",
+    "Flatten",
+)
+# Ops whose output is a raw score (a logit), never a probability.
+_SCORE_NODES = ("Addmm", "Mm", "Bmm", "Matmul", "Linear", "Convolution", "Add", "Mv", "Dot")
+_BCE_RANGE_ERROR = "all elements of input should be between 0 and 1"
+
+
+@dataclass
+class _Param:
+    name: str
+    tensor: torch.Tensor
+    info: ParamInfo
+    got_grad: bool = False  # a gradient arrived since the last step
+    used: tuple[weakref.ref[torch.Tensor], int] | None = None  # .grad the last step consumed
+    accumulated: bool = False  # flagged in the current backward
+
+
+@dataclass
+class _Group:
+    """The parameters of one step that share a device, and their statistics on it."""
+
+    names: list[str]
+    numels: list[int]
+    light: torch.Tensor
+    detail: torch.Tensor | None = None
+    update: torch.Tensor | None = None
+    snapshot: list[torch.Tensor] | None = None  # weights before the step, detail steps only
+
+
+@dataclass
+class _Pending:
+    """A recorded step whose numbers are still on the device."""
+
+    step: int
+    missing: tuple[str, ...]
+    groups: list[_Group] = field(default_factory=list)
+    detail: bool = False
+    loss: torch.Tensor | float | None = None
+    lr: torch.Tensor | float | None = None
+    scalars: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    backward_calls: int = 1
+
+
+class _Mode(TorchFunctionMode):
+    """Passes every call through; only backward and the BCE losses reach the watcher."""
+
+    def __init__(self, handlers: dict[Any, Callable[..., Any]]) -> None:
+        super().__init__()
+        self._handlers = handlers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        handler = self._handlers.get(func)
+        if handler is None:
+            return func(*args, **(kwargs or {}))
+        return handler(func, args, kwargs or {})
+
+
+class Watcher:
+    """Hooks a training loop (``start``/``stop``); ``flush`` returns new records.
+
+    ``named`` maps names to the parameters to watch; ``optimizers`` are hooked directly. With
+    ``global_hooks`` every optimizer that steps is adopted at its first step and named through
+    the modules seen in forward (``gradlens run script.py``). Without any optimizer, each
+    backward call is a step.
+    """
+
+    def __init__(
+        self,
+        named: Mapping[str, torch.Tensor],
+        optimizers: Iterable[Optimizer] = (),
+        *,
+        global_hooks: bool = False,
+        every: int = 1,
+        detail_every: int = 10,
+    ) -> None:
+        self._params: dict[int, _Param] = {}
+        self._order: list[_Param] = []
+        self._names = dict(named)
+        self._optimizers: list[Optimizer] = list(optimizers)
+        self._adopted: set[int] = set()
+        self._global = global_hooks
+        self._every = every
+        self._detail_every = detail_every
+        self._handles: list[RemovableHandle] = []
+        self._modules: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+        self._mode: _Mode | None = None
+        self.steps_seen = 0
+        self._recorded = 0
+        self._backward_calls = 0
+        self._losses: list[torch.Tensor] = []
+        self._scalars: dict[str, torch.Tensor | float] = {}
+        self._backward_source: str | None = None
+        self._pending: list[_Pending] = []
+        self._open: _Pending | None = None  # the step between its pre- and post-hook
+        self._stepping = False
+        #: Called after every step with the number of recorded steps waiting on the device.
+        self.on_step: Callable[[int], None] | None = None
+        self._param_infos: list[ParamInfo] = []
+        self.facts: list[WatchFact] = []
+        self._seen_facts: set[tuple[str, str | None, str | None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Installs the hooks and the mode. ``stop`` removes them."""
+        try:
+            for name, tensor in self._names.items():
+                self._watch_param(name, tensor, in_optimizer=not self._optimizers)
+            for opt in self._optimizers:
+                self._adopt(opt)
+            if self._global:
+                register = torch.optim.optimizer.register_optimizer_step_pre_hook
+                self._handles.append(register(self._on_global_step))
+                self._handles.append(
+                    torch.nn.modules.module.register_module_forward_pre_hook(self._on_forward)
+                )
+            handlers: dict[Any, Callable[..., Any]] = {
+                torch.Tensor.backward: self._on_backward,
+                torch.autograd.backward: self._on_backward,
+                F.binary_cross_entropy: self._on_bce,
+                F.binary_cross_entropy_with_logits: self._on_bce_logits,
+            }
+            self._mode = _Mode(handlers)
+            self._mode.__enter__()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Removes every hook and the mode, and lets go of the model's tensors."""
+        try:
+            if self._mode is not None:
+                mode, self._mode = self._mode, None
+                mode.__exit__(None, None, None)
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            self._open = None  # a step that raised between its hooks: drop its weight copy
+            for p in self._order:
+                p.used = None
+            self._param_infos = [p.info for p in self._order]
+            self._params.clear()
+            self._order.clear()
+            self._optimizers.clear()
+            self._names.clear()
+
+    @property
+    def params(self) -> list[ParamInfo]:
+        """Returns the watched parameters, in the order they were adopted."""
+        if self._order:
+            return [p.info for p in self._order]
+        return list(self._param_infos)
+
+    def log(self, **scalars: Any) -> None:
+        """Keeps scalars (numbers or 0-d tensors, left on their device) for the current step."""
+        for name, value in scalars.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"lens.log({name}=...) takes a number or a one-element tensor, "
+                        f"got a tensor of shape {tuple(value.shape)}; log e.g. {name}.mean()"
+                    )
+                self._scalars[name] = value.detach().reshape(())
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._scalars[name] = float(value)
+            else:
+                raise ValueError(
+                    f"lens.log({name}=...) takes a number or a one-element tensor, "
+                    f"got {type(value).__name__}"
+                )
+
+    # -- parameters --------------------------------------------------------------------------
+    def _watch_param(self, name: str, t: torch.Tensor, *, in_optimizer: bool) -> _Param:
+        known = self._params.get(id(t))
+        if known is not None:
+            return known
+        info = ParamInfo(name, tuple(t.shape), t.numel(), t.requires_grad, in_optimizer)
+        p = _Param(name, t, info)
+        self._params[id(t)] = p
+        self._order.append(p)
+        if t.requires_grad:
+            self._handles.append(t.register_hook(self._grad_hook(p)))
+        return p
+
+    def _adopt(self, opt: Optimizer) -> None:
+        if id(opt) in self._adopted:
+            return
+        self._adopted.add(id(opt))
+        names = self._names_by_id()
+        for g, group in enumerate(opt.param_groups):
+            for i, t in enumerate(group["params"]):
+                name = names.get(id(t), f"param_groups[{g}][{i}]")
+                p = self._watch_param(name, t, in_optimizer=True)
+                if not p.info.in_optimizer:
+                    p.info = ParamInfo(p.name, p.info.shape, p.info.numel, t.requires_grad, True)
+                if not t.requires_grad:
+                    self._fact("frozen", self.steps_seen, name, None, "")
+        self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
+        self._handles.append(opt.register_step_post_hook(self._on_step_post))
+
+    def _names_by_id(self) -> dict[int, str]:
+        """Returns names for tensors: the given ones, then those of the modules seen in forward.
+
+        A parameter shared by nested modules is named from the module holding the most
+        parameters (the outermost model), rooted at its class name.
+        """
+        out = {id(t): name for name, t in self._names.items()}
+        given = set(out)
+        best: dict[int, int] = {}
+        for module in list(self._modules):
+            named = list(module.named_parameters())
+            for pname, t in named:
+                if id(t) in given:
+                    continue
+                if len(named) > best.get(id(t), -1):
+                    best[id(t)] = len(named)
+                    out[id(t)] = f"{type(module).__name__}.{pname}"
+        return out
+
+    def _grad_hook(self, p: _Param) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            old = p.tensor.grad
+            if old is None:
+                p.used = None  # fresh .grad: what a step used earlier is gone
+            elif p.used is not None and p.used[0]() is old and old._version == p.used[1]:
+                p.accumulated = True
+            p.got_grad = True
+
+        return hook
+
+    # -- backward and losses (the mode) ------------------------------------------------------
+    def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        roots = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
+        roots_l = list(roots) if isinstance(roots, (list, tuple)) else [roots]
+        self._backward_source = user_source()
+        out = func(*args, **kwargs)
+        self._backward_calls += 1
+        for r in roots_l:
+            if isinstance(r, torch.Tensor) and r.numel() == 1:
+                self._losses.append(r.detach().reshape(()))
+        accumulated = [p for p in self._order if p.accumulated]
+        if accumulated:
+            for p in accumulated:
+                p.accumulated = False
+            self._fact(
+                "grad-accumulation",
+                self.steps_seen,
+                accumulated[0].name,
+                self._backward_source,
+                ", ".join(p.name for p in accumulated),
+            )
+        if not self._optimizers:  # no optimizer: each backward call is a step
+            self._begin_step(self._order, lr=None)
+            self._end_step(self._order)
+        return out
+
+    def _on_bce(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x = args[0] if args else kwargs.get("input")
+        producer = _producer(x)
+        if producer is not None and producer.startswith(_SCORE_NODES):
+            self._fact(
+                "loss-input",
+                self.steps_seen,
+                None,
+                user_source(),
+                f"BCELoss got raw scores (made by {producer}), not probabilities",
+            )
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError as e:
+            if _BCE_RANGE_ERROR in str(e):
+                self._fact(
+                    "loss-input",
+                    self.steps_seen,
+                    None,
+                    user_source(),
+                    "BCELoss got values outside [0, 1]",
+                )
+            raise  # PyTorch's own error, unchanged
+
+    def _on_bce_logits(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x = args[0] if args else kwargs.get("input")
+        producer = _producer(x)
+        if producer is not None and producer.startswith("Sigmoid"):
+            self._fact(
+                "loss-input",
+                self.steps_seen,
+                None,
+                user_source(),
+                "BCEWithLogitsLoss got sigmoid outputs (a double sigmoid)",
+            )
+        return func(*args, **kwargs)
+
+    def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
+        self._modules.add(module)
+
+    def _fact(
+        self, kind: Any, step: int, param: str | None, source: str | None, detail: str
+    ) -> None:
+        key = (kind, param if kind != "loss-input" else detail, source)
+        if key in self._seen_facts:
+            return
+        self._seen_facts.add(key)
+        self.facts.append(WatchFact(kind, step, param, source, detail))
+
+    # -- optimizer steps ---------------------------------------------------------------------
+    def _on_global_step(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
+        if id(opt) not in self._adopted:
+            self._optimizers.append(opt)
+            self._adopt(opt)
+            # Adopted now, after this step's backward ran: read who has a gradient directly.
+            for group in opt.param_groups:
+                for t in group["params"]:
+                    p = self._params[id(t)]
+                    p.got_grad = p.got_grad or t.grad is not None
+            self._on_step_pre(opt, args, kwargs)
+
+    def _on_step_pre(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
+        if self._stepping:  # already begun by the global hook this step
+            return
+        members = [self._params[id(t)] for g in opt.param_groups for t in g["params"]]
+        self._begin_step(members, lr=opt.param_groups[0].get("lr") if opt.param_groups else None)
+
+    def _on_step_post(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
+        members = [self._params[id(t)] for g in opt.param_groups for t in g["params"]]
+        self._end_step(members)
+
+    def _begin_step(self, members: list[_Param], lr: Any) -> None:
+        self._stepping = True
+        step = self.steps_seen
+        missing = tuple(p.name for p in members if p.info.requires_grad and not p.got_grad)
+        pending: _Pending | None = None
+        if step % self._every == 0:
+            detail = self._detail_every > 0 and self._recorded % self._detail_every == 0
+            pending = _Pending(step, missing, detail=detail, backward_calls=self._backward_calls)
+            with_grad = [p for p in members if p.got_grad and p.tensor.grad is not None]
+            by_device: dict[torch.device, list[_Param]] = {}
+            for p in with_grad:
+                by_device.setdefault(p.tensor.device, []).append(p)
+            with torch.no_grad():
+                for group in by_device.values():
+                    pending.groups.append(self._group_stats(group, detail))
+            if isinstance(lr, torch.Tensor):
+                pending.lr = lr.detach().reshape(())
+            elif isinstance(lr, (int, float)):
+                pending.lr = float(lr)
+            pending.loss = _sum(self._losses)
+            pending.scalars = dict(self._scalars)
+            self._recorded += 1
+        elif missing:  # not recorded, but a parameter without a gradient is still news
+            self._pending.append(_Pending(step, missing))
+        self._open = pending
+        self._losses = []
+        self._scalars = {}
+        self._backward_calls = 0
+
+    def _group_stats(self, group: list[_Param], detail: bool) -> _Group:
+        grads = [p.tensor.grad for p in group]
+        weights = [p.tensor for p in group]
+        out = _Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
+        out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
+        if detail:
+            out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
+            if self._optimizers:
+                out.snapshot = gradstats.clone_weights(weights)
+        return out
+
+    def _end_step(self, members: list[_Param]) -> None:
+        pending, self._open = self._open, None
+        if pending is not None:
+            by_name = {p.name: p.tensor for p in members}
+            for group in pending.groups:
+                if group.snapshot is not None:
+                    with torch.no_grad():
+                        after = [by_name[n] for n in group.names]
+                        group.update = gradstats.update_norms(group.snapshot, after)
+                    group.snapshot = None
+            self._pending.append(pending)
+        for p in members:
+            grad = p.tensor.grad
+            p.used = None if grad is None else (weakref.ref(grad), grad._version)
+            p.got_grad = False
+        self.steps_seen += 1
+        self._stepping = False
+        if self.on_step is not None:
+            self.on_step(len(self._pending))
+
+    # -- to the host -------------------------------------------------------------------------
+    @property
+    def pending_steps(self) -> int:
+        """Returns how many recorded steps wait on the device."""
+        return len(self._pending)
+
+    def flush(self) -> list[StepRecord]:
+        """Copies every pending step to the host (one transfer per device) as StepRecords."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        host = _to_host([_device_parts(p) for p in pending])
+        return [_step_record(p, values) for p, values in zip(pending, host, strict=True)]
+
+
+def _sum(losses: list[torch.Tensor]) -> torch.Tensor | None:
+    if not losses:
+        return None
+    return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+
+
+def _producer(x: Any) -> str | None:
+    """Returns the grad_fn name of the op that made ``x``, looking through views and copies."""
+    if not isinstance(x, torch.Tensor):
+        return None
+    fn = x.grad_fn
+    for _ in range(16):
+        if fn is None:
+            return None
+        name = fn.name()
+        if not name.startswith(_VIEW_NODES):
+            return name
+        nxt = [f for f, _ in fn.next_functions if f is not None]
+        fn = nxt[0] if len(nxt) == 1 else None
+    return None
+
+
+_Part = torch.Tensor | float | None
+
+
+def _device_parts(p: _Pending) -> list[_Part]:
+    parts: list[_Part] = [p.loss, p.lr, *p.scalars.values()]
+    for g in p.groups:
+        parts += [g.light, g.detail, g.update]
+    return parts
+
+
+def _to_host(steps: list[list[_Part]]) -> list[list[list[float] | float | None]]:
+    """Returns the parts with every tensor as Python floats: one copy per device, in order."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for parts in steps:
+        for part in parts:
+            if isinstance(part, torch.Tensor):
+                by_device.setdefault(part.device, []).append(part)
+    flat: dict[torch.device, list[float]] = {}
+    for device, tensors in by_device.items():
+        joined = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+        flat[device] = joined.cpu().tolist()
+    offsets = dict.fromkeys(flat, 0)
+    out: list[list[list[float] | float | None]] = []
+    for parts in steps:
+        row: list[list[float] | float | None] = []
+        for part in parts:
+            if isinstance(part, torch.Tensor):
+                n, at = part.numel(), offsets[part.device]
+                values = flat[part.device][at : at + n]
+                offsets[part.device] = at + n
+                row.append(values if part.dim() > 0 else values[0])
+            else:
+                row.append(part)
+        out.append(row)
+    return out
+
+
+def _step_record(p: _Pending, values: list[list[float] | float | None]) -> StepRecord:
+    loss, lr = values[0], values[1]
+    n_scalars = len(p.scalars)
+    scalars = values[2 : 2 + n_scalars]
+    rest = values[2 + n_scalars :]
+    grads: dict[str, ParamStats] = {}
+    for g, (light, detail, update) in zip(
+        p.groups, zip(rest[0::3], rest[1::3], rest[2::3], strict=True), strict=True
+    ):
+        k = len(g.names)
+        for j, (name, n) in enumerate(zip(g.names, g.numels, strict=True)):
+            assert isinstance(light, list)
+            fields = _light(light[j], light[k + j], light[2 * k + j], light[3 * k + j], n)
+            if isinstance(detail, list):
+                nonzero, nans, infs, wnorm = (detail[r * k + j] for r in range(4))
+                upd = update[j] if isinstance(update, list) else None
+                grads[name] = ParamStats(
+                    *fields,
+                    zero_frac=1.0 - nonzero / n if n else 0.0,
+                    nan=int(nans),
+                    inf=int(infs),
+                    weight_norm=wnorm,
+                    update_ratio=None if upd is None else _ratio(upd, wnorm),
+                )
+            else:
+                grads[name] = ParamStats(*fields)
+    return StepRecord(
+        step=p.step,
+        grads=grads,
+        missing=p.missing,
+        loss=loss if isinstance(loss, float) else None,
+        lr=lr if isinstance(lr, float) else None,
+        backward_calls=p.backward_calls,
+        detail=p.detail,
+        scalars={
+            name: v for name, v in zip(p.scalars, scalars, strict=True) if isinstance(v, float)
+        },
+    )
+
+
+def _light(
+    norm: float, total: float, lo: float, hi: float, n: int
+) -> tuple[float, float, float, float, bool]:
+    """Returns the light ParamStats fields from a gradient's norm, sum, min and max."""
+    if n == 0:
+        return (0.0, 0.0, 0.0, 0.0, False)
+    finite = math.isfinite(lo) and math.isfinite(hi)
+    mean = total / n
+    var = max(norm * norm / n - mean * mean, 0.0) if finite else math.nan
+    gmax = math.nan if math.isnan(lo) or math.isnan(hi) else max(abs(lo), abs(hi))
+    return (norm, mean, math.sqrt(var), gmax, not finite)
+
+
+def _ratio(update: float, weight: float) -> float | None:
+    if weight == 0.0:
+        return None if update == 0.0 else math.inf
+    return update / weight

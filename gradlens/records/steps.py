@@ -1,0 +1,98 @@
+"""Training-loop records: one ``StepRecord`` per recorded optimizer step, and the facts the
+watcher noticed on the way (``WatchFact``). ``WatchRecord`` is a finished run, ready to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .diagnostics import Diagnostic
+
+__all__ = ["FactKind", "ParamInfo", "ParamStats", "StepRecord", "WatchFact", "WatchRecord"]
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A watched parameter: its dotted name, shape, and whether it asks for a gradient."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    requires_grad: bool = True
+    in_optimizer: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ParamStats:
+    """One parameter's gradient in one step, computed on its device and copied over in a batch.
+
+    The first five fields are measured on every recorded step. The rest cost a pass over the
+    tensor each (and ``update_ratio`` a copy of the weights), so they are measured on *detail*
+    steps only (``watch(detail_every=...)``) and are ``None`` on the others.
+    """
+
+    grad_norm: float  # L2 norm of .grad
+    grad_mean: float
+    grad_std: float  # population std, from the sum and the sum of squares
+    grad_max: float  # max |g|: nan if any element is nan, inf if any is infinite
+    nonfinite: bool  # some element is nan or infinite
+    zero_frac: float | None = None  # fraction of elements exactly 0
+    nan: int | None = None  # number of nan elements
+    inf: int | None = None  # number of infinite elements
+    weight_norm: float | None = None  # L2 norm of the parameter before the step
+    update_ratio: float | None = None  # |w_after - w_before| / |w_before|: the step size
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one optimizer step saw (or one backward call, when no optimizer is watched).
+
+    ``step`` counts from 0 like a ``for step in range(n)`` loop. ``grads`` holds the parameters
+    that received a gradient; ``missing`` those that require one and got none.
+    """
+
+    step: int
+    grads: dict[str, ParamStats]
+    missing: tuple[str, ...] = ()
+    loss: float | None = None
+    lr: float | None = None  # the first parameter group's learning rate
+    backward_calls: int = 1  # backward passes since the previous step
+    detail: bool = False  # whether the detail fields were measured
+    scalars: dict[str, float] = field(default_factory=dict)  # lens.log(name=value)
+
+
+FactKind = Literal["grad-accumulation", "loss-input", "frozen", "no-grad"]
+
+
+@dataclass(frozen=True)
+class WatchFact:
+    """Something the watcher saw while it happened, before any numbers reached the host.
+
+    ``grad-accumulation``: backward added to a ``.grad`` the last optimizer step had already
+    used. ``loss-input``: a loss function got the wrong kind of input (``detail`` says which).
+    ``frozen``: the optimizer holds a parameter that does not require grad.
+    """
+
+    kind: FactKind
+    step: int
+    param: str | None = None
+    source: str | None = None  # the user's "file.py:line"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class WatchRecord:
+    """A finished (or paused) watch: parameters, kept steps, facts and findings.
+
+    Steps are kept at ``stride`` (1, 2, 4, ...) once more than the history limit have been
+    recorded, so memory stays bounded; ``total_steps`` counts every step seen.
+    """
+
+    params: tuple[ParamInfo, ...]
+    steps: tuple[StepRecord, ...]
+    facts: tuple[WatchFact, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    every: int = 1
+    stride: int = 1
+    total_steps: int = 0
