@@ -22,7 +22,7 @@ from .analysis.training import TrainingChecks
 from .capture.watch import Watcher
 from .records import Diagnostic, StepRecord, WatchRecord
 
-__all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch"]
+__all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch", "watch_everything"]
 
 #: Recorded steps kept in memory before the history is thinned to every other step.
 DEFAULT_HISTORY = 2000
@@ -73,6 +73,13 @@ def watch(
         detail_every=detail_every,
     )
     return Lens(watcher, live=live, history=history, every=every)
+
+
+def watch_everything(console: Console | None = None) -> Lens:
+    """Returns a Lens on every optimizer that steps (``gradlens run script.py``), shown on
+    ``console``: the live view on a terminal, compact lines elsewhere."""
+    watcher = Watcher({}, [], global_hooks=True)
+    return Lens(watcher, live=None, console=console)
 
 
 class Lens:

@@ -1,9 +1,13 @@
-"""The command line: ``gradlens list`` and ``gradlens run NAME``. The only layer that prints."""
+"""The command line: ``gradlens list``, ``gradlens run NAME`` and ``gradlens run script.py``.
+
+The only layer that prints (besides a watched loop's live view).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,12 +18,16 @@ from rich.rule import Rule
 from rich.table import Table
 
 from ._errors import GradlensError
+from ._lens import watch_everything
 from .examples import EXAMPLES, ExampleResult, load_example
 from .records.serialize import to_json_dict
 from .render.graphviz import render
 from .render.terminal import diagnostics_table, event_log, graph_tree, status_table
 
 __all__ = ["example_json", "main"]
+
+
+_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "json", "plot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,16 +37,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("list", help="list the worked examples")
-    run = sub.add_parser("run", help="run a worked example and show its graph and gradients")
-    run.add_argument("name", metavar="NAME", help="an example name (see `gradlens list`)")
+    run = sub.add_parser(
+        "run",
+        help="run a worked example, or a training script with every optimizer watched",
+        description=(
+            "Run a worked example (see `gradlens list`) or an unchanged training script "
+            "(`gradlens run train.py --lr 0.1 --plot curves.png`). Arguments after the script "
+            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--json/--plot; put a "
+            "script's own flags of those names after `--`."
+        ),
+    )
+    run.add_argument("name", metavar="NAME", help="an example name, or a path to a .py script")
     for fmt in ("svg", "png", "pdf", "dot"):
         run.add_argument(f"--{fmt}", metavar="PATH", type=Path, help=f"write the diagram as {fmt}")
     run.add_argument("--json", metavar="PATH", type=Path, help="write the records as JSON")
+    run.add_argument(
+        "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
+    )
+    run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI and returns the exit code (0 ok, 2 for a usage error)."""
+    """Runs the CLI and returns the exit code (0 ok, 1 if a script failed, 2 usage error)."""
     args = _parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide enough for the tables, no colour codes
@@ -48,12 +69,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(_example_table())
             return 0
         if args.command == "run":
+            _take_own_flags(args)
+            if args.name.endswith(".py") or Path(args.name).is_file():
+                return _run_script(args, console)
             return _run(args, console)
     except GradlensError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
     _parser().print_help()
     return 2
+
+
+def _take_own_flags(args: argparse.Namespace) -> None:
+    """Moves gradlens's output flags found after NAME (and before any `--`) out of args.args."""
+    rest: list[str] = []
+    items = list(args.args)
+    while items:
+        item = items.pop(0)
+        if item == "--":
+            rest += items
+            break
+        flag = item[2:].split("=", 1)[0] if item.startswith("--") else None
+        if flag in _OUTPUT_FLAGS:
+            if "=" in item:
+                value = item.split("=", 1)[1]
+            elif items:
+                value = items.pop(0)
+            else:
+                raise GradlensError(f"--{flag} needs a PATH")
+            setattr(args, flag, Path(value))
+        else:
+            rest.append(item)
+    args.args = rest
+
+
+def _check_outputs(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Path | None]:
+    """Returns the output paths, refusing bad suffixes and missing folders before running."""
+    outputs: dict[str, Path | None] = {flag: getattr(args, flag) for flag in _OUTPUT_FLAGS}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if flag not in allowed:
+            raise GradlensError(f"--{flag} is not available here: use {', '.join(allowed)}")
+        suffixes = (".png", ".svg", ".pdf") if flag == "plot" else (f".{flag}",)
+        if path.suffix.lower() not in suffixes:
+            raise GradlensError(
+                f"--{flag} takes a path ending in {' or '.join(suffixes)}, not {str(path)!r}"
+            )
+        if not path.resolve().parent.is_dir():
+            raise GradlensError(f"cannot write {path}: the folder {path.parent} does not exist")
+    return outputs
 
 
 def _example_table() -> Table:
@@ -68,39 +133,104 @@ def _example_table() -> Table:
 def _run(args: argparse.Namespace, console: Console) -> int:
     if args.name not in EXAMPLES:
         raise GradlensError(
-            f"no example named {args.name!r}; the examples are: {', '.join(EXAMPLES)}"
+            f"no example named {args.name!r}; the examples are: {', '.join(EXAMPLES)} "
+            "(or give the path of a .py training script)"
         )
-    outputs = {fmt: getattr(args, fmt) for fmt in ("svg", "png", "pdf", "dot", "json")}
-    for fmt, path in outputs.items():
-        if path is not None and path.suffix.lower() != f".{fmt}":
-            raise GradlensError(f"--{fmt} takes a path ending in .{fmt}, not {str(path)!r}")
-        if path is not None and not path.resolve().parent.is_dir():
-            raise GradlensError(f"cannot write {path}: the folder {path.parent} does not exist")
+    if args.args:
+        raise GradlensError(
+            f"example {args.name!r} takes no arguments, got {' '.join(args.args)!r}"
+        )
+    outputs = _check_outputs(args, _OUTPUT_FLAGS)
     result = load_example(args.name).run()
     _print(result, console)
+    diagram = result.diagram
     for fmt in ("svg", "png", "pdf", "dot"):
-        if outputs[fmt] is not None:
-            written = render(result.diagram.to_dot(), outputs[fmt])
-            console.print(f"wrote {written.path}", highlight=False)
-            if written.message:
-                console.print(written.message, style="yellow", highlight=False)
+        path = outputs[fmt]
+        if path is None:
+            continue
+        if diagram is None:
+            raise GradlensError(f"example {args.name!r} draws no graph; use --plot for its plots")
+        written = render(diagram.to_dot(), path)
+        console.print(f"wrote {written.path}", highlight=False)
+        if written.message:
+            console.print(written.message, style="yellow", highlight=False)
+    if outputs["plot"] is not None:
+        for path in _write_plots(result, outputs["plot"]):
+            console.print(f"wrote {path}", highlight=False)
     if outputs["json"] is not None:
-        text = json.dumps(example_json(result), indent=1, ensure_ascii=False, allow_nan=False)
-        outputs["json"].write_text(text + "\n", encoding="utf-8")
+        _write_json(example_json(result), outputs["json"])
         console.print(f"wrote {outputs['json']}", highlight=False)
     return 0
 
 
+def _write_plots(result: ExampleResult, path: Path) -> list[Path]:
+    """Writes the training plot to ``path`` and each extra figure to ``path``-NAME.suffix."""
+    from .render.plots import save_figure
+
+    if result.lens is None and not result.figures:
+        raise GradlensError(f"example {result.name!r} has no plots; use --svg for its graph")
+    written = [result.lens.plot(path)] if result.lens is not None else []
+    for name, figure in result.figures.items():
+        written.append(save_figure(figure, path.with_name(f"{path.stem}-{name}{path.suffix}")))
+    return written
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _run_script(args: argparse.Namespace, console: Console) -> int:
+    """Runs a user's script unchanged with every optimizer watched; prints the report."""
+    script = Path(args.name)
+    if not script.is_file():
+        raise GradlensError(f"no such script: {script} (and no example named {args.name!r})")
+    outputs = _check_outputs(args, ("json", "plot"))
+    lens = watch_everything(console)
+    code = 0
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script), *args.args]
+    sys.path.insert(0, str(script.resolve().parent))
+    console.print(Rule(f"[bold]gradlens run[/] {script}"), highlight=False)
+    try:
+        with lens:
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:
+                code = 1
+                console.print_exception(max_frames=8)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    console.print(Rule("[bold]gradlens report[/]"))
+    lens.report(console)
+    if code != 0:
+        console.print(f"the script exited with code {code}", style="bold red", highlight=False)
+    if outputs["plot"] is not None:
+        console.print(f"wrote {lens.plot(outputs['plot'])}", highlight=False)
+    if outputs["json"] is not None:
+        _write_json(to_json_dict(lens.record), outputs["json"])  # gradlens.load reads it
+        console.print(f"wrote {outputs['json']}", highlight=False)
+    return code
+
+
 def _print(result: ExampleResult, console: Console) -> None:
-    record = result.trace.record
     console.print(Rule(f"[bold]{result.name}[/]: {result.title}"))
     for heading, body in result.sections:
         console.print(f"\n[bold]{heading}[/]", highlight=False)
         console.print(body, highlight=False)
+    if result.lens is not None:
+        console.print("\n[bold]Training[/] (gradlens.watch)")
+        result.lens.report(console)
+    if result.trace is None:
+        return
+    record = result.trace.record
     console.print("\n[bold]Tensors[/]")
     console.print(status_table(record.tensors))
-    console.print("\n[bold]Graph[/] (from the output back to the leaves)")
-    console.print(graph_tree(result.diagram))
+    if result.diagram is not None:
+        console.print("\n[bold]Graph[/] (from the output back to the leaves)")
+        console.print(graph_tree(result.diagram))
     console.print("\n[bold]Events[/] (forward ops, backward passes, gradients, in order)")
     console.print(event_log(record.events))
     if record.diagnostics:
@@ -110,9 +240,18 @@ def _print(result: ExampleResult, console: Console) -> None:
 
 def example_json(result: ExampleResult) -> dict[str, Any]:
     """Returns the ``--json`` document of a finished example."""
+    if result.trace is None:
+        assert result.lens is not None
+        return {
+            "example": result.name,
+            "watch": to_json_dict(result.lens.record)["data"],
+            "values": _plain(result.values),
+        }
     record = result.trace.record
     data = to_json_dict(record)["data"]
-    return {
+    diagram = result.diagram
+    assert diagram is not None
+    out = {
         "example": result.name,
         "tensors": {
             name: {
@@ -123,11 +262,14 @@ def example_json(result: ExampleResult) -> dict[str, Any]:
             }
             for name, s in record.tensors.items()
         },
-        "graph": to_json_dict(result.diagram)["data"],
+        "graph": to_json_dict(diagram)["data"],
         "events": data["events"],
         "diagnostics": data["diagnostics"],
         "values": _plain(result.values),
     }
+    if result.lens is not None:
+        out["watch"] = to_json_dict(result.lens.record)["data"]
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -20,17 +20,22 @@ EXPORTED = [
     "GraphEdge",
     "GraphNode",
     "Inspection",
+    "Lens",
     "NoGraphError",
+    "ParamStats",
     "SchemaError",
+    "StepRecord",
     "TensorStatus",
     "Trace",
     "TraceRecord",
+    "WatchRecord",
     "__version__",
     "graph",
     "inspect",
     "load",
     "save",
     "trace",
+    "watch",
 ]
 
 

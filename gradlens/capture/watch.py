@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.optim import Optimizer
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
@@ -159,8 +160,7 @@ class Watcher:
             for opt in self._optimizers:
                 self._adopt(opt)
             if self._global:
-                register = torch.optim.optimizer.register_optimizer_step_pre_hook
-                self._handles.append(register(self._on_global_step))
+                self._handles.append(register_optimizer_step_pre_hook(self._on_global_step))
                 self._handles.append(
                     torch.nn.modules.module.register_module_forward_pre_hook(self._on_forward)
                 )
@@ -300,7 +300,7 @@ class Watcher:
                 self._backward_source,
                 ", ".join(p.name for p in accumulated),
             )
-        if not self._optimizers:  # no optimizer: each backward call is a step
+        if not self._optimizers and not self._global:  # no optimizer: each backward is a step
             self._begin_step(self._order, lr=None)
             self._end_step(self._order)
         return out
