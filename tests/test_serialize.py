@@ -320,7 +320,9 @@ def test_missing_envelope_keys_and_unknown_type() -> None:
     assert _error({k: v for k, v in d.items() if k != "type"}) == (
         "type: expected one of 'graph', 'trace', 'watch', missing"
     )
-    assert _error({**d, "type": "model"}) == "type: expected one of 'graph', 'trace', 'watch', got 'model'"
+    assert _error({**d, "type": "model"}) == (
+        "type: expected one of 'graph', 'trace', 'watch', got 'model'"
+    )
     assert _error({**d, "type": ["graph"]}) == (
         "type: expected one of 'graph', 'trace', 'watch', got a list"
     )
@@ -462,7 +464,9 @@ def test_invalid_json_says_where() -> None:
 def test_only_records_can_be_written() -> None:
     with pytest.raises(GradlensError) as info:
         to_json_dict({"nodes": []})  # type: ignore[arg-type]
-    assert str(info.value) == "only a Graph, TraceRecord or WatchRecord can be written as JSON, got dict"
+    assert str(info.value) == (
+        "only a Graph, TraceRecord or WatchRecord can be written as JSON, got dict"
+    )
 
     bad = Graph((GraphNode("n0", NodeKind.LEAF, "z", grad=ValueSummary((1,), "c", [1j])),), ())
     with pytest.raises(GradlensError) as info:
