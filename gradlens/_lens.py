@@ -150,7 +150,7 @@ class Lens:
         Values may be numbers or one-element tensors; tensors stay on their device until the
         next batch transfer (no sync here). ``loss`` replaces the backward root as the loss.
         """
-        if self._watcher is None:
+        if self._watcher is None or not self._entered:
             raise GradlensError("lens.log() works inside the `with gradlens.watch(...)` block")
         try:
             self._watcher.log(**scalars)

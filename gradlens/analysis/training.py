@@ -66,7 +66,7 @@ class TrainingChecks:
         for name, stats in step.grads.items():
             if stats.nonfinite:
                 kind = "nan-grad" if math.isnan(stats.grad_max) else "inf-grad"
-                if self._once(kind, None):
+                if self._once("non-finite", None):  # the first one is the one to chase
                     out.append(_nonfinite(kind, name, step))
                 continue
             for kind, past in (
