@@ -8,7 +8,7 @@ import math
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -337,9 +337,9 @@ def test_bce_fed_scores_keeps_pytorchs_error_and_explains_it(
 ) -> None:
     net, (x, y) = model(), data()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
-        with gradlens.watch(net, opt, live=False) as lens:
-            nn.BCELoss()(scores(net(x)), y)  # scores, not probabilities
+    lens = gradlens.watch(net, opt, live=False)
+    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"), lens:
+        nn.BCELoss()(scores(net(x)), y)  # scores, not probabilities
     (found,) = lens.diagnostics
     assert (found.kind, found.message) == ("loss-input", f"step 0: {says}")
     assert "apply torch.sigmoid first" in (found.fix or "")
@@ -412,7 +412,16 @@ def test_a_finished_lens_keeps_no_tensor_alive() -> None:
 class CountSyncs(TorchFunctionMode):
     """Counts the calls that copy a tensor's values to the host."""
 
-    NAMES = {"item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__", "__index__"}
+    NAMES: ClassVar[set[str]] = {
+        "item",
+        "tolist",
+        "cpu",
+        "numpy",
+        "__float__",
+        "__bool__",
+        "__int__",
+        "__index__",
+    }
 
     def __init__(self) -> None:
         super().__init__()
@@ -498,7 +507,7 @@ def test_bad_arguments_say_what_to_pass(kwargs: dict[str, Any], message: str) ->
 def test_log_outside_the_block_and_bad_values_are_clear_errors() -> None:
     net = model()
     lens = gradlens.watch(net, live=False)
-    with pytest.raises(GradlensError, match="inside the `with gradlens.watch"):
+    with pytest.raises(GradlensError, match=r"inside the `with gradlens\.watch"):
         lens.log(loss=1.0)
     with lens:
         with pytest.raises(GradlensError, match=r"got a tensor of shape \(2,\)"):
