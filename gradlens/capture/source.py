@@ -51,8 +51,8 @@ def _short(filename: str) -> str:
         rel = ".."
     if not rel.startswith(".."):
         return rel
-    package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
-    if filename.startswith(package_parent):  # the worked examples, wherever installed
+    if filename.startswith(_GRADLENS_DIR):  # the worked examples, wherever installed
+        package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
         return filename[len(package_parent) :]
     return filename
 

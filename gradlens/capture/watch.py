@@ -395,8 +395,10 @@ class Watcher:
                 pending.lr = lr.detach().reshape(())
             elif isinstance(lr, (int, float)):
                 pending.lr = float(lr)
-            pending.loss = _sum(self._losses)
-            pending.scalars = dict(self._scalars)
+            scalars = dict(self._scalars)
+            logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
+            pending.loss = logged if logged is not None else _sum(self._losses)
+            pending.scalars = scalars
             self._recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
             self._pending.append(_Pending(step, missing))

@@ -23,6 +23,10 @@ EXAMPLES: dict[str, str] = {
     "inplace-leaf": "inplace_leaf",
     "inplace-vs-outplace": "inplace_vs_outplace",
     "logistic-graph": "logistic_graph",
+    "logistic-1d": "logistic_1d",
+    "logistic-logits": "logistic_logits",
+    "logistic-2d": "logistic_2d",
+    "forgot-zero-grad": "forgot_zero_grad",
 }
 
 

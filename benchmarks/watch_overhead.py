@@ -1,0 +1,156 @@
+"""What watching a training loop costs: plain vs ``gradlens.watch()`` steps, interleaved.
+
+Three workloads: (a) the seeds' 2-D logistic regression (200 points), (b) an MLP of four
+1024-wide layers on batches of 256, (c) a 4-layer transformer encoder (d = 256, 8 heads,
+batch 16 x 64 tokens) with Adam. Each round runs ``STEPS`` plain steps, then ``STEPS`` steps
+inside a fresh ``with gradlens.watch(model, opt, live=False)`` (so entering, the final host
+copy and building the records are paid every round), alternating so drift hits both alike.
+It prints median step times and the ratio watched / plain, and, as a reference point, the
+ratio of a naive per-parameter logger (``p.grad.norm().item()`` etc. for every parameter every
+step: the host sync per parameter per step that gradlens avoids) over gradlens.
+
+Run: python benchmarks/watch_overhead.py [--rounds N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import gradlens
+
+STEPS = 20
+
+
+@dataclass
+class Workload:
+    name: str
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    step: Callable[[], torch.Tensor]
+
+
+def logistic_2d() -> Workload:
+    torch.manual_seed(10)
+    ones = torch.ones(100, 2)
+    x = torch.cat((torch.normal(1.7 * ones, 1) + 1, torch.normal(-1.7 * ones, 1) + 1))
+    y = torch.cat((torch.zeros(100), torch.ones(100)))
+    model = nn.Sequential(nn.Linear(2, 1), nn.Sigmoid())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.BCELoss()
+
+    def step() -> torch.Tensor:
+        loss = loss_fn(model(x).squeeze(1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return Workload("(a) logistic regression 2-D, 200 points", model, opt, step)
+
+
+def mlp() -> Workload:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(4):
+        layers += [nn.Linear(1024, 1024), nn.ReLU()]
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, target = torch.randn(256, 1024), torch.randn(256, 1024)
+
+    def step() -> torch.Tensor:
+        loss = nn.functional.mse_loss(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return Workload("(b) MLP 4 x 1024, batch 256, SGD", model, opt, step)
+
+
+def transformer() -> Workload:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(256, 8, dim_feedforward=1024, batch_first=True)
+    model = nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(16, 64, 256)
+
+    def step() -> torch.Tensor:
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return Workload("(c) transformer encoder 4 x d256, batch 16 x 64, Adam", model, opt, step)
+
+
+def naive_logger(w: Workload) -> Callable[[], torch.Tensor]:
+    """Returns a step that logs per-parameter stats the usual way: one .item() per number."""
+    log: list[tuple[float, ...]] = []
+
+    def step() -> torch.Tensor:
+        loss = w.step()
+        for p in w.model.parameters():
+            g = p.grad
+            assert g is not None
+            log.append((g.norm().item(), g.mean().item(), g.std().item(), g.abs().max().item()))
+        loss.item()
+        return loss
+
+    return step
+
+
+def time_plain(step: Callable[[], torch.Tensor]) -> float:
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        step()
+    return (time.perf_counter() - start) / STEPS
+
+
+def time_watched(w: Workload) -> float:
+    start = time.perf_counter()
+    with gradlens.watch(w.model, w.opt, live=False):
+        for _ in range(STEPS):
+            w.step()
+    return (time.perf_counter() - start) / STEPS
+
+
+def measure(w: Workload, rounds: int) -> dict[str, float]:
+    naive = naive_logger(w)
+    for _ in range(2):  # warm up all three paths
+        time_plain(w.step), time_watched(w), time_plain(naive)
+    times: dict[str, list[float]] = {"plain": [], "watched": [], "naive": []}
+    for _ in range(rounds):
+        times["plain"].append(time_plain(w.step))
+        times["watched"].append(time_watched(w))
+        times["naive"].append(time_plain(naive))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke test")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {STEPS} steps x {rounds}")
+    print(f"{'workload':56} {'plain ms':>9} {'watched':>9} {'ratio':>7} {'naive/gl':>9}")
+    for make in (logistic_2d, mlp, transformer):
+        w = make()
+        t = measure(w, rounds)
+        print(
+            f"{w.name:56} {t['plain'] * 1e3:9.3f} {t['watched'] * 1e3:9.3f} "
+            f"{t['watched'] / t['plain']:6.3f}x {t['naive'] / t['watched']:8.2f}x",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
