@@ -8,15 +8,15 @@ import math
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import gradlens
 from gradlens import GradlensError
+from gradlens._lens import FLUSH_EVERY
 from gradlens.analysis.training import EXPLODING_NORM, PATIENCE, VANISHING_NORM
 
 HERE = Path(__file__).name
@@ -409,45 +409,69 @@ def test_a_finished_lens_keeps_no_tensor_alive() -> None:
     assert len(lens.steps) == 3
 
 
-class CountSyncs(TorchFunctionMode):
-    """Counts the calls that copy a tensor's values to the host."""
-
-    NAMES: ClassVar[set[str]] = {
-        "item",
-        "tolist",
-        "cpu",
-        "numpy",
-        "__float__",
-        "__bool__",
-        "__int__",
-        "__index__",
-    }
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.NAMES:
-            self.calls.append(name)
-        return func(*args, **(kwargs or {}))
+SYNCS = ("item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__", "__index__")
 
 
-def test_no_host_copy_per_step_only_one_batch_at_the_end() -> None:
+@pytest.fixture
+def host_copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Returns a list that records every call copying a tensor's values to the host.
+
+    The methods are wrapped on ``torch.Tensor`` itself, so calls from inside hooks and from
+    code that skips torch-function modes are counted too.
+    """
+    calls: list[str] = []
+    depth = [0]  # a torch-function mode may route the original back through the wrapper
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self: torch.Tensor, *args: Any, _o: Any = original, _n: str = name) -> Any:
+            if depth[0] == 0:
+                calls.append(_n)
+            depth[0] += 1
+            try:
+                return _o(self, *args)
+            finally:
+                depth[0] -= 1
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return calls
+
+
+def test_the_host_copy_counter_sees_copies_inside_hooks(host_copies: list[str]) -> None:
+    w = nn.Parameter(torch.ones(2))
+    w.register_hook(lambda g: print(g.sum().item()))
+    w.sum().backward()
+    assert host_copies == ["item"]
+
+
+def test_no_host_copy_per_step_only_one_batch_at_the_end(host_copies: list[str]) -> None:
     net, (x, y) = model(), data()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    syncs = CountSyncs()
-    with syncs, gradlens.watch(net, opt, live=False, detail_every=2) as lens:
+    with gradlens.watch(net, opt, live=False, detail_every=2) as lens:
         for _ in range(20):  # fewer than FLUSH_EVERY steps: nothing is copied while training
             opt.zero_grad()
             loss = nn.functional.mse_loss(net(x), y)
             loss.backward()
-            lens.log(loss=loss)
+            lens.log(loss=loss, acc=(loss < 1).float())
             opt.step()
-        assert syncs.calls == []
-    assert syncs.calls == ["cpu", "tolist"]  # the whole run, in one transfer
+        assert host_copies == []
+    assert host_copies == ["cpu", "tolist"]  # the whole run, in one transfer
     assert len(lens.steps) == 20
+    assert lens.steps[5].scalars["acc"] in (0.0, 1.0)
+
+
+def test_flushes_come_in_batches_of_flush_every_steps(host_copies: list[str]) -> None:
+    w = nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=1e-3)
+    with gradlens.watch(nn.ParameterDict({"w": w}), opt, live=False):
+        for block in range(3):
+            for i in range(FLUSH_EVERY):
+                opt.zero_grad()
+                w.sum().backward()
+                opt.step()
+                flushes = host_copies.count("tolist")
+                assert flushes == (block + 1 if i == FLUSH_EVERY - 1 else block), (block, i)
+    assert host_copies == ["cpu", "tolist"] * 3
 
 
 def test_long_runs_keep_a_bounded_thinned_history() -> None:

@@ -37,15 +37,20 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.zeros(len(LIGHT), 0)
     real = [_real(g.detach()) for g in grads]
     norms = torch._foreach_norm(real)
-    cols: list[torch.Tensor] = []
-    for g, norm in zip(real, norms, strict=True):
+    sums, lows, highs = [], [], []
+    for g in real:
         if g.numel() == 0:
             zero = g.new_zeros((), dtype=torch.float32)
-            cols.append(torch.stack([zero, zero, zero, zero]))
+            sums.append(zero)
+            lows.append(zero)
+            highs.append(zero)
             continue
         lo, hi = torch.aminmax(g)
-        cols.append(torch.stack([norm.float(), g.sum(dtype=torch.float32), lo.float(), hi.float()]))
-    return torch.stack(cols, dim=1)
+        sums.append(g.sum(dtype=torch.float32))
+        lows.append(lo if lo.dtype == torch.float32 else lo.float())
+        highs.append(hi if hi.dtype == torch.float32 else hi.float())
+    norm32 = [n if n.dtype == torch.float32 else n.float() for n in norms]
+    return torch.stack([*norm32, *sums, *lows, *highs]).view(len(LIGHT), len(real))
 
 
 def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -54,18 +59,11 @@ def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor])
         return torch.zeros(len(DETAIL), 0)
     real = [_real(g.detach()) for g in grads]
     wnorms = torch._foreach_norm([_real(w.detach()) for w in weights])
-    cols = [
-        torch.stack(
-            [
-                torch.count_nonzero(g).float(),
-                torch.isnan(g).sum(dtype=torch.float32),
-                torch.isinf(g).sum(dtype=torch.float32),
-                wn.float(),
-            ]
-        )
-        for g, wn in zip(real, wnorms, strict=True)
-    ]
-    return torch.stack(cols, dim=1)
+    nonzero = [torch.count_nonzero(g) for g in real]
+    nans = [torch.isnan(g).sum() for g in real]
+    infs = [torch.isinf(g).sum() for g in real]
+    counts = torch.stack([*nonzero, *nans, *infs]).view(3, len(real)).float()
+    return torch.cat([counts, torch.stack([w.float() for w in wnorms]).view(1, -1)])
 
 
 def clone_weights(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:

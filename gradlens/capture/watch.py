@@ -377,6 +377,16 @@ class Watcher:
         self._end_step(members)
 
     def _begin_step(self, members: list[_Param], lr: Any) -> None:
+        with _own_ops():
+            self._begin(members, lr)
+
+    def _end_step(self, members: list[_Param]) -> None:
+        with _own_ops():
+            self._end(members)
+        if self.on_step is not None:
+            self.on_step(len(self._pending))
+
+    def _begin(self, members: list[_Param], lr: Any) -> None:
         self._stepping = True
         step = self.steps_seen
         missing = tuple(p.name for p in members if p.info.requires_grad and not p.got_grad)
@@ -418,7 +428,7 @@ class Watcher:
                 out.snapshot = gradstats.clone_weights(weights)
         return out
 
-    def _end_step(self, members: list[_Param]) -> None:
+    def _end(self, members: list[_Param]) -> None:
         pending, self._open = self._open, None
         if pending is not None:
             by_name = {p.name: p.tensor for p in members}
@@ -435,8 +445,6 @@ class Watcher:
             p.got_grad = False
         self.steps_seen += 1
         self._stepping = False
-        if self.on_step is not None:
-            self.on_step(len(self._pending))
 
     # -- to the host -------------------------------------------------------------------------
     @property
@@ -451,6 +459,12 @@ class Watcher:
             return []
         host = _to_host([_device_parts(p) for p in pending])
         return [_step_record(p, values) for p, values in zip(pending, host, strict=True)]
+
+
+def _own_ops() -> Any:
+    """Returns a context in which gradlens's own tensor ops skip every torch-function mode
+    (its own and the user's): they are bookkeeping, not the user's computation."""
+    return torch._C.DisableTorchFunction()
 
 
 def _sum(losses: list[torch.Tensor]) -> torch.Tensor | None:
