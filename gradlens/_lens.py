@@ -19,7 +19,7 @@ from rich.console import Console, RenderableType
 from ._errors import GradlensError
 from ._live import LiveOutput
 from .analysis.training import TrainingChecks
-from .capture.watch import Watcher
+from .capture.watch import DETAIL_EVERY, Watcher
 from .records import Diagnostic, StepRecord, WatchRecord
 
 __all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch", "watch_everything"]
@@ -36,7 +36,7 @@ def watch(
     *,
     every: int = 1,
     live: bool | None = None,
-    detail_every: int = 10,
+    detail_every: int = DETAIL_EVERY,
     history: int = DEFAULT_HISTORY,
 ) -> Lens:
     """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
@@ -45,8 +45,10 @@ def watch(
     optimizer; every optimizer that steps when neither is given). ``every=k`` records every
     k-th step; zero_grad and no-gradient checks still run on every step. ``detail_every=d``
     measures zeros, NaN/Inf counts, weight norms and update ratios on every d-th recorded step
-    (0: never). ``live``: a live terminal view (True), nothing (False), or, by default, the
-    live view on a terminal and a compact line every 100 steps elsewhere.
+    (default 25; 0: never); norm, mean, std and max |g| are measured on every recorded step.
+    ``live``: a live terminal view (True), nothing (False), or, by default, the live view on a
+    terminal and a compact line every 100 steps elsewhere. ``history``: recorded steps kept in
+    memory; past it, every other kept step is dropped (the stride doubles).
     """
     if model is not None and not isinstance(model, torch.nn.Module):
         raise GradlensError(

@@ -3,9 +3,10 @@
 Every function returns device tensors; nothing here calls ``.item()``, ``float()`` or
 ``.cpu()``. The watcher stacks the results per step and copies them to the host in batches.
 
-Costs (measured on CPU, MLP 4 x 1024, see benchmarks/watch_overhead.py): the light set is three
-reductions per gradient (``_foreach_norm``, ``sum``, ``aminmax``); the detail set adds a count
-of zeros, of NaNs and of infinities, and a copy of the weights for the update norm.
+Each statistic is one read of the tensor, chosen for speed on CPU and GPU alike
+(benchmarks/watch_overhead.py): the sum of squares is a BLAS ``dot`` on CPU and one fused
+``_foreach_norm`` on CUDA; min and max come from one ``aminmax``. The detail set adds three
+counting passes (zeros, non-finite, NaN) and, for the update size, a copy of the weights.
 """
 
 from __future__ import annotations
@@ -14,29 +15,55 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["DETAIL", "LIGHT", "clone_weights", "detail_stats", "light_stats", "update_norms"]
+__all__ = [
+    "DETAIL",
+    "LIGHT",
+    "clone_weights",
+    "detail_stats",
+    "light_stats",
+    "sum_of_squares",
+    "update_sumsq",
+]
 
 #: Rows of ``light_stats``: per gradient.
-LIGHT = ("norm", "sum", "min", "max")
-#: Rows of ``detail_stats``: per gradient (counts as floats) and the weight norm.
-DETAIL = ("nonzero", "nan", "inf", "weight_norm")
+LIGHT = ("sumsq", "sum", "min", "max")
+#: Rows of ``detail_stats``: per gradient (counts as floats) and the weight's sum of squares.
+DETAIL = ("nonzero", "nonfinite", "nan", "weight_sumsq")
+
+_DOT_DTYPES = (torch.float32, torch.float64)
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
-    """Returns ``t`` as a real tensor (complex numbers as pairs of reals)."""
+    """Returns ``t`` detached, as a real tensor (complex numbers as pairs of reals)."""
+    t = t.detach()
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def sum_of_squares(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Returns each tensor's sum of squares as a float32 0-d tensor on its device."""
+    real = [_real(t) for t in tensors]
+    if real and real[0].is_cuda:  # one fused kernel for the whole list
+        norms = torch._foreach_norm(real)
+        return [n.float() for n in torch._foreach_mul(norms, norms)]
+    out = []
+    for t in real:
+        if t.dtype in _DOT_DTYPES and t.numel() > 0:
+            flat = t.reshape(-1)
+            out.append(torch.dot(flat, flat).float())
+        else:
+            out.append(t.float().square().sum())
+    return out
+
+
 def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Returns a float32 ``(4, len(grads))`` tensor: norm, sum, min and max of each gradient.
+    """Returns a float32 ``(4, len(grads))`` tensor: sum of squares, sum, min and max of each.
 
     All on the gradients' device (they must share one). Empty gradients give zeros. ``min``
     and ``max`` are nan when an element is nan, so non-finite values are never lost.
     """
     if not grads:
         return torch.zeros(len(LIGHT), 0)
-    real = [_real(g.detach()) for g in grads]
-    norms = torch._foreach_norm(real)
+    real = [_real(g) for g in grads]
     sums, lows, highs = [], [], []
     for g in real:
         if g.numel() == 0:
@@ -49,21 +76,22 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
         sums.append(g.sum(dtype=torch.float32))
         lows.append(lo if lo.dtype == torch.float32 else lo.float())
         highs.append(hi if hi.dtype == torch.float32 else hi.float())
-    norm32 = [n if n.dtype == torch.float32 else n.float() for n in norms]
-    return torch.stack([*norm32, *sums, *lows, *highs]).view(len(LIGHT), len(real))
+    squares = sum_of_squares(real)
+    return torch.stack([*squares, *sums, *lows, *highs]).view(len(LIGHT), len(real))
 
 
 def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Returns a float32 ``(4, len(grads))`` tensor: nonzero, nan and inf counts, weight norm."""
+    """Returns a float32 ``(4, len(grads))`` tensor: nonzero, non-finite and NaN counts of each
+    gradient, and its weight's sum of squares."""
     if not grads:
         return torch.zeros(len(DETAIL), 0)
-    real = [_real(g.detach()) for g in grads]
-    wnorms = torch._foreach_norm([_real(w.detach()) for w in weights])
+    real = [_real(g) for g in grads]
     nonzero = [torch.count_nonzero(g) for g in real]
-    nans = [torch.isnan(g).sum() for g in real]
-    infs = [torch.isinf(g).sum() for g in real]
-    counts = torch.stack([*nonzero, *nans, *infs]).view(3, len(real)).float()
-    return torch.cat([counts, torch.stack([w.float() for w in wnorms]).view(1, -1)])
+    nonfinite = [torch.count_nonzero(g - g) for g in real]  # inf - inf and nan - nan are nan
+    nans = [torch.count_nonzero(g != g) for g in real]  # only nan differs from itself
+    counts = torch.stack([*nonzero, *nonfinite, *nans]).view(3, len(real)).float()
+    squares = torch.stack(sum_of_squares(weights)).view(1, -1)
+    return torch.cat([counts, squares])
 
 
 def clone_weights(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -71,9 +99,12 @@ def clone_weights(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [w.detach().clone() for w in weights]
 
 
-def update_norms(before: list[torch.Tensor], after: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Returns a float32 ``(len(before),)`` tensor of ``|after - before|``; reuses ``before``."""
+def update_sumsq(before: list[torch.Tensor], after: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Returns a float32 ``(len(before),)`` tensor of ``sum((after - before)**2)``.
+
+    Overwrites ``before`` (the copy is not needed afterwards).
+    """
     if not before:
         return torch.zeros(0)
     torch._foreach_sub_(before, [w.detach() for w in after])
-    return torch.stack([n.float() for n in torch._foreach_norm([_real(b) for b in before])])
+    return torch.stack(sum_of_squares(before))

@@ -34,7 +34,7 @@ class ParamStats:
 
     grad_norm: float  # L2 norm of .grad
     grad_mean: float
-    grad_std: float  # population std, from the sum and the sum of squares
+    grad_std: float  # population std from the float32 sum and sum of squares (to ~1e-3 RMS)
     grad_max: float  # max |g|: nan if any element is nan, inf if any is infinite
     nonfinite: bool  # some element is nan or infinite
     zero_frac: float | None = None  # fraction of elements exactly 0
