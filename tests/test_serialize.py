@@ -178,6 +178,7 @@ def test_trace_json_dict_has_the_four_sections_and_event_kinds() -> None:
         "is_leaf": True,
         "version": 0,
         "grad_fn": None,
+        "nonfinite": False,
     }
     assert d["data"]["diagnostics"][1] == {
         "kind": "grad-accumulation",

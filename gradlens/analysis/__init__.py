@@ -4,11 +4,15 @@ from collections.abc import Callable, Sequence
 
 from ..records import Diagnostic, Event
 from .errors import explain_errors
+from .nonfinite import explain_nonfinite
 
 #: Every built-in check, each ``(events) -> list[Diagnostic]``; run in this order.
-CHECKS: tuple[Callable[[Sequence[Event]], list[Diagnostic]], ...] = (explain_errors,)
+CHECKS: tuple[Callable[[Sequence[Event]], list[Diagnostic]], ...] = (
+    explain_errors,
+    explain_nonfinite,
+)
 
-__all__ = ["CHECKS", "diagnose", "explain_errors"]
+__all__ = ["CHECKS", "diagnose", "explain_errors", "explain_nonfinite"]
 
 
 def diagnose(events: Sequence[Event]) -> list[Diagnostic]:

@@ -154,7 +154,7 @@ class Recorder:
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        refs = [(t, tensor_ref(t, "")) for t in inputs]
+        refs = [(t, tensor_ref(t, "", check_finite=True)) for t in inputs]
         module = self._modules.current
         try:
             out = func(*args, **kwargs)
@@ -177,7 +177,7 @@ class Recorder:
             outputs = bumped  # __setitem__ and friends return None; the target changed
         before = [(t, self._names.key(t), r) for t, r in refs]
         inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
-        after = [(t, self._names.key(t), tensor_ref(t, "")) for t in outputs]
+        after = [(t, self._names.key(t), tensor_ref(t, "", check_finite=True)) for t in outputs]
         node = None
         for t, k, _ in after:
             if t.grad_fn is None:

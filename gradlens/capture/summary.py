@@ -70,8 +70,9 @@ def tensor_status(t: torch.Tensor, name: str, *, with_value: bool = True) -> Ten
     )
 
 
-def tensor_ref(t: torch.Tensor, name: str) -> TensorRef:
-    """Returns ``t`` as an op saw it, without reading its values."""
+def tensor_ref(t: torch.Tensor, name: str, *, check_finite: bool = False) -> TensorRef:
+    """Returns ``t`` as an op saw it; with ``check_finite``, also whether it holds a NaN or an
+    infinity (one read of its values on the host: a trace's cost, never a watch's)."""
     return TensorRef(
         name=name,
         shape=tuple(t.shape),
@@ -80,4 +81,14 @@ def tensor_ref(t: torch.Tensor, name: str) -> TensorRef:
         is_leaf=t.is_leaf,
         version=t._version,
         grad_fn=grad_fn_name(t),
+        nonfinite=check_finite and _has_nonfinite(t),
     )
+
+
+def _has_nonfinite(t: torch.Tensor) -> bool:
+    if not (t.is_floating_point() or t.is_complex()) or t.layout != torch.strided:
+        return False
+    if t.device.type == "meta" or t.numel() == 0:
+        return False
+    with torch.no_grad():
+        return not bool(torch.isfinite(t.detach()).all())

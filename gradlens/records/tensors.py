@@ -61,3 +61,4 @@ class TensorRef:
     is_leaf: bool
     version: int
     grad_fn: str | None = None
+    nonfinite: bool = False  # holds a NaN or an infinity (floating-point tensors in a trace)

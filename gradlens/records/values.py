@@ -42,6 +42,16 @@ class ValueSummary:
         return math.prod(self.shape)
 
     @property
+    def nonfinite(self) -> tuple[int, int]:
+        """Returns how many elements are NaN and how many are infinite."""
+        if self.values is None:
+            return self.nan, self.inf
+        flat = list(_flatten(self.values))
+        nans = sum(1 for v in flat if isinstance(v, float) and math.isnan(v))
+        infs = sum(1 for v in flat if isinstance(v, float) and math.isinf(v))
+        return nans, infs
+
+    @property
     def is_exact(self) -> bool:
         """Returns True when ``values`` holds every element."""
         return self.values is not None
@@ -55,6 +65,14 @@ class ValueSummary:
         if self.nan or self.inf:
             text += f" nan={self.nan} inf={self.inf}"
         return text
+
+
+def _flatten(values: Any) -> Any:
+    if isinstance(values, list):
+        for v in values:
+            yield from _flatten(v)
+    else:
+        yield values
 
 
 def _num(x: float | None) -> str:

@@ -1,0 +1,68 @@
+"""Where the first NaN or infinity came from, in a trace: the op that made one from finite
+inputs, and the first gradient that arrived non-finite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..records import Diagnostic, Event, GradEvent, OpEvent, Severity
+
+__all__ = ["explain_nonfinite"]
+
+_FIX = (
+    "look at that op's inputs: log or sqrt of 0 or a negative number, a division by zero, exp "
+    "of a large value, or a sigmoid followed by log (use the logits versions of the losses)"
+)
+
+
+def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
+    """Returns up to two findings: the first op whose output was NaN/Inf although its inputs
+    were finite (``non-finite``), and the first non-finite gradient (``nan-grad``/``inf-grad``),
+    which names that op as the likely origin."""
+    first_op = next(
+        (
+            e
+            for e in events
+            if isinstance(e, OpEvent)
+            and any(r.nonfinite for r in e.outputs)
+            and not any(r.nonfinite for r in e.inputs)
+        ),
+        None,
+    )
+    out: list[Diagnostic] = []
+    origin = ""
+    if first_op is not None:
+        made = ", ".join(r.name for r in first_op.outputs if r.nonfinite)
+        where = f" at {first_op.source}" if first_op.source else ""
+        origin = f"; the first non-finite value was made by {first_op.op}{where}"
+        out.append(
+            Diagnostic(
+                kind="non-finite",
+                message=f"{first_op.op} produced NaN/Inf in {made} from finite inputs",
+                severity=Severity.ERROR,
+                name=made,
+                source=first_op.source,
+                fix=_FIX,
+            )
+        )
+    for e in events:
+        if not isinstance(e, GradEvent):
+            continue
+        counts = [g.nonfinite for g in (*e.grads, e.accumulated) if g is not None]
+        if not any(nans or infs for nans, infs in counts):
+            continue
+        kind = "nan-grad" if any(nans for nans, _ in counts) else "inf-grad"
+        what = e.leaf or e.node_name
+        out.append(
+            Diagnostic(
+                kind=kind,
+                message=f"backward pass {e.pass_index}: the first non-finite gradient reached "
+                f"{what}{origin}",
+                severity=Severity.ERROR,
+                name=what,
+                source=first_op.source if first_op is not None else None,
+                fix=_FIX,
+            )
+        )
+        break
+    return out
