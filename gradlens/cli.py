@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns the exit code (0 ok, 1 if a script failed, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` that follows NAME belongs to the script. argparse's
+    # REMAINDER would drop a `--` right after NAME, so split it off here.
+    tail: list[str] = []
+    if "--" in argv and "run" in argv and argv.index("run") < argv.index("--") - 1:
+        at = argv.index("--")
+        argv, tail = argv[:at], argv[at + 1 :]
     args = _parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide enough for the tables, no colour codes
@@ -70,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             _take_own_flags(args)
+            args.args += tail
             if args.name.endswith(".py") or Path(args.name).is_file():
                 return _run_script(args, console)
             return _run(args, console)
@@ -103,14 +111,17 @@ def _take_own_flags(args: argparse.Namespace) -> None:
     args.args = rest
 
 
-def _check_outputs(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Path | None]:
+def _check_outputs(
+    args: argparse.Namespace, allowed: Sequence[str], *, what: str
+) -> dict[str, Path | None]:
     """Returns the output paths, refusing bad suffixes and missing folders before running."""
     outputs: dict[str, Path | None] = {flag: getattr(args, flag) for flag in _OUTPUT_FLAGS}
     for flag, path in outputs.items():
         if path is None:
             continue
         if flag not in allowed:
-            raise GradlensError(f"--{flag} is not available here: use {', '.join(allowed)}")
+            use = ", ".join(f"--{a}" for a in allowed)
+            raise GradlensError(f"--{flag} is not available for {what}; use {use}")
         suffixes = (".png", ".svg", ".pdf") if flag == "plot" else (f".{flag}",)
         if path.suffix.lower() not in suffixes:
             raise GradlensError(
@@ -140,8 +151,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise GradlensError(
             f"example {args.name!r} takes no arguments, got {' '.join(args.args)!r}"
         )
-    outputs = _check_outputs(args, _OUTPUT_FLAGS)
-    result = load_example(args.name).run()
+    module = load_example(args.name)
+    training = bool(getattr(module, "TRAINING", False))
+    outputs = _check_outputs(
+        args,
+        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "json"),
+        what=f"example {args.name!r}: it is a training run and draws plots, not a graph"
+        if training
+        else f"example {args.name!r}: it draws a graph, not plots",
+    )
+    result = module.run()
     _print(result, console)
     diagram = result.diagram
     for fmt in ("svg", "png", "pdf", "dot"):
@@ -164,14 +183,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _write_plots(result: ExampleResult, path: Path) -> list[Path]:
-    """Writes the training plot to ``path`` and each extra figure to ``path``-NAME.suffix."""
+    """Writes the training plot to ``path`` and each extra figure to ``path``-NAME.suffix;
+    returns the paths as given."""
     from .render.plots import save_figure
 
-    if result.lens is None and not result.figures:
-        raise GradlensError(f"example {result.name!r} has no plots; use --svg for its graph")
-    written = [result.lens.plot(path)] if result.lens is not None else []
+    written = []
+    if result.lens is not None:
+        result.lens.plot(path)
+        written.append(path)
     for name, figure in result.figures.items():
-        written.append(save_figure(figure, path.with_name(f"{path.stem}-{name}{path.suffix}")))
+        extra = path.with_name(f"{path.stem}-{name}{path.suffix}")
+        save_figure(figure, extra)
+        written.append(extra)
     return written
 
 
@@ -185,7 +208,11 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     script = Path(args.name)
     if not script.is_file():
         raise GradlensError(f"no such script: {script} (and no example named {args.name!r})")
-    outputs = _check_outputs(args, ("json", "plot"))
+    outputs = _check_outputs(
+        args,
+        ("json", "plot"),
+        what="a script: gradlens watches its training and draws plots, not a graph",
+    )
     lens = watch_everything(console)
     code = 0
     saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -195,20 +222,30 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     try:
         with lens:
             try:
-                runpy.run_path(str(script), run_name="__main__")
+                runpy.run_path(str(script.resolve()), run_name="__main__")
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    console.print(str(e.code), style="bold red", highlight=False)
             except Exception:
                 code = 1
-                console.print_exception(max_frames=8)
+                console.print_exception(max_frames=8, suppress=[runpy, sys.modules[__name__]])
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     console.print(Rule("[bold]gradlens report[/]"))
+    if lens.record.total_steps == 0:
+        console.print(
+            "no optimizer stepped while the script ran, so there was nothing to watch "
+            "(gradlens watches optimizer.step() calls)",
+            style="yellow",
+            highlight=False,
+        )
     lens.report(console)
     if code != 0:
         console.print(f"the script exited with code {code}", style="bold red", highlight=False)
     if outputs["plot"] is not None:
-        console.print(f"wrote {lens.plot(outputs['plot'])}", highlight=False)
+        lens.plot(outputs["plot"])
+        console.print(f"wrote {outputs['plot']}", highlight=False)
     if outputs["json"] is not None:
         _write_json(to_json_dict(lens.record), outputs["json"])  # gradlens.load reads it
         console.print(f"wrote {outputs['json']}", highlight=False)

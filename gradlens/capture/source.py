@@ -42,11 +42,15 @@ def user_source(skip: int = 1) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)
 def _short(filename: str) -> str:
     """Returns the path relative to the working directory when inside it, else as given."""
+    return _short_from(filename, os.getcwd())
+
+
+@functools.lru_cache(maxsize=1024)
+def _short_from(filename: str, cwd: str) -> str:
     try:
-        rel = os.path.relpath(filename)
+        rel = os.path.relpath(filename, cwd)
     except ValueError:
         rel = ".."
     if not rel.startswith(".."):

@@ -12,6 +12,7 @@ import gradlens
 from ._result import ExampleResult
 from .logistic_2d import LogisticRegression2D, train_test_split, two_clouds
 
+TRAINING = True  # a watched training run: it draws plots (--plot), not a graph
 TITLE = "Forgot optimizer.zero_grad(): gradlens points at the backward() line at step 1"
 
 STEPS = (0, 10, 50, 99)  # the steps whose weight gradient norms are compared

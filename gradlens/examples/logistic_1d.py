@@ -9,6 +9,7 @@ import gradlens
 
 from ._result import ExampleResult
 
+TRAINING = True  # a watched training run: it draws plots (--plot), not a graph
 TITLE = "Logistic regression on hours -> pass: 1000 epochs of SGD, and the probability curve"
 
 

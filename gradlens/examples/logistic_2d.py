@@ -11,6 +11,7 @@ import gradlens
 
 from ._result import ExampleResult
 
+TRAINING = True  # a watched training run: it draws plots (--plot), not a graph
 TITLE = "Logistic regression on two 2-D clouds: train until 99% accuracy, test on held-out points"
 
 

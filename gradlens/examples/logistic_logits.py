@@ -9,6 +9,7 @@ import gradlens
 
 from ._result import ExampleResult
 
+TRAINING = True  # a watched training run: it draws plots (--plot), not a graph
 TITLE = "BCEWithLogitsLoss on x = 1..4: the prediction for x = 4 before and after 40 epochs"
 
 
