@@ -6,6 +6,7 @@ Everything downstream (analysis, render, JSON) works on these, live or loaded fr
 from .diagnostics import Diagnostic, Severity
 from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
+from .inplace import InplaceViolation, ViolationKind
 from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, WatchRecord
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
@@ -23,6 +24,7 @@ __all__ = [
     "Graph",
     "GraphEdge",
     "GraphNode",
+    "InplaceViolation",
     "NodeKind",
     "OpEvent",
     "ParamInfo",
@@ -33,6 +35,7 @@ __all__ = [
     "TensorStatus",
     "TraceRecord",
     "ValueSummary",
+    "ViolationKind",
     "WatchFact",
     "WatchRecord",
     "format_shape",

@@ -1,0 +1,302 @@
+"""Saved tensors and the writes that break them, seen as they happen.
+
+``SavedTensors`` keeps, for every autograd node created while it watches, the tensors the node
+saved for backward: an alias that shares their memory and version counter, the version at save
+time, the op and line that saved them. After every op that bumped a tensor's version it looks
+for saved tensors in the same memory:
+
+* the saved tensor's version moved: PyTorch's own check will fail at backward, so this write is
+  the culprit (``inplace-saved``), reported at the writing line;
+* the memory overlaps but the version did not move (the write went through ``.data`` or another
+  alias with its own counter): backward will silently use the new values (``silent-write``).
+
+No saved-tensor hooks are installed, so PyTorch's version check stays exactly as it is (an
+identity pack/unpack pair would disable it). Nodes cannot be weakly referenced, so each one
+gets a small sentinel in its ``metadata`` dict: when the node dies, the sentinel's finalizer
+drops its records (and the aliases, which hold no reference to the node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+
+from ..records import InplaceViolation
+from .builder import node_name
+
+__all__ = ["SavedTensors"]
+
+_SKIP = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
+_LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
+
+
+@dataclass
+class _Saved:
+    alias: torch.Tensor  # detached: same memory and version counter, no grad_fn
+    version: int
+    storage: int
+    start: int
+    end: int
+    node: str  # "SigmoidBackward0"
+    op: str | None
+    slot: str  # "result", "self", ...
+    source: str | None
+    checksum: str | None = None
+    reported: bool = False
+
+
+class _Sentinel:
+    """Lives in a node's metadata; when the node is freed, so is this, and its records go."""
+
+    def __init__(self, owner: SavedTensors, ids: list[int]) -> None:
+        self.ids = ids
+        weakref.finalize(self, SavedTensors._drop_ref, weakref.ref(owner), tuple(ids))
+
+
+def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """Returns ``(storage pointer, first byte, end byte)`` of the memory ``t`` can touch."""
+    if t.layout != torch.strided or t.device.type == "meta":
+        return None
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+    size = t.element_size()
+    start = int(t.storage_offset()) * size
+    if t.numel() == 0:
+        return ptr, start, start
+    extent = 1 + sum((int(n) - 1) * abs(int(s)) for n, s in zip(t.shape, t.stride(), strict=True))
+    return ptr, start, start + extent * size
+
+
+def _checksum(t: torch.Tensor) -> str:
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+class SavedTensors:
+    """Records what new autograd nodes saved, and checks every write against the records."""
+
+    def __init__(self, *, verify: bool = False) -> None:
+        self.verify = verify
+        #: Violations confirmed: a backward reached the node whose saved tensor was written.
+        self.violations: list[InplaceViolation] = []
+        #: Writes to saved tensors no backward has reached yet (record id -> violation).
+        self.pending: dict[int, InplaceViolation] = {}
+        self._attrs: dict[type, tuple[str, ...]] = {}  # node type -> its "_saved_*" attributes
+        self._key = f"gradlens.saved.{id(self)}"
+        self._records: dict[int, _Saved] = {}
+        self._by_storage: dict[int, set[int]] = {}
+        self._next = 0
+
+    # -- saves -----------------------------------------------------------------------------
+    def record_saves(self, outputs: Iterable[torch.Tensor], op: str, source: str | None) -> None:
+        """Records the saved tensors of every node new since the last call, from ``outputs``'
+        grad_fns back to nodes already seen (so ops made of several nodes are covered)."""
+        queue: deque[Any] = deque(t.grad_fn for t in outputs if t.grad_fn is not None)
+        first = True
+        while queue:
+            fn = queue.popleft()
+            if fn is None or self._key in fn.metadata:
+                continue
+            ids = self._read(fn, op if first else None, source)
+            fn.metadata[self._key] = _Sentinel(self, ids)
+            first = False
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+
+    def _read(self, fn: Any, op: str | None, source: str | None) -> list[int]:
+        attrs = self._attrs.get(type(fn))
+        if attrs is None:
+            attrs = tuple(a for a in dir(fn) if a.startswith("_saved_") and not a.endswith(_SKIP))
+            self._attrs[type(fn)] = attrs
+        ids: list[int] = []
+        for attr in attrs:
+            try:
+                value = getattr(fn, attr)
+            except RuntimeError:  # already freed, or already modified
+                continue
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            for t in values:
+                if not isinstance(t, torch.Tensor):
+                    continue
+                span = _span(t)
+                if span is None:
+                    continue
+                alias = t.detach()
+                record = _Saved(
+                    alias, t._version, *span, node_name(fn), op, attr[7:], source,
+                    _checksum(alias) if self.verify else None,
+                )  # fmt: skip
+                ids.append(self._add(record))
+        return ids
+
+    def _add(self, record: _Saved) -> int:
+        rid = self._next
+        self._next += 1
+        self._records[rid] = record
+        self._by_storage.setdefault(record.storage, set()).add(rid)
+        return rid
+
+    @staticmethod
+    def _drop_ref(owner: weakref.ref[SavedTensors], ids: tuple[int, ...]) -> None:
+        self = owner()
+        if self is not None:
+            self.drop(ids)
+
+    def drop(self, ids: Iterable[int]) -> None:
+        """Forgets records (their node was freed, or backward released what it saved)."""
+        for rid in ids:
+            self.pending.pop(rid, None)
+            record = self._records.pop(rid, None)
+            if record is not None:
+                same = self._by_storage.get(record.storage)
+                if same is not None:
+                    same.discard(rid)
+                    if not same:
+                        del self._by_storage[record.storage]
+
+    def close(self) -> None:
+        """Lets go of every alias (the watch is over)."""
+        self.pending.clear()
+        self._records.clear()
+        self._by_storage.clear()
+
+    # -- writes ----------------------------------------------------------------------------
+    def check_write(
+        self, written: torch.Tensor, op: str, source: str | None, frame: FrameType | None
+    ) -> list[InplaceViolation]:
+        """Returns the violations a write to ``written`` just made, kept as pending until a
+        backward reaches the node that saved the tensor (a node no backward reaches never
+        fails, so flagging it then would be a false alarm)."""
+        span = _span(written)
+        if span is None:
+            return []
+        found = []
+        for rid in sorted(self._by_storage.get(span[0], ())):
+            record = self._records[rid]
+            if record.reported:
+                continue
+            if record.alias._version != record.version:
+                kind = "inplace-saved"
+            elif record.start < span[2] and span[1] < record.end:
+                kind = "silent-write"
+            else:
+                continue
+            record.reported = True
+            violation = self._violation(kind, record, written, op, source, frame)
+            self.pending[rid] = violation
+            found.append(violation)
+        return found
+
+    def confirm(self, ids: Iterable[int]) -> list[InplaceViolation]:
+        """Returns (and keeps) the pending violations of records a backward is about to use."""
+        found = [self.pending.pop(rid) for rid in ids if rid in self.pending]
+        self.violations.extend(found)
+        return found
+
+    def leaf_write(
+        self, leaf: torch.Tensor, op: str, source: str | None, frame: FrameType | None
+    ) -> InplaceViolation:
+        """Returns (and keeps) the violation of an in-place op PyTorch refused on a leaf."""
+        found = InplaceViolation(
+            kind="inplace-leaf",
+            tensor=_name_in(frame, leaf),
+            write_op=op,
+            write_source=source,
+            version=leaf._version,
+            shape=tuple(leaf.shape),
+        )
+        self.violations.append(found)
+        return found
+
+    @staticmethod
+    def is_leaf_error(error: BaseException) -> bool:
+        """Returns whether ``error`` is PyTorch refusing an in-place op on a leaf."""
+        return isinstance(error, RuntimeError) and _LEAF_ERROR in str(error)
+
+    # -- backward --------------------------------------------------------------------------
+    def reachable(self, roots: Iterable[torch.Tensor]) -> list[int]:
+        """Returns the ids of the records of the nodes a backward from ``roots`` can reach."""
+        queue: deque[Any] = deque(t.grad_fn for t in roots if t.grad_fn is not None)
+        seen: set[int] = set()
+        ids: list[int] = []
+        while queue:
+            fn = queue.popleft()
+            if fn is None or id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            sentinel = fn.metadata.get(self._key)
+            if sentinel is not None:
+                ids.extend(sentinel.ids)
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        return [i for i in ids if i in self._records]
+
+    def verify_before_backward(
+        self, ids: Iterable[int], source: str | None
+    ) -> list[InplaceViolation]:
+        """Returns (and keeps) ``silent-write``s found by checksum: saved values that changed
+        with no version bump and no write gradlens saw (NumPy, another process, ...)."""
+        found = []
+        for rid in ids:
+            record = self._records.get(rid)
+            if record is None or record.reported or record.checksum is None:
+                continue
+            if record.alias._version == record.version and _checksum(record.alias) != (
+                record.checksum
+            ):
+                record.reported = True
+                found.append(
+                    self._violation(
+                        "silent-write", record, record.alias, "(unseen write)", source, None
+                    )
+                )
+        self.violations.extend(found)
+        return found
+
+    def _violation(
+        self,
+        kind: Any,
+        record: _Saved,
+        written: torch.Tensor,
+        op: str,
+        source: str | None,
+        frame: FrameType | None,
+    ) -> InplaceViolation:
+        return InplaceViolation(
+            kind=kind,
+            tensor=_name_in(frame, written),
+            write_op=op,
+            write_source=source,
+            saved_by=record.node,
+            saved_op=record.op,
+            saved_as=record.slot,
+            saved_source=record.source,
+            saved_version=record.version,
+            version=record.alias._version,
+            shape=tuple(record.alias.shape),
+        )
+
+
+def _name_in(frame: FrameType | None, t: torch.Tensor) -> str:
+    """Returns the name of ``t`` (or of a tensor sharing its memory) in the user's frame."""
+    fallback = "a tensor of shape [" + ", ".join(str(d) for d in t.shape) + "]"
+    if frame is None:
+        return fallback
+    span = _span(t)
+    alias_name = None
+    for name, value in frame.f_locals.items():
+        if not isinstance(value, torch.Tensor) or name.startswith("_"):
+            continue
+        if value is t:
+            return name
+        other = _span(value)
+        if alias_name is None and span is not None and other is not None and other == span:
+            alias_name = name
+    return alias_name or fallback
