@@ -6,11 +6,13 @@ Public API::
     gradlens.trace(*modules, **named_tensors) -> Trace     # a context manager
     gradlens.inspect(*tensors, **named_tensors) -> Inspection
     gradlens.watch(model, optimizer, *, every=1, live=None) -> Lens  # a context manager
+    gradlens.guard(*, mode="warn", verify=False) -> Guard   # a context manager
     gradlens.save(obj, path) / gradlens.load(path)
 """
 
 from ._api import Inspection, graph, inspect, load, trace
 from ._errors import GradlensError, NoGraphError, SchemaError
+from ._guard import Guard, InplaceError, guard
 from ._io import save
 from ._lens import Lens, watch
 from ._trace import Trace
@@ -19,6 +21,7 @@ from .records import (
     Graph,
     GraphEdge,
     GraphNode,
+    InplaceViolation,
     ParamStats,
     StepRecord,
     TensorStatus,
@@ -34,6 +37,9 @@ __all__ = [
     "Graph",
     "GraphEdge",
     "GraphNode",
+    "Guard",
+    "InplaceError",
+    "InplaceViolation",
     "Inspection",
     "Lens",
     "NoGraphError",
@@ -46,6 +52,7 @@ __all__ = [
     "WatchRecord",
     "__version__",
     "graph",
+    "guard",
     "inspect",
     "load",
     "save",

@@ -299,4 +299,16 @@ def _name_in(frame: FrameType | None, t: torch.Tensor) -> str:
         other = _span(value)
         if alias_name is None and span is not None and other is not None and other == span:
             alias_name = name
-    return alias_name or fallback
+    return alias_name or _param_name(frame, t) or fallback
+
+
+def _param_name(frame: FrameType, t: torch.Tensor) -> str | None:
+    """Returns "model.fc.weight" when ``t`` shares memory with a parameter of a module that is a
+    local of the user's frame (an optimizer step writes parameters no local names)."""
+    span = _span(t)
+    for local, value in frame.f_locals.items():
+        if isinstance(value, torch.nn.Module):
+            for pname, p in value.named_parameters():
+                if p is t or (span is not None and _span(p) == span):
+                    return f"{local}.{pname}"
+    return None

@@ -1,0 +1,183 @@
+"""gradlens.guard: writes to saved tensors caught at the writing line, PyTorch's errors kept."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import weakref
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import gradlens
+from gradlens import GradlensError, InplaceError
+from gradlens.render.inplace_view import format_violations
+
+HERE = "tests/test_guard.py"
+MODIFIED = "modified by an inplace operation"
+
+
+def line(fn: Callable[..., object], needle: str) -> str:
+    lines, start = inspect.getsourcelines(fn)
+    (hit,) = [start + i for i, t in enumerate(lines) if needle in t and "line(" not in t]
+    return f"{HERE}:{hit}"
+
+
+def sigmoid_then_mul() -> torch.Tensor:
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = torch.sigmoid(x)
+    y.mul_(2)
+    y.sum().backward()
+    return x
+
+
+def test_the_classic_is_reported_at_the_write_and_pytorch_still_raises() -> None:
+    with pytest.raises(RuntimeError, match=MODIFIED), gradlens.guard() as g:
+        sigmoid_then_mul()
+    (v,) = g.violations
+    assert (v.kind, v.tensor, v.write_op, v.saved_op, v.saved_as) == (
+        "inplace-saved",
+        "y",
+        "mul_",
+        "sigmoid",
+        "result",
+    )
+    assert v.write_source == line(sigmoid_then_mul, "y.mul_(2)")
+    assert v.saved_source == line(sigmoid_then_mul, "torch.sigmoid(x)")
+    assert (v.saved_version, v.version, v.saved_by) == (0, 1, "SigmoidBackward0")
+    (d,) = g.diagnostics
+    assert d.message == (
+        f"y was overwritten by mul_ at {v.write_source}, but sigmoid at {v.saved_source} saved "
+        "it for backward (as result, at version 0; now 1): backward through SigmoidBackward0 "
+        'will fail with PyTorch\'s "modified by an inplace operation" error'
+    )
+    assert "clone" in (d.fix or "")
+
+
+def test_strict_mode_raises_at_the_write_line() -> None:
+    with pytest.raises(InplaceError) as info, gradlens.guard(mode="strict"):
+        sigmoid_then_mul()
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, GradlensError)
+    assert info.value.violation.write_source == line(sigmoid_then_mul, "y.mul_(2)")
+    frames = [f for f in inspect.getinnerframes(info.tb) if f.filename.endswith(HERE)]
+    assert frames[-1].lineno == int(info.value.violation.write_source.rsplit(":", 1)[1])
+    assert str(info.value).startswith("y was overwritten by mul_")
+
+
+def data_write() -> torch.Tensor:
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = torch.exp(x)
+    y.data.mul_(2)  # exp's backward uses y: the gradient doubles, silently
+    y.sum().backward()
+    return x
+
+
+def test_a_data_write_is_silent_for_pytorch_but_not_for_gradlens() -> None:
+    plain = data_write()
+    with gradlens.guard() as g:
+        guarded = data_write()
+    assert torch.equal(plain.grad, guarded.grad)  # same (wrong) numbers: nothing changed
+    assert torch.equal(plain.grad, 2 * torch.exp(torch.tensor([1.0, 2.0, 3.0])))
+    (v,) = g.violations
+    assert (v.kind, v.tensor, v.write_op) == ("silent-write", "y", "mul_")
+    assert v.write_source == line(data_write, "y.data.mul_(2)")
+    assert "wrong gradients" in g.diagnostics[0].message
+
+
+def numpy_write() -> None:
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = torch.exp(x)
+    y.detach().numpy()[0] = 5.0  # no torch op sees this
+    y.sum().backward()
+
+
+def test_verify_catches_a_numpy_write_before_backward() -> None:
+    with gradlens.guard() as g:
+        numpy_write()
+    assert g.violations == []  # without checksums nothing can see it
+    with gradlens.guard(verify=True) as g:
+        numpy_write()
+    (v,) = g.violations
+    assert (v.kind, v.write_op, v.saved_op) == ("silent-write", "(unseen write)", "exp")
+    assert v.write_source == line(numpy_write, "y.sum().backward()")
+    assert v.saved_source == line(numpy_write, "torch.exp(x)")
+
+
+def test_writes_that_no_backward_needs_are_not_flagged() -> None:
+    with gradlens.guard() as g:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        y = x.exp()
+        z = x * 3
+        y.add_(1)  # y's node is not on z's path: PyTorch is fine with this
+        z.sum().backward()
+        h = x + 1
+        h.mul_(2)  # add saves nothing
+        h.sum().backward()
+    assert g.violations == []
+
+
+def test_a_write_after_a_backward_without_retain_graph_is_harmless() -> None:
+    with gradlens.guard() as g:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        y = torch.sigmoid(x)
+        y.sum().backward()
+        y.mul_(2)
+    assert g.violations == []
+
+
+def test_retain_graph_then_a_write_then_a_second_pass() -> None:
+    with pytest.raises(RuntimeError, match=MODIFIED), gradlens.guard() as g:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        y = torch.tanh(x)
+        y.sum().backward(retain_graph=True)
+        y.add_(1)
+        y.sum().backward()
+    assert [v.kind for v in g.violations] == ["inplace-saved"]
+
+
+def test_an_optimizer_step_between_forward_and_backward_names_the_parameter() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.ones(4, 2)
+    with pytest.raises(RuntimeError, match=MODIFIED), gradlens.guard() as g:
+        first, second = net(x).sum(), net(x).pow(2).sum()
+        first.backward(retain_graph=True)
+        opt.step()
+        second.backward()
+    kinds = {(v.kind, v.tensor, v.write_op) for v in g.violations}
+    assert ("inplace-saved", "net.2.weight", "add_") in kinds
+
+
+def test_an_inplace_op_on_a_leaf_is_explained() -> None:
+    w = torch.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"), gradlens.guard() as g:
+        w.add_(1)
+    (v,) = g.violations
+    assert (v.kind, v.tensor, v.write_op) == ("inplace-leaf", "w", "add_")
+    assert "torch.no_grad()" in (g.diagnostics[0].fix or "")
+
+
+def test_the_guard_keeps_no_tensor_alive_and_removes_its_mode() -> None:
+    with gradlens.guard(verify=True) as g:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        y = torch.sigmoid(x)
+        ref = weakref.ref(y)
+    assert torch._C._len_torch_function_stack() == 0
+    del x, y
+    gc.collect()
+    assert ref() is None
+    assert g.violations == []
+
+
+def test_the_table_and_bad_arguments() -> None:
+    with pytest.raises(RuntimeError), gradlens.guard() as g:
+        sigmoid_then_mul()
+    text = format_violations(g.violations, width=140)
+    assert "inplace-saved" in text and "sigmoid (result)" in text and "0 → 1" in text
+    assert "no in-place write" in format_violations([])
+    with pytest.raises(GradlensError, match="takes 'warn' or 'strict', got 'loud'"):
+        gradlens.guard(mode="loud")
+    with pytest.raises(GradlensError, match="can be used once"):
+        g.__enter__()
