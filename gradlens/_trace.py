@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import diagnose
+from .analysis.inplace import explain_violations, mark_violations
 from .capture import Recorder
 from .records import Diagnostic, Event, Graph, TensorStatus, TraceRecord
 from .render.graphviz import RenderResult
@@ -52,7 +53,9 @@ class Trace:
 
     @staticmethod
     def _finish(record: TraceRecord) -> TraceRecord:
-        return replace(record, diagnostics=tuple(diagnose(record.events)))
+        diagnostics = [*diagnose(record.events), *explain_violations(record.violations)]
+        graph = mark_violations(record.graph, record.violations)
+        return replace(record, graph=graph, diagnostics=tuple(diagnostics))
 
     @property
     def record(self) -> TraceRecord:

@@ -6,6 +6,7 @@ import gc
 import inspect
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,37 @@ def test_the_table_and_bad_arguments() -> None:
         gradlens.guard(mode="loud")
     with pytest.raises(GradlensError, match="can be used once"):
         g.__enter__()
+
+
+def test_a_trace_records_the_violation_and_draws_it_in_red(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=MODIFIED), gradlens.trace() as t:
+        sigmoid_then_mul()
+    (v,) = t.record.violations
+    assert (v.kind, v.tensor, v.write_source) == (
+        "inplace-saved",
+        "y",
+        line(sigmoid_then_mul, "y.mul_(2)"),
+    )
+    assert "inplace-saved" in [d.kind for d in t.diagnostics]
+    marked = [(n.kind.value, n.name) for n in t.graph.nodes if n.problem]
+    assert marked == [("op", "SigmoidBackward0"), ("saved", "result")]
+    saved = next(n for n in t.graph.nodes if n.problem and n.kind.value == "saved")
+    assert not saved.freed  # overwritten, not freed
+    dot = t.graph.to_dot()
+    assert dot.count("penwidth=2.5") == 2 and "overwritten by mul_" in dot
+    loaded = gradlens.load(gradlens.save(t, tmp_path / "t.json"))
+    assert isinstance(loaded, gradlens.Trace) and loaded.record.violations == (v,)
+
+
+def test_a_trace_of_correct_code_has_no_violations_and_same_gradients() -> None:
+    def correct() -> torch.Tensor:
+        x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        y = torch.sigmoid(x)
+        y = y * 2
+        y.sum().backward()
+        return x
+
+    plain = correct()
+    with gradlens.trace() as t:
+        traced = correct()
+    assert t.record.violations == () and torch.equal(plain.grad, traced.grad)

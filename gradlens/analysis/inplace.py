@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
-from ..records import Diagnostic, InplaceViolation, Severity
+from ..records import Diagnostic, EdgeKind, Graph, InplaceViolation, NodeKind, Severity
 
-__all__ = ["explain_violation", "explain_violations"]
+__all__ = ["explain_violation", "explain_violations", "mark_violations"]
 
 _FIX_SAVED = (
     "write to a copy instead (y = y.clone() before the in-place op), use the out-of-place op "
@@ -43,6 +44,9 @@ def explain_violation(v: InplaceViolation) -> Diagnostic:
             "a write gradlens did not see (NumPy, or another alias), found by checksum before "
             f"the backward{_where(v.write_source)}"
             if v.write_op == "(unseen write)"
+            else f"an assignment to .data{_where(v.write_source)} (the saved tensor now reads "
+            "the new values)"
+            if v.write_op == ".data ="
             else f"{v.write_op}{_where(v.write_source)} through an alias with its own version "
             "counter (such as .data)"
         )
@@ -71,3 +75,38 @@ def explain_violation(v: InplaceViolation) -> Diagnostic:
 def explain_violations(violations: Iterable[InplaceViolation]) -> list[Diagnostic]:
     """Returns one finding per violation, in order."""
     return [explain_violation(v) for v in violations]
+
+
+def mark_violations(graph: Graph, violations: Iterable[InplaceViolation]) -> Graph:
+    """Returns ``graph`` with a ``problem`` on each node that saved an overwritten tensor and on
+    the saved tensor itself (matched by node name, source line and saved slot)."""
+    problems: dict[str, str] = {}
+    for v in violations:
+        if v.saved_by is None:
+            continue
+        text = f"{v.kind}: {v.tensor} overwritten by {v.write_op}{_where(v.write_source)}"
+        for node in graph.nodes:
+            if (
+                node.kind is NodeKind.OP
+                and node.name == v.saved_by
+                and (v.saved_source is None or node.source == v.saved_source)
+            ):
+                problems.setdefault(node.id, text)
+                for edge in graph.edges:
+                    saved = graph.node(edge.src) if edge.dst == node.id else None
+                    if (
+                        edge.kind is EdgeKind.SAVED
+                        and saved is not None
+                        and saved.name == v.saved_as
+                    ):
+                        problems.setdefault(saved.id, text)
+    if not problems:
+        return graph
+    # A saved tensor PyTorch refused to unpack was overwritten, not freed.
+    nodes = tuple(
+        replace(n, problem=problems[n.id], freed=False if n.kind is NodeKind.SAVED else n.freed)
+        if n.id in problems
+        else n
+        for n in graph.nodes
+    )
+    return replace(graph, nodes=nodes)

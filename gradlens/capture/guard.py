@@ -74,6 +74,8 @@ class Guard:
         if func in _BACKWARD:
             return self._on_backward(func, args, kwargs)
         name = getattr(func, "__name__", None) or repr(func)
+        if name == "__set__" and len(args) == 2 and isinstance(args[0], torch.Tensor):
+            return self._on_set(func, args, kwargs)
         if name in _READS:
             return func(*args, **kwargs)
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -97,6 +99,17 @@ class Guard:
         if any(t.grad_fn is not None for t in outputs):
             _, source = user_frame()
             self.saved.record_saves(outputs, name, source)
+        return out
+
+    def _on_set(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``t.data = new``: records that alias ``t`` itself will read the new values."""
+        ids = self.saved.same_tensor(args[0])
+        out = func(*args, **kwargs)
+        if ids:
+            frame, source = user_frame()
+            found = self.saved.data_replaced(ids, args[0], source, frame)
+            if found and self.mode == "strict":
+                raise InplaceError(self._message(found[0]), found[0])
         return out
 
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

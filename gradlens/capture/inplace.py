@@ -91,6 +91,7 @@ class SavedTensors:
         #: Writes to saved tensors no backward has reached yet (record id -> violation).
         self.pending: dict[int, InplaceViolation] = {}
         self._attrs: dict[type, tuple[str, ...]] = {}  # node type -> its "_saved_*" attributes
+        self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
         self._key = f"gradlens.saved.{id(self)}"
         self._records: dict[int, _Saved] = {}
         self._by_storage: dict[int, set[int]] = {}
@@ -100,7 +101,10 @@ class SavedTensors:
     def record_saves(self, outputs: Iterable[torch.Tensor], op: str, source: str | None) -> None:
         """Records the saved tensors of every node new since the last call, from ``outputs``'
         grad_fns back to nodes already seen (so ops made of several nodes are covered)."""
-        queue: deque[Any] = deque(t.grad_fn for t in outputs if t.grad_fn is not None)
+        outputs = [t for t in outputs if t.grad_fn is not None]
+        queue: deque[Any] = deque(t.grad_fn for t in outputs)
+        if queue and self._key not in queue[0].metadata:
+            self._outputs.extend(weakref.ref(t) for t in outputs)
         first = True
         while queue:
             fn = queue.popleft()
@@ -163,10 +167,50 @@ class SavedTensors:
                         del self._by_storage[record.storage]
 
     def close(self) -> None:
-        """Lets go of every alias (the watch is over)."""
+        """Lets go of every alias and takes the sentinels off the nodes still alive."""
+        queue: deque[Any] = deque(
+            t.grad_fn for ref in self._outputs if (t := ref()) is not None and t.grad_fn
+        )
+        while queue:
+            fn = queue.popleft()
+            if fn is None or self._key not in fn.metadata:
+                continue
+            del fn.metadata[self._key]
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        self._outputs.clear()
         self.pending.clear()
         self._records.clear()
         self._by_storage.clear()
+
+    # -- .data = ... -----------------------------------------------------------------------
+    def same_tensor(self, t: torch.Tensor) -> list[int]:
+        """Returns the records that alias ``t`` itself (same memory, shape and strides), not
+        a view of it: a ``t.data = new`` assignment changes what those records will read."""
+        span = _span(t)
+        if span is None:
+            return []
+        out = []
+        for rid in sorted(self._by_storage.get(span[0], ())):
+            r = self._records[rid]
+            same = (r.start, r.end) == span[1:] and r.alias.shape == t.shape
+            if same and r.alias.stride() == t.stride() and not r.reported:
+                out.append(rid)
+        return out
+
+    def data_replaced(
+        self, ids: list[int], t: torch.Tensor, source: str | None, frame: FrameType | None
+    ) -> list[InplaceViolation]:
+        """Returns (as pending) the silent writes a ``t.data = ...`` made to records ``ids``."""
+        found = []
+        for rid in ids:
+            record = self._records.get(rid)
+            if record is None:
+                continue
+            record.reported = True
+            violation = self._violation("silent-write", record, t, ".data =", source, frame)
+            self.pending[rid] = violation
+            found.append(violation)
+        return found
 
     # -- writes ----------------------------------------------------------------------------
     def check_write(

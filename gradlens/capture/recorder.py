@@ -35,6 +35,7 @@ from ..records import (
     format_shape,
 )
 from .builder import GraphBuilder, node_name
+from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
@@ -105,6 +106,7 @@ class Recorder:
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
+        self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
         self._record: TraceRecord | None = None
 
     # -- context manager -------------------------------------------------------------------
@@ -130,6 +132,7 @@ class Recorder:
             self._state = "done"
             self._names.names_from_frame(user_frame()[0])
             self._record = self._build(final=True)
+            self._saved.close()
 
     @property
     def recording(self) -> bool:
@@ -171,6 +174,9 @@ class Recorder:
             raise
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         bumped = [t for t, r in refs if t._version != r.version]
+        for t in bumped:
+            self._saved.check_write(t, name, source, frame)
+        self._saved.record_saves(outputs, name, source)
         if not outputs:
             if not bumped:
                 return out  # a read such as .item() or .tolist(): nothing to record
@@ -253,6 +259,8 @@ class Recorder:
             source=source,
         )
         self._events.append((base, keys))
+        saved_ids = self._saved.reachable(roots_l)
+        self._saved.confirm(saved_ids)  # this backward will meet the overwritten tensors
         try:
             for fn, nid in reached:
                 self._hooks.append(
@@ -271,6 +279,8 @@ class Recorder:
             finally:
                 self._remove_hooks()
                 self._builder.refresh_saved(reached)
+            if not retain_graph:
+                self._saved.drop(saved_ids)  # freed by this backward: later writes are harmless
             if call == "grad":
                 results = [r if isinstance(r, torch.Tensor) else None for r in result]
                 self._events[slot] = (
@@ -352,7 +362,8 @@ class Recorder:
             name = self._names.name(k)
             tensors[name] = tensor_status(t, name)
         events = tuple(self._finish_event(e, keys) for e, keys in self._events)
-        return TraceRecord(graph=graph, tensors=tensors, events=events)
+        violations = tuple(self._saved.violations)
+        return TraceRecord(graph=graph, tensors=tensors, events=events, violations=violations)
 
     def _name_grads(self, alive: list[tuple[int, torch.Tensor]]) -> None:
         """Names an unnamed tensor that is a leaf's ``.grad`` after the leaf (``w.grad``)."""

@@ -27,6 +27,9 @@ EXAMPLES: dict[str, str] = {
     "logistic-logits": "logistic_logits",
     "logistic-2d": "logistic_2d",
     "forgot-zero-grad": "forgot_zero_grad",
+    "inplace-saved": "inplace_saved",
+    "inplace-optimizer": "inplace_optimizer",
+    "inplace-silent": "inplace_silent",
 }
 
 

@@ -49,6 +49,7 @@ class GraphNode:
     grads: tuple[ValueSummary | None, ...] = ()  # gradient received, one per backward pass
     grad: ValueSummary | None = None  # for LEAF nodes: ``.grad`` after the last pass
     freed: bool = False  # saved tensors freed by a backward without retain_graph
+    problem: str | None = None  # what went wrong here ("overwritten by mul_ at x.py:4")
 
 
 @dataclass(frozen=True)

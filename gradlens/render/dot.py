@@ -146,8 +146,16 @@ def _cluster(index: int, module: str, members: Iterable[GraphNode]) -> list[str]
     return lines
 
 
+_PROBLEM_STYLE = 'color="#c62828", fontcolor="#c62828", penwidth=2.5'
+
+
 def _node_stmt(node: GraphNode) -> str:
-    return f"{quote_id(node.id)} [{_NODE_STYLE[node.kind]}, label=<{_label(node)}>];"
+    style = _NODE_STYLE[node.kind]
+    label = _label(node)
+    if node.problem:
+        style = f"{style}, {_PROBLEM_STYLE}"
+        label += "<br/>" + _small(node.problem, color="#c62828")
+    return f"{quote_id(node.id)} [{style}, label=<{label}>];"
 
 
 def _edge_stmt(edge: GraphEdge) -> str:
