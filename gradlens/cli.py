@@ -6,6 +6,7 @@ The only layer that prints (besides a watched loop's live view).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import runpy
 import sys
@@ -18,6 +19,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from ._errors import GradlensError
+from ._guard import guard
 from ._lens import watch_everything
 from .examples import EXAMPLES, ExampleResult, load_example
 from .records.serialize import to_json_dict
@@ -53,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="PATH", type=Path, help="write the records as JSON")
     run.add_argument(
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
+    )
+    run.add_argument(
+        "--guard",
+        action="store_const",
+        const="warn",
+        help="scripts: also check in-place writes against tensors saved for backward",
+    )
+    run.add_argument(
+        "--strict",
+        dest="guard",
+        action="store_const",
+        const="strict",
+        help="scripts: like --guard, but stop with an error at the first bad write",
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -98,7 +113,9 @@ def _take_own_flags(args: argparse.Namespace) -> None:
             rest += items
             break
         flag = item[2:].split("=", 1)[0] if item.startswith("--") else None
-        if flag in _OUTPUT_FLAGS:
+        if item in ("--guard", "--strict"):
+            args.guard = "strict" if item == "--strict" or args.guard == "strict" else "warn"
+        elif flag in _OUTPUT_FLAGS:
             if "=" in item:
                 value = item.split("=", 1)[1]
             elif items:
@@ -214,13 +231,14 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         what="a script: gradlens watches its training and draws plots, not a graph",
     )
     lens = watch_everything(console)
+    checker = guard(mode=args.guard) if args.guard else None
     code = 0
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
     console.print(Rule(f"[bold]gradlens run[/] {script}"), highlight=False)
     try:
-        with lens:
+        with lens, checker if checker is not None else contextlib.nullcontext():
             try:
                 runpy.run_path(str(script.resolve()), run_name="__main__")
             except SystemExit as e:
@@ -241,6 +259,10 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     lens.report(console)
+    if checker is not None:
+        console.print(checker)
+        for d in checker.diagnostics:
+            console.print(f"{d.kind}: {d.message}\nfix: {d.fix}", highlight=False)
     if code != 0:
         console.print(f"the script exited with code {code}", style="bold red", highlight=False)
     if outputs["plot"] is not None:

@@ -216,3 +216,35 @@ def test_a_trace_of_correct_code_has_no_violations_and_same_gradients() -> None:
     with gradlens.trace() as t:
         traced = correct()
     assert t.record.violations == () and torch.equal(plain.grad, traced.grad)
+
+
+GAN = """\
+import torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+x = torch.ones(4, 2)
+d_loss, g_loss = net(x).sum(), net(x).pow(2).sum()
+d_loss.backward(retain_graph=True)
+opt.step()
+g_loss.backward()
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("flag", ["--guard", "--strict"])
+def test_gradlens_run_guards_a_whole_script(
+    flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradlens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gan.py").write_text(GAN, encoding="utf-8")
+    code = main(["run", "gan.py", flag])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1 and "finished" not in out
+    assert "inplace-saved net.2.weight add_ gan.py:8 linear (mat2) gan.py:6 1 → 2" in out
+    if flag == "--strict":
+        assert "InplaceError: net.2.weight was overwritten by add_ at gan.py:8" in out
+    else:  # warn: PyTorch's own error still stops the script, at backward
+        assert "modified by an inplace operation" in out

@@ -94,6 +94,7 @@ class Guard:
             for t in bumped:
                 found = self.saved.check_write(t, name, source, frame)
                 if found and self.mode == "strict":
+                    self.saved.accept(found[0])
                     raise InplaceError(self._message(found[0]), found[0])
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         if any(t.grad_fn is not None for t in outputs):
@@ -109,6 +110,7 @@ class Guard:
             frame, source = user_frame()
             found = self.saved.data_replaced(ids, args[0], source, frame)
             if found and self.mode == "strict":
+                self.saved.accept(found[0])
                 raise InplaceError(self._message(found[0]), found[0])
         return out
 

@@ -239,6 +239,13 @@ class SavedTensors:
             found.append(violation)
         return found
 
+    def accept(self, violation: InplaceViolation) -> None:
+        """Confirms one pending violation now (strict mode raises on it at the write)."""
+        for rid, pending in list(self.pending.items()):
+            if pending is violation:
+                del self.pending[rid]
+        self.violations.append(violation)
+
     def confirm(self, ids: Iterable[int]) -> list[InplaceViolation]:
         """Returns (and keeps) the pending violations of records a backward is about to use."""
         found = [self.pending.pop(rid) for rid in ids if rid in self.pending]
