@@ -58,6 +58,9 @@ def test_every_example_has_a_title_and_its_name() -> None:
         "logistic-logits",
         "logistic-2d",
         "forgot-zero-grad",
+        "inplace-saved",
+        "inplace-optimizer",
+        "inplace-silent",
     ]
     for name in EXAMPLES:
         module = load_example(name)

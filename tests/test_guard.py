@@ -248,3 +248,40 @@ def test_gradlens_run_guards_a_whole_script(
         assert "InplaceError: net.2.weight was overwritten by add_ at gan.py:8" in out
     else:  # warn: PyTorch's own error still stops the script, at backward
         assert "modified by an inplace operation" in out
+
+
+def test_setting_grad_to_none_is_not_a_data_write() -> None:
+    w = torch.ones(3, requires_grad=True)
+    with gradlens.guard() as g:
+        loss = (w * w).sum()
+        w.grad = None  # what optimizer.zero_grad() does
+        loss.backward()
+    assert g.violations == []
+
+
+def test_two_layers_on_one_line_are_told_apart_in_the_diagram() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.ones(3, 2, requires_grad=True)  # so the first layer saves its weight too
+    with pytest.raises(RuntimeError, match=MODIFIED), gradlens.trace(net) as t:
+        first, second = net(x).sum(), net(x).pow(2).sum()
+        first.backward(retain_graph=True)
+        opt.step()
+        second.backward()
+    tensors = sorted(v.tensor for v in t.record.violations)
+    assert tensors == ["net.0.weight", "net.2.weight"]
+    marked = sorted((n.name, n.shape) for n in t.graph.nodes if n.problem and n.name == "mat2")
+    assert marked == [("mat2", (2, 4)), ("mat2", (4, 1))]
+    assert all(
+        ("net.0.weight" in n.problem) == (n.shape == (2, 4))
+        for n in t.graph.nodes
+        if n.problem and n.name == "mat2"
+    )
+
+
+def test_two_modules_in_a_trace_keep_their_parameter_names() -> None:
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    with gradlens.trace(a, b) as t:
+        b(a(torch.ones(1, 2))).sum().backward()
+    assert {"Linear0.weight", "Linear0.bias", "Linear1.weight", "Linear1.bias"} <= set(t.tensors)

@@ -86,20 +86,26 @@ def mark_violations(graph: Graph, violations: Iterable[InplaceViolation]) -> Gra
             continue
         text = f"{v.kind}: {v.tensor} overwritten by {v.write_op}{_where(v.write_source)}"
         for node in graph.nodes:
-            if (
-                node.kind is NodeKind.OP
-                and node.name == v.saved_by
-                and (v.saved_source is None or node.source == v.saved_source)
-            ):
-                problems.setdefault(node.id, text)
-                for edge in graph.edges:
-                    saved = graph.node(edge.src) if edge.dst == node.id else None
-                    if (
-                        edge.kind is EdgeKind.SAVED
-                        and saved is not None
-                        and saved.name == v.saved_as
-                    ):
-                        problems.setdefault(saved.id, text)
+            if node.kind is not NodeKind.OP or node.name != v.saved_by:
+                continue
+            if v.saved_node is not None and node.id != v.saved_node:
+                continue
+            if v.saved_source is not None and node.source != v.saved_source:
+                continue
+            # Several nodes on one line (two Linear layers): the saved tensor's shape decides.
+            saved = [
+                graph.node(e.src)
+                for e in graph.edges
+                if e.kind is EdgeKind.SAVED and e.dst == node.id
+            ]
+            match = [
+                s for s in saved if s.name == v.saved_as and (s.shape is None or s.shape == v.shape)
+            ]
+            if not match:
+                continue
+            problems.setdefault(node.id, text)
+            for s in match:
+                problems.setdefault(s.id, text)
     if not problems:
         return graph
     # A saved tensor PyTorch refused to unpack was overwritten, not freed.

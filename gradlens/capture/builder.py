@@ -8,6 +8,7 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class GraphBuilder:
 
     def __init__(self, names: TensorNames) -> None:
         self.names = names
+        #: Optional ``(node, role) -> shape`` for saved tensors that can no longer be read.
+        self.saved_shape: Callable[[Any, str], tuple[int, ...] | None] | None = None
         self._token = object()
         # One key per builder, so graph() inside a trace never touches the trace's marks.
         self._key = (_META_KEY, id(self._token))
@@ -161,6 +164,8 @@ class GraphBuilder:
             except RuntimeError:  # freed by a backward without retain_graph, or overwritten
                 if existing is None:
                     existing = self._add_saved(draft, role, None)
+                    shape = self.saved_shape(fn, role) if self.saved_shape else None
+                    self._drafts[existing].shape = shape
                 self._drafts[existing].freed = True
                 continue
             values = value if isinstance(value, (tuple, list)) else [value]

@@ -23,6 +23,7 @@ __all__ = ["Guard", "InplaceError"]
 
 GuardMode = Literal["warn", "strict"]
 _BACKWARD = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
+_DATA_SETTER = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
 _READS = {"__get__", "__repr__", "__format__", "__str__", "dim", "size", "numel", "stride"}
 
 
@@ -74,7 +75,7 @@ class Guard:
         if func in _BACKWARD:
             return self._on_backward(func, args, kwargs)
         name = getattr(func, "__name__", None) or repr(func)
-        if name == "__set__" and len(args) == 2 and isinstance(args[0], torch.Tensor):
+        if func == _DATA_SETTER:  # `t.data = new` (not `t.grad = None`, also a __set__)
             return self._on_set(func, args, kwargs)
         if name in _READS:
             return func(*args, **kwargs)
@@ -122,9 +123,9 @@ class Guard:
         create = bool(bound.get("create_graph", False))
         retain = bound.get("retain_graph")
         retain_graph = create if retain is None else bool(retain)
-        _, source = user_frame()
+        frame, source = user_frame()
         ids = self.saved.reachable(roots_l)
-        self.saved.verify_before_backward(ids, source)
+        self.saved.verify_before_backward(ids, source, frame)
         found = self.saved.confirm(ids)
         if found and self.mode == "strict":
             raise InplaceError(self._message(found[0]), found[0])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -50,6 +50,7 @@ class _Saved:
     source: str | None
     checksum: str | None = None
     reported: bool = False
+    node_id: str | None = None  # the trace graph's id of the saving node
 
 
 class _Sentinel:
@@ -92,6 +93,8 @@ class SavedTensors:
         self.pending: dict[int, InplaceViolation] = {}
         self._attrs: dict[type, tuple[str, ...]] = {}  # node type -> its "_saved_*" attributes
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
+        #: Optional ``node -> graph node id`` (a trace's builder), stamped on each record.
+        self.node_id: Callable[[Any], str | None] | None = None
         self._key = f"gradlens.saved.{id(self)}"
         self._records: dict[int, _Saved] = {}
         self._by_storage: dict[int, set[int]] = {}
@@ -138,8 +141,18 @@ class SavedTensors:
                     alias, t._version, *span, node_name(fn), op, attr[7:], source,
                     _checksum(alias) if self.verify else None,
                 )  # fmt: skip
+                record.node_id = self.node_id(fn) if self.node_id is not None else None
                 ids.append(self._add(record))
         return ids
+
+    def saved_shape(self, fn: Any, slot: str) -> tuple[int, ...] | None:
+        """Returns the shape of what ``fn`` saved as ``slot``, from the record made at save time."""
+        sentinel = fn.metadata.get(self._key)
+        for rid in sentinel.ids if sentinel is not None else ():
+            record = self._records.get(rid)
+            if record is not None and record.slot == slot:
+                return tuple(record.alias.shape)
+        return None
 
     def _add(self, record: _Saved) -> int:
         rid = self._next
@@ -290,7 +303,7 @@ class SavedTensors:
         return [i for i in ids if i in self._records]
 
     def verify_before_backward(
-        self, ids: Iterable[int], source: str | None
+        self, ids: Iterable[int], source: str | None, frame: FrameType | None = None
     ) -> list[InplaceViolation]:
         """Returns (and keeps) ``silent-write``s found by checksum: saved values that changed
         with no version bump and no write gradlens saw (NumPy, another process, ...)."""
@@ -305,7 +318,7 @@ class SavedTensors:
                 record.reported = True
                 found.append(
                     self._violation(
-                        "silent-write", record, record.alias, "(unseen write)", source, None
+                        "silent-write", record, record.alias, "(unseen write)", source, frame
                     )
                 )
         self.violations.extend(found)
@@ -332,6 +345,7 @@ class SavedTensors:
             saved_version=record.version,
             version=record.alias._version,
             shape=tuple(record.alias.shape),
+            saved_node=record.node_id,
         )
 
 

@@ -38,11 +38,14 @@ class ModuleStack:
         Names are ``named_parameters()`` names (``"0.weight"``); paths start at the root class.
         """
         out: dict[str, tuple[torch.Tensor, str]] = {}
-        for root in self._roots:
+        several = len(self._roots) > 1
+        for i, root in enumerate(self._roots):
             base = type(root).__name__
             for name, p in root.named_parameters():
                 owner = name.rpartition(".")[0]
-                out.setdefault(name, (p, f"{base}.{owner}" if owner else base))
+                # Two modules both have a "weight": name each after its module's position.
+                key = f"{base}{i}.{name}" if several else name
+                out.setdefault(key, (p, f"{base}.{owner}" if owner else base))
         return out
 
     def install(self) -> None:

@@ -107,6 +107,8 @@ class Recorder:
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
         self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
+        self._builder.saved_shape = self._saved.saved_shape
+        self._saved.node_id = self._builder.known_id
         self._record: TraceRecord | None = None
 
     # -- context manager -------------------------------------------------------------------
@@ -176,7 +178,6 @@ class Recorder:
         bumped = [t for t, r in refs if t._version != r.version]
         for t in bumped:
             self._saved.check_write(t, name, source, frame)
-        self._saved.record_saves(outputs, name, source)
         if not outputs:
             if not bumped:
                 return out  # a read such as .item() or .tolist(): nothing to record
@@ -198,6 +199,7 @@ class Recorder:
                         self._builder.edge(iid, nid, label=format_shape(ref.shape))
             node = node or nid
             self._outputs[k] = weakref.ref(t)
+        self._saved.record_saves(outputs, name, source)  # after the nodes got their ids
         self._consumed.update(k for _, k, _ in before)
         op_event = OpEvent(
             index=len(self._events),

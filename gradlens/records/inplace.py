@@ -31,4 +31,5 @@ class InplaceViolation:
     saved_source: str | None = None  # the user's line of the op that saved it
     saved_version: int | None = None
     version: int | None = None  # the tensor's version after the write
-    shape: tuple[int, ...] = ()
+    shape: tuple[int, ...] = ()  # of the saved tensor
+    saved_node: str | None = None  # the saving node's id in a trace's graph, when known

@@ -23,7 +23,7 @@ def violations_table(violations: Sequence[InplaceViolation]) -> RenderableType:
         return Text("no in-place write touched a tensor saved for backward", style="green")
     table = Table(title="in-place violations", box=box.SIMPLE_HEAD, title_justify="left")
     for column in ("kind", "tensor", "written by", "at", "saved by", "saved at", "versions"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column in ("kind", "versions"))
     for v in violations:
         saved = f"{v.saved_op or v.saved_by or '—'}"
         if v.saved_as:
