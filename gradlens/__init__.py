@@ -7,11 +7,13 @@ Public API::
     gradlens.inspect(*tensors, **named_tensors) -> Inspection
     gradlens.watch(model, optimizer, *, every=1, live=None) -> Lens  # a context manager
     gradlens.guard(*, mode="warn", verify=False) -> Guard   # a context manager
+    gradlens.explain(loss, params=None, *, trace=None) -> Explanation
     gradlens.save(obj, path) / gradlens.load(path)
 """
 
 from ._api import Inspection, graph, inspect, load, trace
 from ._errors import GradlensError, NoGraphError, SchemaError
+from ._explain import Explanation, explain
 from ._guard import Guard, InplaceError, guard
 from ._io import save
 from ._lens import Lens, watch
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Diagnostic",
+    "Explanation",
     "GradlensError",
     "Graph",
     "GraphEdge",
@@ -51,6 +54,7 @@ __all__ = [
     "TraceRecord",
     "WatchRecord",
     "__version__",
+    "explain",
     "graph",
     "guard",
     "inspect",

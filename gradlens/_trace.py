@@ -85,6 +85,21 @@ class Trace:
         """Returns the errors and mistakes found, explained."""
         return self.record.diagnostics
 
+    def explain(self, loss: Any = None, params: Any = None) -> Any:
+        """Returns ``gradlens.explain(loss, params, trace=self)``; ``loss`` None means the root
+        of the last backward call, else the last output of the recorded graph."""
+        from ._errors import GradlensError
+        from ._explain import explain
+
+        if loss is None:
+            loss = self._recorder.default_loss() if self._recorder is not None else None
+            if loss is None:
+                raise GradlensError(
+                    "this trace has no loss left to explain (none alive, or a loaded trace): "
+                    "pass it, t.explain(loss)"
+                )
+        return explain(loss, params, trace=self)
+
     def to_dot(self) -> str:
         """Returns the graph as DOT text."""
         return self.graph.to_dot()

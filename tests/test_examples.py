@@ -61,6 +61,9 @@ def test_every_example_has_a_title_and_its_name() -> None:
         "inplace-saved",
         "inplace-optimizer",
         "inplace-silent",
+        "why-no-grad",
+        "dead-relu",
+        "backward-twice",
     ]
     for name in EXAMPLES:
         module = load_example(name)

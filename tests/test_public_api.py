@@ -15,6 +15,7 @@ PACKAGE = Path(gradlens.__file__).resolve().parent
 
 EXPORTED = [
     "Diagnostic",
+    "Explanation",
     "GradlensError",
     "Graph",
     "GraphEdge",
@@ -33,6 +34,7 @@ EXPORTED = [
     "TraceRecord",
     "WatchRecord",
     "__version__",
+    "explain",
     "graph",
     "guard",
     "inspect",

@@ -153,6 +153,7 @@ def test_graph_json_dict_is_exact() -> None:
                     },
                     "freed": False,
                     "problem": None,
+                    "dead": False,
                 }
             ],
             "edges": [],
@@ -388,7 +389,7 @@ _NODES = ["data", "nodes"]
         (
             ["data", "edges", 2, "kind"],
             "grad",
-            "data.edges[2].kind: expected one of 'data', 'saved', 'derivative', got 'grad'",
+            "data.edges[2].kind: expected one of 'data', 'saved', 'derivative', 'cut', got 'grad'",
         ),
         (["data", "edges", 1, "src"], "n9", "data.edges[1].src: no node has id 'n9'"),
         (["data", "edges", 0, "dst"], "loss", "data.edges[0].dst: no node has id 'loss'"),

@@ -39,7 +39,7 @@ from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
-from .summary import summarize, tensor_ref, tensor_status
+from .summary import summarize, tensor_ref, tensor_status, version_of
 
 __all__ = ["Recorder"]
 
@@ -51,6 +51,14 @@ _BACKWARD_CALLS = {
 # Calls that read or describe a tensor without computing one: not worth an event.
 _SKIP = {"__get__", "__set__", "__repr__", "__format__", "__str__", "dim", "size", "numel"}
 _INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}
+# Reads that take a tensor's value to the host: recorded although they return no tensor.
+HOST_READS = frozenset(
+    {"item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "__complex__"}
+)
+# Attribute reads (``__get__``) recorded as ops named after the attribute.
+_RECORDED_ATTRS = frozenset({"data", "T", "mT", "H", "mH", "real", "imag"})
+# Reads whose result should not make its input look consumed (a sink stays a graph output).
+_PASSIVE = HOST_READS | {"data"}
 
 
 def _op_name(func: Any) -> str:
@@ -154,8 +162,15 @@ class Recorder:
         if call is not None:
             return self._on_backward(call, func, args, kwargs)
         name = _op_name(func)
-        if name in _SKIP:
+        if name == "__get__":
+            attr = getattr(getattr(func, "__self__", None), "__name__", None)
+            if attr not in _RECORDED_ATTRS:
+                return func(*args, **kwargs)
+            name = str(attr)
+        elif name in _SKIP:
             return func(*args, **kwargs)
+        grad_enabled = torch.is_grad_enabled()
+        inference = torch.is_inference_mode_enabled()
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -175,12 +190,12 @@ class Recorder:
             self._events.append((event, {"inputs": [self._names.key(t) for t in inputs]}))
             raise
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        bumped = [t for t, r in refs if t._version != r.version]
+        bumped = [t for t, r in refs if version_of(t) != r.version]
         for t in bumped:
             self._saved.check_write(t, name, source, frame)
         if not outputs:
-            if not bumped:
-                return out  # a read such as .item() or .tolist(): nothing to record
+            if not bumped and (name not in HOST_READS or not inputs):
+                return out  # a read such as .dim() or .is_contiguous(): nothing to record
             outputs = bumped  # __setitem__ and friends return None; the target changed
         before = [(t, self._names.key(t), r) for t, r in refs]
         inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
@@ -200,7 +215,8 @@ class Recorder:
             node = node or nid
             self._outputs[k] = weakref.ref(t)
         self._saved.record_saves(outputs, name, source)  # after the nodes got their ids
-        self._consumed.update(k for _, k, _ in before)
+        if name not in _PASSIVE:
+            self._consumed.update(k for _, k, _ in before)
         op_event = OpEvent(
             index=len(self._events),
             op=name,
@@ -210,11 +226,42 @@ class Recorder:
             source=source,
             module=module,
             node=node,
+            grad_enabled=grad_enabled,
+            inference_mode=inference,
         )
         self._events.append(
             (op_event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})
         )
         return out
+
+    # -- for explain -----------------------------------------------------------------------
+    def name_of(self, t: torch.Tensor) -> str | None:
+        """Returns the name this trace gives ``t``, or None if it never saw it."""
+        k = self._names.known(t)
+        return None if k is None else self._names.name(k)
+
+    def name_now(self) -> None:
+        """Names the tensors seen so far after the user's variables (while recording)."""
+        if self._state == "recording":
+            self._names.names_from_frame(user_frame()[0])
+
+    def grad_leaves(self) -> dict[str, torch.Tensor]:
+        """Returns every alive leaf tensor seen that requires grad, by name, in first-seen order."""
+        return {
+            self._names.name(k): t for k, t in self._names.alive() if t.is_leaf and t.requires_grad
+        }
+
+    def default_loss(self) -> torch.Tensor | None:
+        """Returns the root of the last backward call, else the last graph output, if alive."""
+        for ref in reversed(list(self._roots.values())):
+            t = ref()
+            if t is not None:
+                return t
+        for k, ref in reversed(list(self._outputs.items())):
+            t = ref()
+            if k not in self._consumed and t is not None and t.grad_fn is not None:
+                return t
+        return None
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:

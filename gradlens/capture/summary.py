@@ -6,7 +6,12 @@ import torch
 
 from ..records import SMALL_NUMEL, TensorRef, TensorStatus, ValueSummary
 
-__all__ = ["grad_fn_name", "summarize", "tensor_ref", "tensor_status"]
+__all__ = ["grad_fn_name", "summarize", "tensor_ref", "tensor_status", "version_of"]
+
+
+def version_of(t: torch.Tensor) -> int:
+    """Returns ``t._version``; 0 for an inference tensor, which has no version counter."""
+    return 0 if t.is_inference() else t._version
 
 
 def summarize(t: torch.Tensor | None) -> ValueSummary | None:
@@ -62,7 +67,7 @@ def tensor_status(t: torch.Tensor, name: str, *, with_value: bool = True) -> Ten
         grad_fn=grad_fn_name(t),
         retains_grad=bool(t.retains_grad) if not t.is_leaf else False,
         grad=summarize(grad),
-        version=t._version,
+        version=version_of(t),
         shape=tuple(t.shape),
         dtype=str(t.dtype).removeprefix("torch."),
         device=str(t.device),
@@ -79,7 +84,7 @@ def tensor_ref(t: torch.Tensor, name: str, *, check_finite: bool = False) -> Ten
         dtype=str(t.dtype).removeprefix("torch."),
         requires_grad=t.requires_grad,
         is_leaf=t.is_leaf,
-        version=t._version,
+        version=version_of(t),
         grad_fn=grad_fn_name(t),
         nonfinite=check_finite and _has_nonfinite(t),
     )

@@ -30,6 +30,9 @@ EXAMPLES: dict[str, str] = {
     "inplace-saved": "inplace_saved",
     "inplace-optimizer": "inplace_optimizer",
     "inplace-silent": "inplace_silent",
+    "why-no-grad": "why_no_grad",
+    "dead-relu": "dead_relu",
+    "backward-twice": "backward_twice",
 }
 
 

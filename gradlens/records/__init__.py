@@ -11,16 +11,21 @@ from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, Watch
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
 from .values import SMALL_NUMEL, ValueSummary, format_shape
+from .why import CUT_KINDS, STATUSES, CutPoint, GradFlow, ParamWhy, WhyRecord
 
 __all__ = [
+    "CUT_KINDS",
     "SMALL_NUMEL",
+    "STATUSES",
     "BackwardEvent",
+    "CutPoint",
     "Diagnostic",
     "EdgeKind",
     "ErrorEvent",
     "Event",
     "FactKind",
     "GradEvent",
+    "GradFlow",
     "Graph",
     "GraphEdge",
     "GraphNode",
@@ -29,6 +34,7 @@ __all__ = [
     "OpEvent",
     "ParamInfo",
     "ParamStats",
+    "ParamWhy",
     "Severity",
     "StepRecord",
     "TensorRef",
@@ -38,5 +44,6 @@ __all__ = [
     "ViolationKind",
     "WatchFact",
     "WatchRecord",
+    "WhyRecord",
     "format_shape",
 ]

@@ -16,7 +16,10 @@ class OpEvent:
     """A tensor op the forward pass ran (``torch.mul``, ``Tensor.add_``, ``F.linear``, ...).
 
     ``inputs`` carry each tensor's version before the op, ``outputs`` after it, so an in-place
-    op shows the same name on both sides with the version bumped.
+    op shows the same name on both sides with the version bumped. Reads that leave autograd are
+    ops too: host reads (``item``, ``tolist``, ``numpy``, ``__float__``, ``__int__``,
+    ``__bool__``, ``__index__``) have no outputs, and attribute reads are named after the
+    attribute (``data``, ``T``).
     """
 
     index: int
@@ -27,6 +30,8 @@ class OpEvent:
     source: str | None = None
     module: str | None = None
     node: str | None = None  # graph node id of the output's grad_fn
+    grad_enabled: bool = True  # torch.is_grad_enabled() when the op ran (False under no_grad)
+    inference_mode: bool = False  # torch.is_inference_mode_enabled() when the op ran
     kind: Literal["op"] = "op"
 
 

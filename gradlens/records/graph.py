@@ -31,6 +31,7 @@ class EdgeKind(str, Enum):
     DATA = "data"  # a tensor flowing forward from src into dst
     SAVED = "saved"  # src is a tensor that op dst saved for backward
     DERIVATIVE = "derivative"  # src (an output) is the derivative of dst, by autograd.grad
+    CUT = "cut"  # src's value reached dst with its autograd history dropped (label: kind, line)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class GraphNode:
     grad: ValueSummary | None = None  # for LEAF nodes: ``.grad`` after the last pass
     freed: bool = False  # saved tensors freed by a backward without retain_graph
     problem: str | None = None  # what went wrong here ("overwritten by mul_ at x.py:4")
+    dead: bool = False  # received a gradient but passed on only zeros (``gradlens.explain``)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ Legend (how the diagram reads, top to bottom in the direction the forward pass r
 - **saved tensor** (``SAVED``): small orange box, ``saved self [1]``, joined by a dotted edge to
   the op that saved it for backward; ``freed`` once a backward without ``retain_graph`` ran.
 - **edges**: solid arrows carry a tensor forward (labelled with its shape when known); a dashed
-  purple arrow labelled ``d/d`` joins a derivative made by ``autograd.grad`` to its tensor.
+  purple arrow labelled ``d/d`` joins a derivative made by ``autograd.grad`` to its tensor; a
+  dashed red arrow labelled ``<kind> at <line>`` is a value whose autograd history was dropped
+  there (``gradlens.explain``).
+- a **dead** node (``GraphNode.dead``: it received a gradient and passed on only zeros) is grey.
 - Nodes created inside an ``nn.Module`` sit in a box labelled with the module's path.
 - Past ``max_nodes`` nodes the rest are left out and a note says how many.
 
@@ -52,6 +55,8 @@ _EDGE_STYLE: dict[EdgeKind, str] = {
     EdgeKind.SAVED: 'style=dotted, arrowhead=none, color="#d9822b"',
     # constraint=false: a derivative must not pull the layout out of forward order.
     EdgeKind.DERIVATIVE: 'style=dashed, color="#7b3fa0", fontcolor="#7b3fa0", constraint=false',
+    # A value that reached dst with its autograd history dropped (``gradlens.explain``).
+    EdgeKind.CUT: 'style=dashed, color="#c62828", fontcolor="#c62828", penwidth=1.5',
 }
 
 # XML 1.0 forbids most control characters, even escaped; Graphviz's HTML parser rejects them.
@@ -147,11 +152,15 @@ def _cluster(index: int, module: str, members: Iterable[GraphNode]) -> list[str]
 
 
 _PROBLEM_STYLE = 'color="#c62828", fontcolor="#c62828", penwidth=2.5'
+_DEAD_STYLE = 'fillcolor="#bdbdbd", fontcolor="#616161"'
 
 
 def _node_stmt(node: GraphNode) -> str:
     style = _NODE_STYLE[node.kind]
     label = _label(node)
+    if node.dead:
+        style = f"{style}, {_DEAD_STYLE}"
+        label += "<br/>" + _small("passes on only zeros", color="#616161")
     if node.problem:
         style = f"{style}, {_PROBLEM_STYLE}"
         label += "<br/>" + _small(node.problem, color="#c62828")

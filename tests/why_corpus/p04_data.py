@@ -1,0 +1,27 @@
+""".data: an intermediate read through .data carries no graph."""
+
+import torch
+from torch import nn
+
+EXPECT = {
+    "b.weight": ("cut", "data", "CUT"),
+    "b.bias": ("cut", "data", "CUT"),
+}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 1)
+        self.b = nn.Linear(3, 1)
+
+    def forward(self, x):
+        h = self.b(x).data  # CUT
+        return self.a(x) + h
+
+
+def build():
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(8, 3)
+    return model, lambda: model(x).pow(2).mean()

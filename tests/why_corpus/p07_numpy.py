@@ -1,0 +1,27 @@
+""".numpy() round trip: through NumPy and back with torch.from_numpy."""
+
+import torch
+from torch import nn
+
+EXPECT = {
+    "c.weight": ("cut", "host", "CUT"),
+    "c.bias": ("cut", "host", "CUT"),
+}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 1)
+        self.c = nn.Linear(3, 1)
+
+    def forward(self, x):
+        arr = self.c(x).numpy(force=True)  # CUT
+        return self.a(x) + torch.from_numpy(arr)
+
+
+def build():
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(8, 3)
+    return model, lambda: model(x).pow(2).mean()

@@ -1,0 +1,30 @@
+"""A saturated sigmoid: inputs near +100 give exactly 1.0, whose slope is exactly 0.
+
+(Near -100 float32 still has a subnormal slope, about 4e-44, so only +100 is exactly dead.)
+"""
+
+import torch
+from torch import nn
+
+EXPECT = {
+    "fc.weight": ("dead", "SigmoidBackward0", "DEAD"),
+    "fc.bias": ("dead", "SigmoidBackward0", "DEAD"),
+}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))  # DEAD
+
+
+def build():
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.fc.bias.fill_(100.0)
+    x = torch.randn(8, 3)
+    return model, lambda: (model(x) - 0.5).pow(2).mean()
