@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -377,3 +379,44 @@ def test_json_round_trip_of_a_trace_with_new_fields() -> None:
     assert loads(dumps(t.record)) == t.record
     why = gradlens.explain(loss, params={"w": w, "v": v}, trace=t)
     assert why.params["v"].kind == "no_grad"
+
+
+def _no_grad_fn_message(program: Callable[[], None]) -> str:
+    with pytest.raises(RuntimeError, match="does not require grad"), gradlens.trace() as t:
+        program()
+    (d,) = [d for d in t.diagnostics if d.kind == "no-grad-fn"]
+    return d.message
+
+
+def test_no_grad_fn_names_the_no_grad_region_line() -> None:
+    def program() -> None:
+        w = torch.tensor([1.0], requires_grad=True)
+        with torch.no_grad():
+            y = w * 2
+        y.backward()
+
+    message = _no_grad_fn_message(program)
+    lines, start = inspect.getsourcelines(program)
+    line = start + next(i for i, t in enumerate(lines) if "w * 2" in t)
+    assert (
+        f"y was computed by mul at tests/test_explain.py:{line} inside torch.no_grad()" in message
+    )
+
+
+def test_no_grad_fn_names_the_detach_line_and_the_leaves_without_grad() -> None:
+    def detached() -> None:
+        w = torch.tensor([1.0], requires_grad=True)
+        y = (w * 2).detach()
+        y.backward()
+
+    assert "was made by .detach() at tests/test_explain.py:" in _no_grad_fn_message(detached)
+
+    def no_leaves() -> None:
+        a = torch.tensor([1.0])
+        b = torch.tensor([2.0])
+        y = a * b
+        y.backward()
+
+    assert "computed only from tensors that do not require grad (a, b)" in _no_grad_fn_message(
+        no_leaves
+    )

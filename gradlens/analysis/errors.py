@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..records import BackwardEvent, Diagnostic, ErrorEvent, Event, GradEvent, Severity
+from ..records import BackwardEvent, Diagnostic, ErrorEvent, Event, GradEvent, OpEvent, Severity
 
 __all__ = ["explain_errors"]
 
@@ -21,7 +21,7 @@ def explain_errors(events: Sequence[Event]) -> list[Diagnostic]:
             if _TWICE in event.error:
                 out.append(_backward_twice(event, events[:i], events[i + 1 :]))
             elif _NO_GRAD_FN in event.error:
-                out.append(_no_grad_fn(event))
+                out.append(_no_grad_fn(event, events[:i]))
         elif isinstance(event, ErrorEvent) and _LEAF_INPLACE in event.error:
             out.append(_inplace_leaf(event))
     return out
@@ -67,14 +67,19 @@ def _backward_twice(
     )
 
 
-def _no_grad_fn(event: BackwardEvent) -> Diagnostic:
+def _no_grad_fn(event: BackwardEvent, before: Sequence[Event]) -> Diagnostic:
     roots = ", ".join(event.roots) or "the output"
+    cause = _why_no_history(event.roots[0], before) if event.roots else None
     return Diagnostic(
         kind="no-grad-fn",
         message=(
-            f"{event.call}() was called on {roots}, which does not require grad: nothing it was "
-            "computed from requires grad, or it was computed under torch.no_grad(), or "
-            "detached. There is no graph to differentiate."
+            f"{event.call}() was called on {roots}, which does not require grad: "
+            + (
+                cause
+                or "nothing it was computed from requires grad, or it was computed under "
+                "torch.no_grad(), or detached"
+            )
+            + ". There is no graph to differentiate."
         ),
         severity=Severity.ERROR,
         name=roots,
@@ -84,6 +89,42 @@ def _no_grad_fn(event: BackwardEvent) -> Diagnostic:
             "the loss from them outside torch.no_grad(), without .detach()"
         ),
     )
+
+
+def _why_no_history(root: str, before: Sequence[Event]) -> str | None:
+    """Returns why tensor ``root`` has no autograd history, from the ops that made it: the
+    no_grad region or detach that dropped it, else the leaves that never required grad."""
+    made_by: dict[str, OpEvent] = {}
+    for e in before:
+        if isinstance(e, OpEvent):
+            for r in e.outputs:
+                made_by[r.name] = e
+    queue, seen, leaves = [root], set(), []
+    while queue:
+        name = queue.pop(0)
+        op = made_by.get(name)
+        if name in seen or op is None:
+            continue
+        seen.add(name)
+        where = f" at {op.source}" if op.source else ""
+        if not op.grad_enabled or op.inference_mode:
+            region = "torch.inference_mode()" if op.inference_mode else "torch.no_grad()"
+            return f"{name} was computed by {op.op}{where} inside {region}"
+        if op.op in ("detach", "detach_"):
+            return f"{name} was made by .detach(){where}"
+        if not op.inputs and name not in leaves:  # a factory: torch.tensor(...), torch.ones(...)
+            leaves.append(name)
+        for r in op.inputs:
+            if r.name in made_by:
+                queue.append(r.name)
+            elif r.is_leaf and not r.requires_grad and r.name not in leaves:
+                leaves.append(r.name)
+    if leaves:
+        return (
+            f"it was computed only from tensors that do not require grad ({', '.join(leaves)}); "
+            "create the ones to train with requires_grad=True"
+        )
+    return None
 
 
 def _inplace_leaf(event: ErrorEvent) -> Diagnostic:

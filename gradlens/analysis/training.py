@@ -145,8 +145,9 @@ def _no_grad(name: str, step: int) -> Diagnostic:
         severity=Severity.WARNING,
         name=name,
         step=step,
-        fix="use gradlens.trace() on one step to see the graph from the loss, or freeze it "
-        "with requires_grad_(False) if that is intended",
+        fix="run one step inside `with gradlens.trace(model):` and call "
+        "gradlens.explain(loss, params=model): it names the line where the path was cut; or "
+        "freeze it with requires_grad_(False) if that is intended",
     )
 
 
