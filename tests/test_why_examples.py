@@ -216,3 +216,18 @@ def test_backward_twice_fix_matches_plain_pytorch_and_the_closed_form() -> None:
     assert bits(v["fixed w.grad"]) == bits(w.grad.tolist())  # type: ignore[union-attr]
     assert v["fixed w.grad"] == pytest.approx(v["closed form"])
     assert v["fixed diagnostics"] == []
+
+
+def test_why_no_grad_diagram_draws_both_cuts_and_the_cut_branches() -> None:
+    from gradlens.examples import run_example
+    from gradlens.records import EdgeKind
+
+    graph = run_example("why-no-grad").diagram
+    assert graph is not None
+    cuts = sorted(e.label or "" for e in graph.edges if e.kind is EdgeKind.CUT)
+    assert [c.split(" at ")[0] for c in cuts] == ["detach", "host"]
+    names = {n.id: n.name for n in graph.nodes}
+    drawn = {(names[e.src], names[e.dst]) for e in graph.edges}
+    # The detached and the .item() branches are drawn connected to their parameters.
+    assert ("scale", "MulBackward0") in drawn and ("MulBackward0", "MeanBackward0") in drawn
+    assert ("b.weight", "TBackward0") in drawn and ("TBackward0", "MmBackward0") in drawn

@@ -61,6 +61,7 @@ class GraphBuilder:
         self._edges: dict[tuple[str, str, EdgeKind], str | None] = {}
         self._by_tensor: dict[tuple[NodeKind, int], str] = {}
         self._saved: dict[tuple[str, str], str] = {}  # (op node id, attribute) -> node id
+        self._linked: set[str] = set()  # op nodes whose input edges are drawn
 
     # -- node identity -------------------------------------------------------------------
     def _new(self, kind: NodeKind, **kw: Any) -> _Draft:
@@ -121,6 +122,26 @@ class GraphBuilder:
             self.edge(self.node_for(t.grad_fn), out, label=format_shape(t.shape))
             self.walk([t.grad_fn])
         return out
+
+    def link_new(self, fn: Any) -> None:
+        """Adds the edges from ``fn``'s inputs to it, and of any node not seen before behind it,
+        so a branch that no backward will walk (a detached one) is still drawn connected."""
+        queue: deque[Any] = deque([fn])
+        while queue:
+            node = queue.popleft()
+            nid = self.node_for(node)
+            if nid in self._linked:
+                continue
+            self._linked.add(nid)
+            for child, nr in node.next_functions:
+                if child is None:
+                    continue
+                known = self.known_id(child) is not None
+                cid = self.node_for(child)
+                meta = child._input_metadata
+                self.edge(cid, nid, label=format_shape(meta[nr].shape) if nr < len(meta) else None)
+                if not known:
+                    queue.append(child)
 
     def walk(self, roots: list[Any]) -> list[tuple[Any, str]]:
         """Walks breadth-first from autograd Nodes ``roots``; returns every ``(fn, id)`` reached.

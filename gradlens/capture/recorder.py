@@ -205,6 +205,7 @@ class Recorder:
             if t.grad_fn is None:
                 continue
             nid = self._builder.node_for(t.grad_fn)
+            self._builder.link_new(t.grad_fn)
             draft = self._builder.draft(nid)
             if draft.kind is NodeKind.OP and draft.op is None:
                 draft.op, draft.module, draft.source = name, module, source

@@ -98,6 +98,7 @@ def run() -> ExampleResult:
         name="dead-relu",
         title=TITLE,
         trace=t,
+        graph=why.graph,  # the trace graph with the dead path drawn in grey
         values={
             "pre-activation max": model.fc1(x).max().item(),
             "grad norms": {name: _norm(g) for name, g in grads.items()},

@@ -86,6 +86,7 @@ def run() -> ExampleResult:
         name="why-no-grad",
         title=TITLE,
         trace=t,
+        graph=why.graph,  # the trace graph with the cuts drawn as dashed red edges
         values={
             "loss": loss.item(),
             "grad is None": [name for name, grad in grads.items() if grad is None],
