@@ -37,7 +37,7 @@ _SKIP = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
 _LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Saved:
     alias: torch.Tensor  # detached: same memory and version counter, no grad_fn
     version: int
@@ -54,11 +54,22 @@ class _Saved:
 
 
 class _Sentinel:
-    """Lives in a node's metadata; when the node is freed, so is this, and its records go."""
+    """Lives in a node's metadata; when the node is freed, so is this, and its records go.
+
+    ``__del__`` rather than ``weakref.finalize``: one small object per node, which keeps the
+    garbage collector's work (and a trace of a long graph) linear.
+    """
+
+    __slots__ = ("ids", "owner")
 
     def __init__(self, owner: SavedTensors, ids: list[int]) -> None:
-        self.ids = ids
-        weakref.finalize(self, SavedTensors._drop_ref, weakref.ref(owner), tuple(ids))
+        self.ids = tuple(ids)
+        self.owner = weakref.ref(owner)
+
+    def __del__(self) -> None:
+        owner = self.owner()
+        if owner is not None and self.ids:
+            owner.drop(self.ids)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
@@ -160,12 +171,6 @@ class SavedTensors:
         self._records[rid] = record
         self._by_storage.setdefault(record.storage, set()).add(rid)
         return rid
-
-    @staticmethod
-    def _drop_ref(owner: weakref.ref[SavedTensors], ids: tuple[int, ...]) -> None:
-        self = owner()
-        if self is not None:
-            self.drop(ids)
 
     def drop(self, ids: Iterable[int]) -> None:
         """Forgets records (their node was freed, or backward released what it saved)."""

@@ -114,6 +114,7 @@ class Recorder:
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
+        self._finite: dict[tuple[int, int], bool] = {}  # (tensor key, version) -> has NaN/Inf
         self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
         self._builder.saved_shape = self._saved.saved_shape
         self._saved.node_id = self._builder.known_id
@@ -174,7 +175,7 @@ class Recorder:
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        refs = [(t, tensor_ref(t, "", check_finite=True)) for t in inputs]
+        refs = [(t, self._ref(t)) for t in inputs]
         module = self._modules.current
         try:
             out = func(*args, **kwargs)
@@ -199,7 +200,7 @@ class Recorder:
             outputs = bumped  # __setitem__ and friends return None; the target changed
         before = [(t, self._names.key(t), r) for t, r in refs]
         inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
-        after = [(t, self._names.key(t), tensor_ref(t, "", check_finite=True)) for t in outputs]
+        after = [(t, self._names.key(t), self._ref(t, fresh=True)) for t in outputs]
         node = None
         for t, k, _ in after:
             if t.grad_fn is None:
@@ -263,6 +264,17 @@ class Recorder:
             if k not in self._consumed and t is not None and t.grad_fn is not None:
                 return t
         return None
+
+    def _ref(self, t: torch.Tensor, *, fresh: bool = False) -> TensorRef:
+        """Returns ``tensor_ref(t)`` with ``nonfinite`` checked once per tensor and version:
+        an op's input is usually an earlier op's output, already checked."""
+        key = (self._names.key(t), version_of(t))
+        known = None if fresh else self._finite.get(key)
+        if known is None:
+            ref = tensor_ref(t, "", check_finite=True)
+            self._finite[key] = ref.nonfinite
+            return ref
+        return replace(tensor_ref(t, ""), nonfinite=known)
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
