@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import _models  # benchmarks/_models.py: the shared models
 import torch
 from torch import nn
 
@@ -51,38 +52,12 @@ class Workload:
 
 
 def mlp() -> Workload:
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(4):
-        layers += [nn.Linear(1024, 1024), nn.ReLU()]
-    model = nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x, target = torch.randn(256, 1024), torch.randn(256, 1024)
-
-    def step() -> torch.Tensor:
-        loss = nn.functional.mse_loss(model(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
+    model, _, step = _models.mlp(torch.optim.SGD, lr=1e-3)
     return Workload("(b) MLP 4 x 1024, batch 256, SGD", model, step, steps=10, quick_steps=4)
 
 
 def transformer() -> Workload:
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(256, 8, dim_feedforward=1024, batch_first=True)
-    model = nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    x = torch.randn(16, 64, 256)
-
-    def step() -> torch.Tensor:
-        loss = model(x).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
+    model, _, step = _models.transformer(torch.optim.SGD, lr=1e-4)
     return Workload(
         "(c) transformer encoder 4 x d256, batch 16 x 64, SGD", model, step, steps=4, quick_steps=2
     )
