@@ -16,10 +16,9 @@ because the step between them is what makes a gradient "used".
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,8 +28,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from ..records import ParamInfo, ParamStats, StepRecord, WatchFact
+from ..records import ParamInfo, StepRecord, WatchFact
 from . import gradstats
+from .pending import Group, Pending, to_records
 from .source import user_source
 
 __all__ = ["DETAIL_EVERY", "Watcher"]
@@ -70,32 +70,6 @@ class _Param:
     got_grad: bool = False  # a gradient arrived since the last step
     used: tuple[weakref.ref[torch.Tensor], int] | None = None  # .grad the last step consumed
     accumulated: bool = False  # flagged in the current backward
-
-
-@dataclass
-class _Group:
-    """The parameters of one step that share a device, and their statistics on it."""
-
-    names: list[str]
-    numels: list[int]
-    light: torch.Tensor
-    detail: torch.Tensor | None = None
-    update: torch.Tensor | None = None
-    snapshot: list[torch.Tensor] | None = None  # weights before the step, detail steps only
-
-
-@dataclass
-class _Pending:
-    """A recorded step whose numbers are still on the device."""
-
-    step: int
-    missing: tuple[str, ...]
-    groups: list[_Group] = field(default_factory=list)
-    detail: bool = False
-    loss: torch.Tensor | float | None = None
-    lr: torch.Tensor | float | None = None
-    scalars: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    backward_calls: int = 1
 
 
 class _Mode(TorchFunctionMode):
@@ -147,8 +121,8 @@ class Watcher:
         self._losses: list[torch.Tensor] = []
         self._scalars: dict[str, torch.Tensor | float] = {}
         self._backward_source: str | None = None
-        self._pending: list[_Pending] = []
-        self._open: _Pending | None = None  # the step between its pre- and post-hook
+        self._pending: list[Pending] = []
+        self._open: Pending | None = None  # the step between its pre- and post-hook
         self._stepping = False
         #: Called after every step with the number of recorded steps waiting on the device.
         self.on_step: Callable[[int], None] | None = None
@@ -395,10 +369,10 @@ class Watcher:
         self._stepping = True
         step = self.steps_seen
         missing = tuple(p.name for p in members if p.info.requires_grad and not p.got_grad)
-        pending: _Pending | None = None
+        pending: Pending | None = None
         if step % self._every == 0:
             detail = self._detail_every > 0 and self._recorded % self._detail_every == 0
-            pending = _Pending(step, missing, detail=detail, backward_calls=self._backward_calls)
+            pending = Pending(step, missing, detail=detail, backward_calls=self._backward_calls)
             with_grad = [p for p in members if p.got_grad and p.tensor.grad is not None]
             by_device: dict[torch.device, list[_Param]] = {}
             for p in with_grad:
@@ -416,16 +390,16 @@ class Watcher:
             pending.scalars = scalars
             self._recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
-            self._pending.append(_Pending(step, missing))
+            self._pending.append(Pending(step, missing))
         self._open = pending
         self._losses = []
         self._scalars = {}
         self._backward_calls = 0
 
-    def _group_stats(self, group: list[_Param], detail: bool) -> _Group:
+    def _group_stats(self, group: list[_Param], detail: bool) -> Group:
         grads = [p.tensor.grad for p in group]
         weights = [p.tensor for p in group]
-        out = _Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
+        out = Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
         out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
         if detail:
             out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
@@ -462,8 +436,7 @@ class Watcher:
         pending, self._pending = self._pending, []
         if not pending:
             return []
-        host = _to_host([_device_parts(p) for p in pending])
-        return [_step_record(p, values) for p, values in zip(pending, host, strict=True)]
+        return to_records(pending)
 
 
 def _own_ops() -> Any:
@@ -492,107 +465,3 @@ def _producer(x: Any) -> str | None:
         nxt = [f for f, _ in fn.next_functions if f is not None]
         fn = nxt[0] if len(nxt) == 1 else None
     return None
-
-
-_Part = torch.Tensor | float | None
-
-
-def _device_parts(p: _Pending) -> list[_Part]:
-    parts: list[_Part] = [p.loss, p.lr, *p.scalars.values()]
-    for g in p.groups:
-        parts += [g.light, g.detail, g.update]
-    return parts
-
-
-def _to_host(steps: list[list[_Part]]) -> list[list[list[float] | float | None]]:
-    """Returns the parts with every tensor as Python floats: one copy per device, in order."""
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for parts in steps:
-        for part in parts:
-            if isinstance(part, torch.Tensor):
-                by_device.setdefault(part.device, []).append(part)
-    flat: dict[torch.device, list[float]] = {}
-    for device, tensors in by_device.items():
-        joined = torch.cat([t.detach().reshape(-1).double() for t in tensors])
-        flat[device] = joined.cpu().tolist()
-    offsets = dict.fromkeys(flat, 0)
-    out: list[list[list[float] | float | None]] = []
-    for parts in steps:
-        row: list[list[float] | float | None] = []
-        for part in parts:
-            if isinstance(part, torch.Tensor):
-                n, at = part.numel(), offsets[part.device]
-                values = flat[part.device][at : at + n]
-                offsets[part.device] = at + n
-                row.append(values if part.dim() > 0 else values[0])
-            else:
-                row.append(part)
-        out.append(row)
-    return out
-
-
-def _step_record(p: _Pending, values: list[list[float] | float | None]) -> StepRecord:
-    loss, lr = values[0], values[1]
-    n_scalars = len(p.scalars)
-    scalars = values[2 : 2 + n_scalars]
-    rest = values[2 + n_scalars :]
-    grads: dict[str, ParamStats] = {}
-    for g, (light, detail, update) in zip(
-        p.groups, zip(rest[0::3], rest[1::3], rest[2::3], strict=True), strict=True
-    ):
-        k = len(g.names)
-        for j, (name, n) in enumerate(zip(g.names, g.numels, strict=True)):
-            assert isinstance(light, list)
-            fields = _light(light[j], light[k + j], light[2 * k + j], light[3 * k + j], n)
-            if isinstance(detail, list):
-                nonzero, nonfinite, nans, wsq = (detail[r * k + j] for r in range(4))
-                wnorm = math.sqrt(wsq)
-                upd = math.sqrt(update[j]) if isinstance(update, list) else None
-                grads[name] = ParamStats(
-                    *fields,
-                    zero_frac=1.0 - nonzero / n if n else 0.0,
-                    nan=int(nans),
-                    inf=int(nonfinite - nans),
-                    weight_norm=wnorm,
-                    update_ratio=None if upd is None else _ratio(upd, wnorm),
-                )
-            else:
-                grads[name] = ParamStats(*fields)
-    return StepRecord(
-        step=p.step,
-        grads=grads,
-        missing=p.missing,
-        loss=loss if isinstance(loss, float) else None,
-        lr=lr if isinstance(lr, float) else None,
-        backward_calls=p.backward_calls,
-        detail=p.detail,
-        scalars={
-            name: v for name, v in zip(p.scalars, scalars, strict=True) if isinstance(v, float)
-        },
-    )
-
-
-_CANCELLATION = 1e-6
-
-
-def _light(
-    sumsq: float, total: float, lo: float, hi: float, n: int
-) -> tuple[float, float, float, float, bool]:
-    """Returns the light ParamStats fields from a gradient's sum of squares, sum, min, max."""
-    if n == 0:
-        return (0.0, 0.0, 0.0, 0.0, False)
-    norm = math.sqrt(sumsq) if sumsq >= 0 or math.isnan(sumsq) else math.nan
-    finite = math.isfinite(lo) and math.isfinite(hi)
-    mean = total / n
-    var = sumsq / n - mean * mean if finite else math.nan
-    # Both terms are float32 sums: a difference below ~1e-6 of them is rounding, not spread.
-    if var < _CANCELLATION * sumsq / n:
-        var = 0.0
-    gmax = math.nan if math.isnan(lo) or math.isnan(hi) else max(abs(lo), abs(hi))
-    return (norm, mean, math.sqrt(var), gmax, not finite)
-
-
-def _ratio(update: float, weight: float) -> float | None:
-    if weight == 0.0:
-        return None if update == 0.0 else math.inf
-    return update / weight
