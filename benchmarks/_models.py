@@ -11,9 +11,7 @@ from torch import nn
 Step = Callable[[], torch.Tensor]
 
 
-def _step(
-    model: nn.Module, opt: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor]
-) -> Step:
+def _step(opt: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor]) -> Step:
     def step() -> torch.Tensor:
         loss = loss_of()
         opt.zero_grad()
