@@ -24,7 +24,7 @@ from ._lens import watch_everything
 from .examples import EXAMPLES, ExampleResult, load_example
 from .records.serialize import to_json_dict
 from .render.graphviz import render
-from .render.terminal import diagnostics_table, event_log, graph_tree, status_table
+from .render.terminal import diagnostics_list, event_log, graph_tree, status_table
 
 __all__ = ["example_json", "main"]
 
@@ -294,7 +294,7 @@ def _print(result: ExampleResult, console: Console) -> None:
     console.print(event_log(record.events))
     if record.diagnostics:
         console.print("\n[bold]Diagnostics[/]")
-        console.print(diagnostics_table(record.diagnostics))
+        console.print(diagnostics_list(record.diagnostics))
 
 
 def example_json(result: ExampleResult) -> dict[str, Any]:

@@ -282,3 +282,30 @@ def test_trace_report(
         ]
     )
     assert format_trace_report(TraceRecord(graph)) == format_graph_tree(graph)
+
+
+def test_diagnostics_list_reads_at_any_width() -> None:
+    from gradlens.records import Diagnostic, Severity
+    from gradlens.render.terminal import diagnostics_list
+
+    findings = [
+        Diagnostic(
+            "grad-accumulation",
+            "step 1: backward added to a .grad the last step used",
+            Severity.ERROR,
+            name="fc.weight",
+            source="train.py:12",
+            fix="call optimizer.zero_grad() each step",
+        ),
+        Diagnostic("no-grad", "[red]b got no gradient", name="b"),
+    ]
+    assert to_text(diagnostics_list(findings), width=40) == (
+        "error  grad-accumulation  fc.weight\n"
+        "train.py:12\n"
+        "  step 1: backward added to a .grad the\n"
+        "  last step used\n"
+        "  fix: call optimizer.zero_grad() each\n"
+        "  step\n"
+        "warning  no-grad  b\n"
+        "  [red]b got no gradient\n"
+    )

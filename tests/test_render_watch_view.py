@@ -275,9 +275,9 @@ def test_live_view_waiting() -> None:
     assert "nonfinite-grad" in with_finding
 
 
-def test_live_view_without_findings_has_no_diagnostics_table() -> None:
-    assert "diagnostics" not in format_live_view(many(3))
-    assert "diagnostics" in format_live_view(run3())
+def test_live_view_without_findings_has_no_findings_section() -> None:
+    assert "findings" not in format_live_view(many(3))
+    assert "findings" in format_live_view(run3())
 
 
 def test_live_view_missing_params_line() -> None:

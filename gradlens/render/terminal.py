@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -39,6 +40,7 @@ from .dot import format_shape
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
+    "diagnostics_list",
     "diagnostics_table",
     "event_log",
     "format_diagnostics",
@@ -360,6 +362,29 @@ def diagnostics_table(diagnostics: Sequence[Diagnostic]) -> Table:
             Text(finding.source or ""),
         )
     return table
+
+
+def diagnostics_list(diagnostics: Sequence[Diagnostic]) -> Group:
+    """Returns the findings as blocks that read well at any width: a heading line (severity,
+    kind, tensor, source), then the message and the fix, indented."""
+    blocks: list[RenderableType] = []
+    for finding in diagnostics:
+        severity = Severity(finding.severity)
+        head = Text.assemble(
+            (severity.value, _SEVERITY_STYLE[severity]),
+            "  ",
+            (finding.kind, "bold"),
+        )
+        if finding.name:
+            head.append(f"  {finding.name}")
+        if finding.source:
+            head.append(f"  {finding.source}", style="dim")
+        body = Text(finding.message)
+        if finding.fix:
+            body.append("\nfix: ", style="green")
+            body.append(finding.fix)
+        blocks += [head, Padding(body, (0, 0, 0, 2))]
+    return Group(*blocks)
 
 
 def format_diagnostics(diagnostics: Sequence[Diagnostic], width: int = 100) -> str:

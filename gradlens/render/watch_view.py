@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..records import ParamInfo, ParamStats, StepRecord, WatchRecord, format_shape
-from .terminal import diagnostics_table, to_text
+from .terminal import diagnostics_list, to_text
 
 __all__ = [
     "DEFAULT_TOP",
@@ -205,7 +205,7 @@ def live_view(record: WatchRecord, *, top: int = DEFAULT_TOP) -> RenderableType:
         if latest.missing:
             parts.append(_missing_line(latest.missing))
     if record.diagnostics:
-        parts.append(diagnostics_table(record.diagnostics))
+        parts += [Text("findings", style="bold"), diagnostics_list(record.diagnostics)]
     return Group(*parts)
 
 
@@ -356,7 +356,7 @@ def watch_report(record: WatchRecord) -> RenderableType:
     """
     parts: list[RenderableType] = [_report_title(record), _param_table(record)]
     if record.diagnostics:
-        parts.append(diagnostics_table(record.diagnostics))
+        parts += [Text("findings", style="bold"), diagnostics_list(record.diagnostics)]
     else:
         parts.append(Text("no problems found", style="green"))
     return Group(*parts)
