@@ -555,3 +555,26 @@ def test_save_and_load_a_lens(tmp_path: Path) -> None:
     assert loaded.steps[2].grads["0.weight"] == lens.steps[2].grads["0.weight"]
     png = loaded.plot(tmp_path / "run.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_amp_scaler_and_clipping_give_no_false_findings() -> None:
+    net, (x, y) = model(), data()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    with gradlens.watch(net, opt, live=False) as lens:
+        for _ in range(10):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.mse_loss(net(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.1)
+            lens.log(loss=loss)
+            scaler.step(opt)
+            scaler.update()
+    assert lens.diagnostics == []
+    assert len(lens.steps) == 10
+    last = lens.steps[-1]
+    assert last.loss == pytest.approx(loss.item())  # the logged loss, not the scaled root
+    total = math.sqrt(sum(s.grad_norm**2 for s in last.grads.values()))
+    assert total == pytest.approx(0.1, rel=1e-3)  # seen after unscale_ and clipping
