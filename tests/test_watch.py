@@ -578,3 +578,14 @@ def test_amp_scaler_and_clipping_give_no_false_findings() -> None:
     assert last.loss == pytest.approx(loss.item())  # the logged loss, not the scaled root
     total = math.sqrt(sum(s.grad_norm**2 for s in last.grads.values()))
     assert total == pytest.approx(0.1, rel=1e-3)  # seen after unscale_ and clipping
+
+
+def test_probabilities_built_by_arithmetic_are_not_taken_for_scores() -> None:
+    net, (x, y) = model(), data()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with gradlens.watch(net, opt, live=False) as lens:
+        opt.zero_grad()
+        prob = 0.5 * (torch.tanh(net(x)) + 1)  # in (0, 1), made by an add
+        nn.BCELoss()(prob * 0.98 + 0.01, y).backward()  # smoothed, made by an add too
+        opt.step()
+    assert lens.diagnostics == []

@@ -58,7 +58,7 @@ _VIEW_NODES = (
     "Flatten",
 )
 # Ops whose output is a raw score (a logit), never a probability.
-_SCORE_NODES = ("Addmm", "Mm", "Bmm", "Matmul", "Linear", "Convolution", "Add", "Mv", "Dot")
+_SCORE_NODES = ("Addmm", "Mm", "Bmm", "Matmul", "Linear", "Convolution", "Mv", "Dot")
 _BCE_RANGE_ERROR = "all elements of input should be between 0 and 1"
 
 
