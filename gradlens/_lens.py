@@ -9,7 +9,6 @@ when the live view refreshes, and when ``steps``/``diagnostics``/``report``/``pl
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +231,7 @@ class Lens:
     def _snapshot(self) -> WatchRecord:
         watcher = self._watcher
         total = watcher.steps_seen if watcher is not None else 0
-        record = WatchRecord(
+        return WatchRecord(
             params=tuple(watcher.params) if watcher is not None else (),
             steps=tuple(self._steps),
             facts=tuple(watcher.facts) if watcher is not None else (),
@@ -241,6 +240,3 @@ class Lens:
             stride=self._stride,
             total_steps=total,
         )
-        if self._finished is not None:
-            return replace(self._finished)
-        return record

@@ -1,18 +1,18 @@
 """Training-loop findings: from the watcher's facts and step records to ``Diagnostic``s.
 
 ``TrainingChecks`` is fed steps and facts as they reach the host and returns only the findings
-that are new, so a live view can show them as they appear; ``check_training`` runs it over a
-finished record. Each finding is reported once per parameter (once per line for loss inputs).
+that are new, so a live view can show them as they appear. Each finding is reported once per
+parameter (once per line for loss inputs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from ..records import Diagnostic, Severity, StepRecord, WatchFact
 
-__all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks", "check_training"]
+__all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
 
 #: A parameter's gradient norm below this on ``PATIENCE`` recorded steps in a row is vanishing.
 VANISHING_NORM = 1e-7
@@ -78,12 +78,6 @@ class TrainingChecks:
                 if run == PATIENCE and self._once(kind, name):
                     out.append(_norm_finding(kind, name, step.step, stats.grad_norm))
         return out
-
-
-def check_training(facts: Sequence[WatchFact], steps: Sequence[StepRecord]) -> list[Diagnostic]:
-    """Returns every finding over a finished run: facts first, then steps in order."""
-    checks = TrainingChecks()
-    return checks.feed_facts(facts) + checks.feed_steps(steps)
 
 
 def _from_fact(fact: WatchFact) -> Diagnostic:

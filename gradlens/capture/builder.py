@@ -7,6 +7,7 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,21 @@ __all__ = ["GraphBuilder", "node_name"]
 _META_KEY = "gradlens"
 # Saved attributes that describe sizes/strides rather than tensors or useful scalars.
 _SKIP_SAVED_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
+
+
+@functools.cache
+def _saved_attributes_of(node_type: type) -> tuple[str, ...]:
+    return tuple(
+        a
+        for a in dir(node_type)
+        if a.startswith("_saved_") and not a.endswith(_SKIP_SAVED_SUFFIXES)
+    )
+
+
+def saved_attributes(fn: Any) -> tuple[str, ...]:
+    """Returns the ``_saved_*`` attributes of autograd Node ``fn`` that can hold tensors
+    (sizes, strides and options left out); looked up once per node type."""
+    return _saved_attributes_of(type(fn))  # type: ignore[arg-type]  # types are hashable
 
 
 def node_name(fn: Any) -> str:
@@ -174,9 +190,7 @@ class GraphBuilder:
         return reached
 
     def _read_saved(self, fn: Any, draft: _Draft) -> None:
-        for attr in dir(fn):
-            if not attr.startswith("_saved_") or attr.endswith(_SKIP_SAVED_SUFFIXES):
-                continue
+        for attr in saved_attributes(fn):
             role = attr.removeprefix("_saved_")
             key = (draft.id, role)
             existing = self._saved.get(key)

@@ -7,7 +7,6 @@ unchanged at backward); ``strict`` raises ``InplaceError`` at the line of the wr
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import torch
@@ -16,13 +15,13 @@ from torch.utils._pytree import tree_flatten
 
 from .._errors import GradlensError
 from ..records import InplaceViolation
+from .calls import BACKWARD_CALLS, parse_backward
 from .inplace import SavedTensors
 from .source import user_frame
 
 __all__ = ["Guard", "InplaceError"]
 
 GuardMode = Literal["warn", "strict"]
-_BACKWARD = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
 _DATA_SETTER = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
 _READS = {"__get__", "__repr__", "__format__", "__str__", "dim", "size", "numel", "stride"}
 
@@ -72,7 +71,7 @@ class Guard:
         return list(self.saved.violations)
 
     def _on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if func in _BACKWARD:
+        if func in BACKWARD_CALLS:
             return self._on_backward(func, args, kwargs)
         name = getattr(func, "__name__", None) or repr(func)
         if func == _DATA_SETTER:  # `t.data = new` (not `t.grad = None`, also a __set__)
@@ -116,21 +115,15 @@ class Guard:
         return out
 
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        bound = inspect.signature(func).bind(*args, **kwargs).arguments
-        roots = bound.get("self", bound.get("tensors", bound.get("outputs")))
-        given = roots if isinstance(roots, (list, tuple)) else [roots]
-        roots_l: list[torch.Tensor] = [t for t in given if isinstance(t, torch.Tensor)]
-        create = bool(bound.get("create_graph", False))
-        retain = bound.get("retain_graph")
-        retain_graph = create if retain is None else bool(retain)
+        parsed = parse_backward(func, args, kwargs)
         frame, source = user_frame()
-        ids = self.saved.reachable(roots_l)
+        ids = self.saved.reachable(parsed.roots)
         self.saved.verify_before_backward(ids, source, frame)
         found = self.saved.confirm(ids)
         if found and self.mode == "strict":
             raise InplaceError(self._message(found[0]), found[0])
         out = func(*args, **kwargs)  # PyTorch's own error, if any, goes up unchanged
-        if not retain_graph:
+        if not parsed.retain_graph:
             self.saved.drop(ids)
         return out
 

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from ..records import InplaceViolation
-from .builder import node_name
+from .builder import node_name, saved_attributes
 
 __all__ = ["SavedTensors"]
 
-_SKIP = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
 _LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
 
 
@@ -102,7 +101,6 @@ class SavedTensors:
         self.violations: list[InplaceViolation] = []
         #: Writes to saved tensors no backward has reached yet (record id -> violation).
         self.pending: dict[int, InplaceViolation] = {}
-        self._attrs: dict[type, tuple[str, ...]] = {}  # node type -> its "_saved_*" attributes
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
         #: Optional ``node -> graph node id`` (a trace's builder), stamped on each record.
         self.node_id: Callable[[Any], str | None] | None = None
@@ -130,12 +128,8 @@ class SavedTensors:
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
     def _read(self, fn: Any, op: str | None, source: str | None) -> list[int]:
-        attrs = self._attrs.get(type(fn))
-        if attrs is None:
-            attrs = tuple(a for a in dir(fn) if a.startswith("_saved_") and not a.endswith(_SKIP))
-            self._attrs[type(fn)] = attrs
         ids: list[int] = []
-        for attr in attrs:
+        for attr in saved_attributes(fn):
             try:
                 value = getattr(fn, attr)
             except RuntimeError:  # already freed, or already modified

@@ -11,7 +11,6 @@ Tensors are held by weak reference only; nothing here keeps a tensor alive.
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from dataclasses import replace
 from typing import Any
@@ -35,6 +34,7 @@ from ..records import (
     format_shape,
 )
 from .builder import GraphBuilder, node_name
+from .calls import BACKWARD_CALLS, parse_backward
 from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
@@ -43,11 +43,6 @@ from .summary import summarize, tensor_ref, tensor_status, version_of
 
 __all__ = ["Recorder"]
 
-_BACKWARD_CALLS = {
-    torch.Tensor.backward: "backward",
-    torch.autograd.backward: "backward",
-    torch.autograd.grad: "grad",
-}
 # Calls that read or describe a tensor without computing one: not worth an event.
 _SKIP = {"__get__", "__set__", "__repr__", "__format__", "__str__", "dim", "size", "numel"}
 _INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}
@@ -159,7 +154,7 @@ class Recorder:
 
     # -- forward ops -------------------------------------------------------------------------
     def _on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = _BACKWARD_CALLS.get(func)
+        call = BACKWARD_CALLS.get(func)
         if call is not None:
             return self._on_backward(call, func, args, kwargs)
         name = _op_name(func)
@@ -280,21 +275,9 @@ class Recorder:
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         frame, source = user_frame()
         self._names.names_from_frame(frame)
-        bound = inspect.signature(func).bind(*args, **kw).arguments
-        if call == "grad":
-            roots, weights = bound.get("outputs"), bound.get("grad_outputs")
-            wrt = _as_list(bound.get("inputs"))
-        elif "self" in bound:  # Tensor.backward
-            roots, weights, wrt = bound["self"], bound.get("gradient"), []
-        else:
-            roots = bound.get("tensors")
-            weights = bound.get("grad_tensors", bound.get("grad_variables"))
-            wrt = []
-        roots_l = [t for t in _as_list(roots) if isinstance(t, torch.Tensor)]
-        weights_l = _as_list(weights)
-        create_graph = bool(bound.get("create_graph", False))
-        retain = bound.get("retain_graph")
-        retain_graph = create_graph if retain is None else bool(retain)
+        parsed = parse_backward(func, args, kw)
+        roots_l, weights_l, wrt = parsed.roots, parsed.weights, parsed.inputs
+        create_graph, retain_graph = parsed.create_graph, parsed.retain_graph
         pass_index = self._passes
         self._passes += 1
 
@@ -459,11 +442,3 @@ class Recorder:
         if "leaf" in keys:
             return replace(event, leaf=self._names.name(keys["leaf"]))
         return event
-
-
-def _as_list(x: Any) -> list[Any]:
-    if x is None:
-        return []
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    return [x]

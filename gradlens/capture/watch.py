@@ -30,6 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..records import ParamInfo, StepRecord, WatchFact
 from . import gradstats
+from .calls import parse_backward
 from .pending import Group, Pending, to_records
 from .source import user_source
 
@@ -69,7 +70,6 @@ class _Param:
     info: ParamInfo
     got_grad: bool = False  # a gradient arrived since the last step
     used: tuple[weakref.ref[torch.Tensor], int] | None = None  # .grad the last step consumed
-    accumulated: bool = False  # flagged in the current backward
 
 
 class _Mode(TorchFunctionMode):
@@ -122,6 +122,7 @@ class Watcher:
         self._scalars: dict[str, torch.Tensor | float] = {}
         self._backward_source: str | None = None
         self._pending: list[Pending] = []
+        self._accumulated: list[_Param] = []  # .grad not zeroed, seen in the current backward
         self._open: Pending | None = None  # the step between its pre- and post-hook
         self._stepping = False
         #: Called after every step with the number of recorded steps waiting on the device.
@@ -253,25 +254,24 @@ class Watcher:
             if old is None:
                 p.used = None  # fresh .grad: what a step used earlier is gone
             elif p.used is not None and p.used[0]() is old and old._version == p.used[1]:
-                p.accumulated = True
+                self._accumulated.append(p)  # reported when this backward returns
             p.got_grad = True
 
         return hook
 
     # -- backward and losses (the mode) ------------------------------------------------------
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        roots = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
-        roots_l = list(roots) if isinstance(roots, (list, tuple)) else [roots]
+        roots_l = parse_backward(func, args, kwargs).roots
         self._backward_source = user_source()
         out = func(*args, **kwargs)
         self._backward_calls += 1
         for r in roots_l:
-            if isinstance(r, torch.Tensor) and r.numel() == 1:
+            if r.numel() == 1:
                 self._losses.append(r.detach().reshape(()))
-        accumulated = [p for p in self._order if p.accumulated]
-        if accumulated:
-            for p in accumulated:
-                p.accumulated = False
+        accumulated, self._accumulated = self._accumulated, []
+        if accumulated:  # rare: name the parameters in their model order, not engine order
+            position = {id(p): i for i, p in enumerate(self._order)}
+            accumulated.sort(key=lambda p: position[id(p)])
             self._fact(
                 "grad-accumulation",
                 self.steps_seen,
@@ -426,11 +426,6 @@ class Watcher:
         self._stepping = False
 
     # -- to the host -------------------------------------------------------------------------
-    @property
-    def pending_steps(self) -> int:
-        """Returns how many recorded steps wait on the device."""
-        return len(self._pending)
-
     def flush(self) -> list[StepRecord]:
         """Copies every pending step to the host (one transfer per device) as StepRecords."""
         pending, self._pending = self._pending, []

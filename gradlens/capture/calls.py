@@ -1,0 +1,74 @@
+"""``backward()`` / ``torch.autograd.backward`` / ``torch.autograd.grad`` calls, as a torch-function
+mode receives them, bound to what they mean: roots, weights, inputs, retain/create graph."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["BACKWARD_CALLS", "BackwardCall", "as_list", "parse_backward"]
+
+#: The functions that run a backward pass, and what kind of call each is.
+BACKWARD_CALLS: dict[Any, str] = {
+    torch.Tensor.backward: "backward",
+    torch.autograd.backward: "backward",
+    torch.autograd.grad: "grad",
+}
+
+
+@dataclass(frozen=True)
+class BackwardCall:
+    """One backward-type call's arguments, in the same terms for all three functions."""
+
+    call: str  # "backward" or "grad"
+    roots: list[torch.Tensor]
+    weights: list[Any]  # gradient= / grad_tensors= / grad_outputs=, None where not given
+    inputs: list[Any]  # autograd.grad's inputs
+    retain_graph: bool
+    create_graph: bool
+
+
+def as_list(x: Any) -> list[Any]:
+    """Returns ``x`` as a list: [] for None, the items of a list/tuple, else [x]."""
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+@functools.cache
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BackwardCall:
+    """Returns the meaning of a call to one of ``BACKWARD_CALLS``."""
+    bound = _signature(func).bind(*args, **kwargs).arguments
+    call = BACKWARD_CALLS[func]
+    if call == "grad":
+        roots, weights, inputs = (
+            bound.get("outputs"),
+            bound.get("grad_outputs"),
+            bound.get("inputs"),
+        )
+    elif "self" in bound:  # Tensor.backward
+        roots, weights, inputs = bound["self"], bound.get("gradient"), None
+    else:
+        roots = bound.get("tensors")
+        weights = bound.get("grad_tensors", bound.get("grad_variables"))
+        inputs = None
+    create_graph = bool(bound.get("create_graph", False))
+    retain = bound.get("retain_graph")
+    return BackwardCall(
+        call=call,
+        roots=[t for t in as_list(roots) if isinstance(t, torch.Tensor)],
+        weights=as_list(weights),
+        inputs=as_list(inputs),
+        retain_graph=create_graph if retain is None else bool(retain),
+        create_graph=create_graph,
+    )
