@@ -93,11 +93,7 @@ def mark_violations(graph: Graph, violations: Iterable[InplaceViolation]) -> Gra
             if v.saved_source is not None and node.source != v.saved_source:
                 continue
             # Several nodes on one line (two Linear layers): the saved tensor's shape decides.
-            saved = [
-                graph.node(e.src)
-                for e in graph.edges
-                if e.kind is EdgeKind.SAVED and e.dst == node.id
-            ]
+            saved = graph.parents(node.id, kind=EdgeKind.SAVED)
             match = [
                 s for s in saved if s.name == v.saved_as and (s.shape is None or s.shape == v.shape)
             ]

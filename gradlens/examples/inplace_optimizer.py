@@ -3,6 +3,8 @@ opt_d.step() overwrites weights that the generator's loss saved for backward."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
@@ -101,21 +103,7 @@ def run() -> ExampleResult:
     with gradlens.guard() as fixed_guard:
         losses = [gan_step_fixed(generator, discriminator, opt_g, opt_d, real, z) for _ in range(3)]
 
-    violations = [
-        {
-            "kind": v.kind,
-            "tensor": v.tensor,
-            "write_op": v.write_op,
-            "write_source": v.write_source,
-            "saved_by": v.saved_by,
-            "saved_op": v.saved_op,
-            "saved_as": v.saved_as,
-            "saved_source": v.saved_source,
-            "saved_version": v.saved_version,
-            "version": v.version,
-        }
-        for v in g.violations
-    ]
+    violations = [asdict(v) for v in g.violations]
     explained = "\n\n".join(d.message for d in diagnostics)
     fix = diagnostics[0].fix if diagnostics else None
     return ExampleResult(

@@ -3,6 +3,8 @@ gradlens.guard() names the write and the op that saved it. Then the out-of-place
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 import gradlens
@@ -59,16 +61,7 @@ def run() -> ExampleResult:
         values={
             "pytorch_error": pytorch_error,
             "guarded_error": guarded_error,
-            "kind": v.kind,
-            "tensor": v.tensor,
-            "write_op": v.write_op,
-            "write_source": v.write_source,
-            "saved_by": v.saved_by,
-            "saved_op": v.saved_op,
-            "saved_as": v.saved_as,
-            "saved_source": v.saved_source,
-            "saved_version": v.saved_version,
-            "version": v.version,
+            **asdict(v),  # the violation's fields: kind, tensor, write_source, ...
             "fixed_grad": x.grad.tolist(),
             "closed_form": closed_form.tolist(),
             "violations_after_fix": len(fixed_guard.violations),

@@ -4,6 +4,8 @@ writes no op sees (a NumPy view), by checksum, before backward."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from rich.table import Table
 
@@ -58,20 +60,7 @@ def run() -> ExampleResult:
         table.add_row(f"{xi:g}", f"{w:.4f}", f"{r:.4f}", f"{w / r:g}×")
 
     def fields(violations: list[gradlens.InplaceViolation]) -> list[dict[str, object]]:
-        return [
-            {
-                "kind": v.kind,
-                "tensor": v.tensor,
-                "write_op": v.write_op,
-                "write_source": v.write_source,
-                "saved_op": v.saved_op,
-                "saved_as": v.saved_as,
-                "saved_source": v.saved_source,
-                "saved_version": v.saved_version,
-                "version": v.version,
-            }
-            for v in violations
-        ]
+        return [asdict(v) for v in violations]
 
     (d,) = g.diagnostics
     (n,) = verified.diagnostics
