@@ -120,7 +120,6 @@ class Watcher:
         self._backward_calls = 0
         self._losses: list[torch.Tensor] = []
         self._scalars: dict[str, torch.Tensor | float] = {}
-        self._backward_source: str | None = None
         self._pending: list[Pending] = []
         self._accumulated: list[_Param] = []  # .grad not zeroed, seen in the current backward
         self._open: Pending | None = None  # the step between its pre- and post-hook
@@ -262,7 +261,6 @@ class Watcher:
     # -- backward and losses (the mode) ------------------------------------------------------
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         roots_l = parse_backward(func, args, kwargs).roots
-        self._backward_source = user_source()
         out = func(*args, **kwargs)
         self._backward_calls += 1
         for r in roots_l:
@@ -276,7 +274,7 @@ class Watcher:
                 "grad-accumulation",
                 self.steps_seen,
                 accumulated[0].name,
-                self._backward_source,
+                user_source(),  # still the caller's frame: the backward() line
                 ", ".join(p.name for p in accumulated),
             )
         if not self._optimizers and not self._global:  # no optimizer: each backward is a step
