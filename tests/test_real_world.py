@@ -1,0 +1,145 @@
+"""Do no harm: real-world programs run plainly and under every gradlens recorder.
+
+Each case in ``tests/real_world`` (activation checkpointing, saved-tensor hooks, dispatch modes,
+nested / sparse / complex / meta / inference tensors, custom autograd Functions, foreach ops,
+AMP, torch.compile, training loops shaped like pytorch/examples) runs five ways: plain, under
+``watch``, ``guard(verify=True)``, ``guard(mode="strict")`` and ``trace``. For every recorder:
+
+- every tensor the program produced is bit-identical (dtype, shape, layout, bits);
+- the same exception (type, message, raised from the same lines of the program);
+- the same counters (forward re-runs, hook calls, FLOPs, the user's own op log, RNG draws,
+  hooks left on modules and optimizers, tensors still alive after the block);
+- no process-wide hook, mode or flag left behind, no new warning;
+- exactly the expected findings: none for a correct program, the planted write at its line.
+
+A pair that fails because gradlens is still broken is an ``xfail(strict=True)`` in ``XFAIL``
+with the exact symptom, so it turns into a failure the moment it is fixed.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import Counter
+from typing import Any
+
+import pytest
+from real_world import CASES
+from real_world._harness import (
+    RECORDERS,
+    Case,
+    Outcome,
+    Rec,
+    differences,
+    global_state,
+    source_of,
+)
+
+import gradlens
+
+# (case, recorder) -> the symptom seen on the current tree. Fix gradlens, then delete the line.
+XFAIL: dict[tuple[str, str], str] = {}
+
+_PLAIN: dict[str, tuple[Outcome, list[tuple[str, str]]]] = {}
+
+
+def _warnings(caught: list[warnings.WarningMessage]) -> list[tuple[str, str]]:
+    return [(w.category.__name__, str(w.message)) for w in caught]
+
+
+def _run(case: Case, kind: str) -> tuple[Outcome, Rec, list[tuple[str, str]]]:
+    before = global_state()
+    rec = Rec(kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = case.run(rec)
+    after = global_state()
+    assert after == before, f"{kind} left process-wide state changed: {before} -> {after}"
+    assert rec.opened >= 1, f"case {case.name} never opened its recorder"
+    return out, rec, _warnings(caught)
+
+
+def _plain(case: Case) -> tuple[Outcome, list[tuple[str, str]]]:
+    if case.name not in _PLAIN:
+        out, _, caught = _run(case, "plain")
+        _PLAIN[case.name] = (out, caught)
+    return _PLAIN[case.name]
+
+
+def _own_frames(out: Outcome) -> list[str]:
+    """The traceback lines inside the case files (the program's own lines)."""
+    return [f for f in out.error_frames if f.startswith("cases_")]
+
+
+def _params() -> list[Any]:
+    params = []
+    for case in CASES:
+        for kind in RECORDERS[1:]:
+            marks = []
+            if (case.name, kind) in XFAIL:
+                marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[case.name, kind]))
+            params.append(pytest.param(case, kind, id=f"{case.name}-{kind}", marks=marks))
+    return params
+
+
+def test_cases_are_unique_and_cover_the_brief() -> None:
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
+    assert len(CASES) >= 30
+    for key in XFAIL:
+        assert key[0] in names and key[1] in RECORDERS[1:], key
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_plain_run_is_deterministic(case: Case) -> None:
+    """Two plain runs agree bit for bit, so any difference below is gradlens's doing."""
+    first, _ = _plain(case)
+    second, _, _ = _run(case, "plain")
+    assert differences(second.tensors, first.tensors) == []
+    assert second.error == first.error
+    assert differences(second.counters, first.counters) == []
+    assert first.tensors or first.error, "a case must produce something to compare"
+    if case.raises is None:
+        assert first.error is None, first.error_frames
+    else:
+        assert first.error is not None and case.raises in first.error[1], first.error
+
+
+@pytest.mark.parametrize(("case", "kind"), _params())
+def test_recorder_does_no_harm(case: Case, kind: str) -> None:
+    plain, plain_warnings = _plain(case)
+    out, rec, caught = _run(case, kind)
+
+    if kind == "guard_strict" and case.strict_raises is not None:
+        assert out.error is not None, "strict mode did not raise at the planted write"
+        assert isinstance(out.error_obj, gradlens.InplaceError), out.error
+        want = case_source(case, case.strict_raises)
+        assert _own_frames(out)[-1] == want, (out.error_frames, want)
+    else:
+        assert out.error == plain.error, f"exception changed: {plain.error} -> {out.error}"
+        assert _own_frames(out) == _own_frames(plain), "the exception comes from another line"
+        assert differences(out.tensors, plain.tensors) == []
+        assert differences(out.counters, plain.counters) == []
+
+    extra = list((Counter(caught) - Counter(plain_warnings)).elements())
+    findings = rec.findings
+    if case.compiled and kind != "watch":
+        notes = [w for w in extra if "compile" in w[1]]
+        notes += [f for f in findings if "compile" in f[0]]
+        assert len(notes) == 1, f"want one note that compiled code is not recorded, got {notes}"
+        extra = [w for w in extra if "compile" not in w[1]]
+        findings = [f for f in findings if "compile" not in f[0]]
+    assert extra == [], f"new warnings: {extra}"
+
+    want = {(k, case_source(case, m) if m else None) for k, m in case.expect.get(kind, [])}
+    got = {(k, None if (k, None) in want else _short(s)) for k, s in findings}
+    assert got == want, f"findings {sorted(got, key=str)} != expected {sorted(want, key=str)}"
+
+
+def _short(source: str | None) -> str | None:
+    return source.rsplit("/", 1)[-1] if source else None
+
+
+def case_source(case: Case, marker: str) -> str:
+    """``"cases_x.py:N"``: the line of the case's module holding ``marker``."""
+    return source_of(sys.modules[case.run.__module__], marker)
