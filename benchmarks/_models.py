@@ -47,3 +47,55 @@ def transformer(
     opt = optimizer(model.parameters(), lr=lr)
     x = torch.randn(16, 64, 256)
     return model, opt, _step(opt, lambda: model(x).pow(2).mean())
+
+
+def lstm_cell(
+    optimizer: type[torch.optim.Optimizer], lr: float
+) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+    """Returns an LSTMCell (32 -> 64) unrolled by hand over 32 time steps of a batch of 8, with
+    a linear read-out of every hidden state: many small ops per step, as in a char-RNN."""
+    torch.manual_seed(0)
+    cell, head = nn.LSTMCell(32, 64), nn.Linear(64, 10)
+    model = nn.ModuleDict({"cell": cell, "head": head})
+    opt = optimizer(model.parameters(), lr=lr)
+    xs, target = torch.randn(32, 8, 32), torch.randint(0, 10, (32, 8))
+
+    def loss_of() -> torch.Tensor:
+        h = c = torch.zeros(8, 64)
+        loss = torch.zeros(())
+        for x, y in zip(xs, target, strict=True):
+            h, c = cell(x, (h, c))
+            loss = loss + nn.functional.cross_entropy(head(h), y)
+        return loss / len(xs)
+
+    return model, opt, _step(opt, loss_of)
+
+
+def policy(
+    optimizer: type[torch.optim.Optimizer], lr: float
+) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+    """Returns a REINFORCE step of a small policy network (4 -> 64 -> 2) over an episode of 50
+    states: one Categorical sample and log-probability per state, the loss is minus the sum of
+    log-probabilities weighted by normalized discounted returns (pytorch/examples' reinforce)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 2))
+    opt = optimizer(model.parameters(), lr=lr)
+    states = torch.randn(50, 4)
+    rewards = [1.0] * 50
+
+    def loss_of() -> torch.Tensor:
+        log_probs = []
+        for s in states:
+            probs = torch.softmax(model(s.unsqueeze(0)), dim=1)
+            dist = torch.distributions.Categorical(probs)
+            action = dist.sample()
+            log_probs.append(dist.log_prob(action))
+        returns, r = [], 0.0
+        for reward in reversed(rewards):
+            r = reward + 0.99 * r
+            returns.insert(0, r)
+        ret = torch.tensor(returns)
+        ret = (ret - ret.mean()) / (ret.std() + 1e-8)
+        return torch.cat([-lp * g for lp, g in zip(log_probs, ret, strict=True)]).sum()
+
+    return model, opt, _step(opt, loss_of)

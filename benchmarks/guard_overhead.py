@@ -56,6 +56,20 @@ def mlp() -> Workload:
     return Workload("(b) MLP 4 x 1024, batch 256, SGD", model, step, steps=10, quick_steps=4)
 
 
+def lstm() -> Workload:
+    model, _, step = _models.lstm_cell(torch.optim.SGD, lr=1e-2)
+    return Workload(
+        "(d) LSTMCell 32->64 unrolled 32 steps, batch 8, SGD", model, step, steps=10, quick_steps=3
+    )
+
+
+def policy() -> Workload:
+    model, _, step = _models.policy(torch.optim.Adam, lr=1e-2)
+    return Workload(
+        "(e) policy 4->64->2, 50 sampled actions, Adam", model, step, steps=10, quick_steps=3
+    )
+
+
 def transformer() -> Workload:
     model, _, step = _models.transformer(torch.optim.SGD, lr=1e-4)
     return Workload(
@@ -127,7 +141,7 @@ def main() -> None:
     header = "".join(f"{m + ' ms':>11}" for m in MODES)
     header += "".join(f"{a + '/' + b:>15}" for a, b in RATIOS)
     print(f"{'workload':54} {'steps':>5}{header} {'violations':>10}")
-    for make in (mlp, transformer):
+    for make in (mlp, transformer, lstm, policy):
         w = make()
         steps = w.quick_steps if args.quick else w.steps
         t, violations = measure(w, rounds, steps)

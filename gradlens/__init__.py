@@ -14,7 +14,7 @@ Public API::
 from ._api import Inspection, graph, inspect, load, trace
 from ._errors import GradlensError, NoGraphError, SchemaError
 from ._explain import Explanation, explain
-from ._guard import Guard, InplaceError, guard
+from ._guard import Guard, InplaceError, InplaceWarning, guard
 from ._io import save
 from ._lens import Lens, watch
 from ._trace import Trace
@@ -43,6 +43,7 @@ __all__ = [
     "Guard",
     "InplaceError",
     "InplaceViolation",
+    "InplaceWarning",
     "Inspection",
     "Lens",
     "NoGraphError",

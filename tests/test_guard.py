@@ -56,14 +56,48 @@ def test_the_classic_is_reported_at_the_write_and_pytorch_still_raises() -> None
     assert "clone" in (d.fix or "")
 
 
-def test_strict_mode_raises_at_the_write_line() -> None:
+def test_strict_mode_raises_before_the_backward_that_would_fail() -> None:
     with pytest.raises(InplaceError) as info, gradlens.guard(mode="strict"):
         sigmoid_then_mul()
     assert isinstance(info.value, RuntimeError) and isinstance(info.value, GradlensError)
     assert info.value.violation.write_source == line(sigmoid_then_mul, "y.mul_(2)")
     frames = [f for f in inspect.getinnerframes(info.tb) if f.filename.endswith(HERE)]
-    assert frames[-1].lineno == int(info.value.violation.write_source.rsplit(":", 1)[1])
-    assert str(info.value).startswith("y was overwritten by mul_")
+    assert f"{HERE}:{frames[-1].lineno}" == line(sigmoid_then_mul, "y.sum().backward()")
+    text = str(info.value)
+    assert text.startswith(f"y was overwritten by mul_ at {line(sigmoid_then_mul, 'y.mul_(2)')}")
+    assert "\nfix: write to a copy instead (y = y.clone()" in text
+
+
+def test_strict_mode_never_raises_at_a_write_no_backward_reaches() -> None:
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    with gradlens.guard(mode="strict") as g:
+        out = torch.sigmoid(w * 3)  # saves w (mul) and its output (sigmoid)
+        with torch.no_grad():
+            w.mul_(0.9)  # the graph above is dropped below, never backpropagated
+        del out
+        loss = (w * 2).sum()
+        loss.backward()
+    assert g.violations == []
+    assert torch.equal(w.grad, torch.tensor([2.0, 2.0]))
+
+
+def test_warn_mode_warns_when_the_violation_is_confirmed_before_pytorchs_error() -> None:
+    events: list[str] = []
+    with pytest.warns(gradlens.InplaceWarning) as caught:
+        try:
+            with gradlens.guard():
+                x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+                y = torch.sigmoid(x)
+                y.mul_(2)
+                events.append(f"warnings before backward: {len(caught)}")
+                y.sum().backward()
+        except RuntimeError as e:
+            events.append(f"warnings when PyTorch raised: {len(caught)}: {MODIFIED in str(e)}")
+    assert events == ["warnings before backward: 0", "warnings when PyTorch raised: 1: True"]
+    (w,) = caught
+    assert w.filename.endswith(HERE) and isinstance(w.message, gradlens.InplaceWarning)
+    assert w.message.violation.write_op == "mul_"
+    assert "fix: " in str(w.message)
 
 
 def data_write() -> torch.Tensor:

@@ -23,6 +23,7 @@ EXPORTED = [
     "Guard",
     "InplaceError",
     "InplaceViolation",
+    "InplaceWarning",
     "Inspection",
     "Lens",
     "NoGraphError",

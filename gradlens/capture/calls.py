@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKWARD_CALLS", "BackwardCall", "as_list", "parse_backward"]
+__all__ = ["BACKWARD_CALLS", "BackwardCall", "as_list", "parse_backward", "tensors_in"]
 
 #: The functions that run a backward pass, and what kind of call each is.
 BACKWARD_CALLS: dict[Any, str] = {
@@ -72,3 +72,19 @@ def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         retain_graph=create_graph if retain is None else bool(retain),
         create_graph=create_graph,
     )
+
+
+def tensors_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """Returns the tensors among a call's arguments, looking into lists, tuples and dicts (a
+    small iterative flatten: ``tree_flatten`` costs more than many of the ops it looks at)."""
+    out: list[torch.Tensor] = []
+    stack: list[Any] = [kwargs, args] if kwargs else [args]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            out.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+    return out

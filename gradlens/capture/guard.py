@@ -1,37 +1,68 @@
 """The in-place guard: a torch-function mode that checks every write against the tensors that
 autograd nodes saved for backward (``SavedTensors``), and every backward against the writes.
 
-Modes: ``warn`` records violations and lets PyTorch do what it does (its own error is raised
-unchanged at backward); ``strict`` raises ``InplaceError`` at the line of the write.
+A violation is *confirmed* when a backward is about to reach the node whose saved tensor was
+written (a node no backward reaches never fails, so it is never reported). Then ``on_confirm``
+is called (the api layer issues an ``InplaceWarning``), and in ``strict`` mode ``InplaceError``
+is raised instead of running that backward. In ``warn`` mode PyTorch runs and raises its own
+error, unchanged.
+
+The mode never raises anything of its own from the user's ops: if gradlens's bookkeeping fails
+on something it does not understand, it stops checking, keeps a note, and lets the program run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import FrameType
 from typing import Any, Literal
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
 from .._errors import GradlensError
 from ..records import InplaceViolation
-from .calls import BACKWARD_CALLS, parse_backward
+from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .inplace import SavedTensors
 from .source import user_frame
 
-__all__ = ["Guard", "InplaceError"]
+__all__ = ["COMPILED_NOTE", "Guard", "InplaceError", "InplaceWarning", "versions_of"]
 
 GuardMode = Literal["warn", "strict"]
 _DATA_SETTER = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
 _READS = {"__get__", "__repr__", "__format__", "__str__", "dim", "size", "numel", "stride"}
 
+#: Said once when user code runs ``torch.compile``d regions under a guard or trace.
+COMPILED_NOTE = (
+    "torch.compile'd code ran inside the block: its ops are not recorded or checked "
+    "(gradlens sees eager ops only)"
+)
+
 
 class InplaceError(GradlensError, RuntimeError):
-    """An in-place write to a tensor saved for backward (raised by ``guard(mode="strict")``)."""
+    """An in-place write to a tensor saved for backward (raised by ``guard(mode="strict")``
+    before the backward that would use the overwritten value)."""
 
     def __init__(self, message: str, violation: InplaceViolation) -> None:
         super().__init__(message)
         self.violation = violation
+
+
+class InplaceWarning(UserWarning):
+    """A write to a tensor saved for backward, confirmed as a backward is about to use it
+    (issued by ``guard()`` and ``trace()``; ``.violation`` holds the record)."""
+
+    def __init__(self, message: str, violation: InplaceViolation) -> None:
+        super().__init__(message)
+        self.violation = violation
+
+
+def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
+    """Returns each tensor's version (None for inference tensors, which have no counter)."""
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return [None if t.is_inference() else t._version for t in tensors]
 
 
 class _Mode(TorchFunctionMode):
@@ -40,6 +71,7 @@ class _Mode(TorchFunctionMode):
         self._guard = guard
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        __tracebackhide__ = True
         return self._guard._on_call(func, args, kwargs or {})
 
 
@@ -50,7 +82,12 @@ class Guard:
         self.mode = mode
         self.saved = SavedTensors(verify=verify)
         self._mode: _Mode | None = None
-        self.explain: Any = None  # violation -> message, set by the api layer for strict mode
+        self.explain: Any = None  # violation -> message, set by the api layer
+        #: Called with each violation as it is confirmed, and the user's frame (api: a warning).
+        self.on_confirm: Callable[[InplaceViolation, FrameType | None], None] | None = None
+        #: What gradlens could not do (compiled regions, its own failures), said once each.
+        self.notes: list[str] = []
+        self._off = False  # set when gradlens's own bookkeeping failed: stop checking
 
     def __enter__(self) -> Guard:
         self._mode = _Mode(self)
@@ -70,62 +107,119 @@ class Guard:
         """Returns the confirmed violations, in the order backward reached them."""
         return list(self.saved.violations)
 
+    def note(self, text: str) -> None:
+        """Keeps ``text`` (once) among the notes."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def _on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        if self._off:
+            return func(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            self.note(COMPILED_NOTE)
+            return func(*args, **kwargs)
         if func in BACKWARD_CALLS:
             return self._on_backward(func, args, kwargs)
-        name = getattr(func, "__name__", None) or repr(func)
         if func == _DATA_SETTER:  # `t.data = new` (not `t.grad = None`, also a __set__)
             return self._on_set(func, args, kwargs)
+        name = getattr(func, "__name__", None) or repr(func)
         if name in _READS:
             return func(*args, **kwargs)
-        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        versions = [t._version for t in tensors]
+        try:
+            tensors = tensors_in(args, kwargs)
+            versions = versions_of(tensors)
+        except Exception as e:
+            self._fail(name, e)
+            return func(*args, **kwargs)
         try:
             out = func(*args, **kwargs)
         except RuntimeError as e:
             if SavedTensors.is_leaf_error(e):
-                frame, source = user_frame()
-                leaf = next((t for t in tensors if t.is_leaf and t.requires_grad), tensors[0])
-                self.saved.leaf_write(leaf, name, source, frame)
+                self._safely(name, self._leaf_write, tensors, name)
             raise
-        bumped = [t for t, v in zip(tensors, versions, strict=True) if t._version != v]
+        self._safely(name, self._after, name, out, tensors, versions)
+        return out
+
+    def _after(
+        self, name: str, out: Any, tensors: list[torch.Tensor], versions: list[int | None]
+    ) -> None:
+        bumped = [
+            t for t, v in zip(tensors, versions, strict=True) if v is not None and t._version != v
+        ]
         if bumped:
             frame, source = user_frame()
             for t in bumped:
-                found = self.saved.check_write(t, name, source, frame)
-                if found and self.mode == "strict":
-                    self.saved.accept(found[0])
-                    raise InplaceError(self._message(found[0]), found[0])
-        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        if any(t.grad_fn is not None for t in outputs):
+                self.saved.check_write(t, name, source, frame)
+        outputs = out if isinstance(out, (list, tuple)) else (out,)
+        outputs = [t for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        if outputs:
             _, source = user_frame()
-            self.saved.record_saves(outputs, name, source)
-        return out
+            self.saved.record_saves(outputs, name, source, tensors)
+
+    def _leaf_write(self, tensors: list[torch.Tensor], name: str) -> None:
+        frame, source = user_frame()
+        leaf = next((t for t in tensors if t.is_leaf and t.requires_grad), tensors[0])
+        self.saved.leaf_write(leaf, name, source, frame)
 
     def _on_set(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``t.data = new``: records that alias ``t`` itself will read the new values."""
-        ids = self.saved.same_tensor(args[0])
+        __tracebackhide__ = True
+        ids = self._safely("data =", self.saved.same_tensor, args[0]) or []
         out = func(*args, **kwargs)
         if ids:
             frame, source = user_frame()
-            found = self.saved.data_replaced(ids, args[0], source, frame)
-            if found and self.mode == "strict":
-                self.saved.accept(found[0])
-                raise InplaceError(self._message(found[0]), found[0])
+            self._safely("data =", self.saved.data_replaced, ids, args[0], source, frame)
         return out
 
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        parsed = parse_backward(func, args, kwargs)
+        __tracebackhide__ = True
         frame, source = user_frame()
-        ids = self.saved.reachable(parsed.roots)
-        self.saved.verify_before_backward(ids, source, frame)
-        found = self.saved.confirm(ids)
+        found: list[InplaceViolation] = []
+        ids: list[int] = []
+        retain = True
+        try:
+            parsed = parse_backward(func, args, kwargs)
+            retain = parsed.retain_graph
+            ids = self.saved.reachable(parsed.roots)
+            self.saved.verify_before_backward(ids, source, frame)
+            found = self.saved.confirm(ids)
+        except Exception as e:
+            self._fail("backward", e)
+        self._confirmed(found, frame)
         if found and self.mode == "strict":
             raise InplaceError(self._message(found[0]), found[0])
-        out = func(*args, **kwargs)  # PyTorch's own error, if any, goes up unchanged
-        if not parsed.retain_graph:
+        try:
+            out = func(*args, **kwargs)
+        except RuntimeError as e:
+            late = self._safely("backward", self.saved.confirm_from_error, ids, e) or []
+            self._confirmed(late, frame)
+            if late and self.mode == "strict":
+                raise InplaceError(self._message(late[0]), late[0]) from e
+            raise  # PyTorch's own error, unchanged
+        if not retain:
             self.saved.drop(ids)
         return out
+
+    def _confirmed(self, found: list[InplaceViolation], frame: FrameType | None) -> None:
+        if self.on_confirm is not None:
+            for v in found:
+                self.on_confirm(v, frame)
+
+    def _safely(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs gradlens's own ``fn``; on failure stops checking, keeps a note, returns None."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self._fail(what, e)
+            return None
+
+    def _fail(self, what: str, error: Exception) -> None:
+        self._off = True
+        self.note(
+            f"gradlens stopped checking at {what} ({type(error).__name__}: {error}); "
+            "the program ran on unchecked"
+        )
 
     def _message(self, v: InplaceViolation) -> str:
         return self.explain(v) if self.explain is not None else f"{v.kind}: {v.tensor}"

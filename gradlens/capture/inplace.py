@@ -11,34 +11,46 @@ for saved tensors in the same memory:
   alias with its own counter): backward will silently use the new values (``silent-write``).
 
 No saved-tensor hooks are installed, so PyTorch's version check stays exactly as it is (an
-identity pack/unpack pair would disable it). Nodes cannot be weakly referenced, so each one
-gets a small sentinel in its ``metadata`` dict: when the node dies, the sentinel's finalizer
-drops its records (and the aliases, which hold no reference to the node).
+identity pack/unpack pair would disable it), and saved values are read without unpacking them
+(``saved.saved_slots``): no unpack hook runs early, no checkpointed forward re-runs. Values
+owned by a saved-tensor hook, and tensors with no plain memory or version counter (nested,
+sparse, inference, meta, subclasses), are skipped and counted in ``skipped``. Nodes whose saved
+values Python cannot see (``torch._foreach_*``) get "maybe" records of their op's inputs and
+outputs: a write to one is reported only if PyTorch's backward then refuses it.
+
+Nodes cannot be weakly referenced, so each one gets a small sentinel in its ``metadata`` dict:
+when the node dies, the sentinel drops its records (which hold the saved tensors the node
+itself holds, and no reference to the node).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from ..records import InplaceViolation
-from .builder import node_name, saved_attributes
+from .builder import node_name
+from .saved import has_saved_introspection, saved_slots, unsupported
+from .source import frame_locals
 
 __all__ = ["SavedTensors"]
 
 _LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
+_MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
 
 
 @dataclass(slots=True)
 class _Saved:
-    alias: torch.Tensor  # detached: same memory and version counter, no grad_fn
+    alias: torch.Tensor  # what the node stored: same memory and version counter
     version: int
     storage: int
     start: int
@@ -50,6 +62,7 @@ class _Saved:
     checksum: str | None = None
     reported: bool = False
     node_id: str | None = None  # the trace graph's id of the saving node
+    maybe: bool = False  # an input/output of a node whose saves Python cannot see
 
 
 class _Sentinel:
@@ -72,12 +85,13 @@ class _Sentinel:
 
 
 def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
-    """Returns ``(storage pointer, first byte, end byte)`` of the memory ``t`` can touch."""
-    if t.layout != torch.strided or t.device.type == "meta":
+    """Returns ``(storage pointer, first byte, end byte)`` of the memory ``t`` can touch, or
+    None for a tensor with no plain memory (see ``saved.unsupported``)."""
+    if unsupported(t) is not None:
         return None
     try:
         ptr = t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
+    except (RuntimeError, NotImplementedError, TypeError):
         return None
     size = t.element_size()
     start = int(t.storage_offset()) * size
@@ -87,9 +101,24 @@ def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
     return ptr, start, start + extent * size
 
 
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """Returns ``t`` detached (same memory and version counter, no grad_fn), made without any
+    user torch-function or dispatch mode seeing the ``detach``."""
+    with torch._C.DisableTorchFunction():
+        if torch._C._len_torch_dispatch_stack():
+            with _disable_current_modes():
+                return t.detach()
+        return t.detach()
+
+
 def _checksum(t: torch.Tensor) -> str:
-    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+    """Returns a digest of ``t``'s values (conjugate and negative views resolved first)."""
+    with torch._C.DisableTorchFunction(), _disable_current_modes():
+        data = t.detach().resolve_conj().resolve_neg().cpu().contiguous()
+        if data.is_complex():
+            data = torch.view_as_real(data)
+        raw = data.reshape(-1).view(torch.uint8)
+        return hashlib.blake2b(raw.numpy().tobytes(), digest_size=16).hexdigest()
 
 
 class SavedTensors:
@@ -108,11 +137,21 @@ class SavedTensors:
         self._records: dict[int, _Saved] = {}
         self._by_storage: dict[int, set[int]] = {}
         self._next = 0
+        #: Saved values gradlens could not check, by reason ("nested tensor": 3).
+        self.skipped: Counter[str] = Counter()
 
     # -- saves -----------------------------------------------------------------------------
-    def record_saves(self, outputs: Iterable[torch.Tensor], op: str, source: str | None) -> None:
+    def record_saves(
+        self,
+        outputs: Iterable[torch.Tensor],
+        op: str,
+        source: str | None,
+        inputs: Iterable[torch.Tensor] = (),
+    ) -> None:
         """Records the saved tensors of every node new since the last call, from ``outputs``'
-        grad_fns back to nodes already seen (so ops made of several nodes are covered)."""
+        grad_fns back to nodes already seen (so ops made of several nodes are covered).
+        ``inputs`` are the op's input tensors, kept as "maybe saved" for a node whose saves
+        Python cannot see."""
         outputs = [t for t in outputs if t.grad_fn is not None]
         queue: deque[Any] = deque(t.grad_fn for t in outputs)
         if queue and self._key not in queue[0].metadata:
@@ -122,32 +161,50 @@ class SavedTensors:
             fn = queue.popleft()
             if fn is None or self._key in fn.metadata:
                 continue
-            ids = self._read(fn, op if first else None, source)
+            if has_saved_introspection(fn):
+                ids = self._read(fn, op if first else None, source)
+            else:
+                ids = self._maybe(fn, [*inputs, *outputs], op, source)
             fn.metadata[self._key] = _Sentinel(self, ids)
             first = False
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
     def _read(self, fn: Any, op: str | None, source: str | None) -> list[int]:
         ids: list[int] = []
-        for attr in saved_attributes(fn):
-            try:
-                value = getattr(fn, attr)
-            except RuntimeError:  # already freed, or already modified
+        for slot in saved_slots(fn):
+            if slot.skipped is not None:
+                self.skipped[slot.skipped] += 1
                 continue
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            for t in values:
-                if not isinstance(t, torch.Tensor):
-                    continue
-                span = _span(t)
-                if span is None:
-                    continue
-                alias = t.detach()
-                record = _Saved(
-                    alias, t._version, *span, node_name(fn), op, attr[7:], source,
-                    _checksum(alias) if self.verify else None,
-                )  # fmt: skip
-                record.node_id = self.node_id(fn) if self.node_id is not None else None
-                ids.append(self._add(record))
+            t = slot.tensor
+            if t is None:
+                continue
+            span = _span(t)
+            if span is None:
+                self.skipped[unsupported(t) or "tensor with no plain memory"] += 1
+                continue
+            record = _Saved(
+                t, t._version, *span, node_name(fn), op, slot.role, source,
+                _checksum(t) if self.verify else None,
+            )  # fmt: skip
+            record.node_id = self.node_id(fn) if self.node_id is not None else None
+            ids.append(self._add(record))
+        return ids
+
+    def _maybe(
+        self, fn: Any, tensors: list[torch.Tensor], op: str, source: str | None
+    ) -> list[int]:
+        """Records ``tensors`` as what ``fn`` may have saved (PyTorch decides at backward)."""
+        ids: list[int] = []
+        seen: set[int] = set()
+        for t in tensors:
+            span = _span(t)
+            if span is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            record = _Saved(_alias(t), t._version, *span,
+                            node_name(fn), op, "input or output", source, maybe=True)  # fmt: skip
+            record.node_id = self.node_id(fn) if self.node_id is not None else None
+            ids.append(self._add(record))
         return ids
 
     def saved_shape(self, fn: Any, slot: str) -> tuple[int, ...] | None:
@@ -241,6 +298,8 @@ class SavedTensors:
                 continue
             if record.alias._version != record.version:
                 kind = "inplace-saved"
+            elif record.maybe:
+                continue  # a silent write needs to know the node really saved it
             elif record.start < span[2] and span[1] < record.end:
                 kind = "silent-write"
             else:
@@ -251,16 +310,33 @@ class SavedTensors:
             found.append(violation)
         return found
 
-    def accept(self, violation: InplaceViolation) -> None:
-        """Confirms one pending violation now (strict mode raises on it at the write)."""
-        for rid, pending in list(self.pending.items()):
-            if pending is violation:
-                del self.pending[rid]
-        self.violations.append(violation)
-
     def confirm(self, ids: Iterable[int]) -> list[InplaceViolation]:
-        """Returns (and keeps) the pending violations of records a backward is about to use."""
-        found = [self.pending.pop(rid) for rid in ids if rid in self.pending]
+        """Returns (and keeps) the pending violations of records a backward is about to use
+        (not the "maybe" ones: only PyTorch's own error can confirm those)."""
+        found = [
+            self.pending.pop(rid)
+            for rid in ids
+            if rid in self.pending and not self._records[rid].maybe
+        ]
+        self.violations.extend(found)
+        return found
+
+    def confirm_from_error(
+        self, ids: Iterable[int], error: BaseException
+    ) -> list[InplaceViolation]:
+        """Returns (and keeps) the "maybe" violations among ``ids`` that PyTorch's own
+        "modified by an inplace operation" ``error`` is about: same versions (now, at save)."""
+        match = _MODIFIED.search(str(error)) if isinstance(error, RuntimeError) else None
+        if match is None:
+            return []
+        now, then = int(match.group(1)), int(match.group(2))
+        found = []
+        for rid in ids:
+            record = self._records.get(rid)
+            if rid not in self.pending or record is None or not record.maybe:
+                continue
+            if (record.alias._version, record.version) == (now, then):
+                found.append(self.pending.pop(rid))
         self.violations.extend(found)
         return found
 
@@ -355,7 +431,8 @@ def _name_in(frame: FrameType | None, t: torch.Tensor) -> str:
         return fallback
     span = _span(t)
     alias_name = None
-    for name, value in frame.f_locals.items():
+    found = frame_locals(frame)
+    for name, value in found.items():
         if not isinstance(value, torch.Tensor) or name.startswith("_"):
             continue
         if value is t:
@@ -363,14 +440,14 @@ def _name_in(frame: FrameType | None, t: torch.Tensor) -> str:
         other = _span(value)
         if alias_name is None and span is not None and other is not None and other == span:
             alias_name = name
-    return alias_name or _param_name(frame, t) or fallback
+    return alias_name or _param_name(found, t) or fallback
 
 
-def _param_name(frame: FrameType, t: torch.Tensor) -> str | None:
+def _param_name(found: dict[str, Any], t: torch.Tensor) -> str | None:
     """Returns "model.fc.weight" when ``t`` shares memory with a parameter of a module that is a
     local of the user's frame (an optimizer step writes parameters no local names)."""
     span = _span(t)
-    for local, value in frame.f_locals.items():
+    for local, value in found.items():
         if isinstance(value, torch.nn.Module):
             for pname, p in value.named_parameters():
                 if p is t or (span is not None and _span(p) == span):

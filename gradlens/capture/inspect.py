@@ -8,7 +8,7 @@ import torch
 
 from .._errors import GradlensError
 from ..records import TensorStatus
-from .source import user_frame
+from .source import frame_locals, user_frame
 from .summary import tensor_status
 
 __all__ = ["inspect_tensors"]
@@ -19,7 +19,7 @@ def inspect_tensors(*tensors: Any, **named: Any) -> dict[str, TensorStatus]:
     frame, _ = user_frame()
     local_names: dict[int, str] = {}
     if frame is not None:
-        for var, value in frame.f_locals.items():
+        for var, value in frame_locals(frame).items():
             if isinstance(value, torch.Tensor) and not var.startswith("_"):
                 local_names.setdefault(id(value), var)
     out: dict[str, TensorStatus] = {}

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .._errors import GradlensError
+from .source import frame_locals
 
 __all__ = ["TensorNames", "named_params"]
 
@@ -119,7 +120,7 @@ class TensorNames:
         """Names tensors seen so far after the frame's local variables that hold them."""
         if frame is None:
             return
-        for var, value in frame.f_locals.items():
+        for var, value in frame_locals(frame).items():
             if var.startswith("_") or not isinstance(value, torch.Tensor):
                 continue
             k = self.known(value)

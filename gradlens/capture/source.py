@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-__all__ = ["user_frame", "user_source"]
+import torch
 
-_TORCH_DIR = str(Path(str(__import__("torch").__file__)).resolve().parent) + os.sep
+__all__ = ["frame_locals", "user_frame", "user_source"]
+
+_TORCH_DIR = str(Path(str(torch.__file__)).resolve().parent) + os.sep
 _GRADLENS_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
 # Worked examples live inside the package but are user code: their lines are the point.
 _EXAMPLES_DIR = _GRADLENS_DIR + "examples" + os.sep
 _cache: dict[str, bool] = {}
+_HEAVY = (torch.Tensor, torch.nn.Module)
 
 
 def _is_internal(filename: str) -> bool:
@@ -59,6 +64,28 @@ def _short_from(filename: str, cwd: str) -> str:
         package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
         return filename[len(package_parent) :]
     return filename
+
+
+_CO_OPTIMIZED = inspect.CO_OPTIMIZED
+
+
+def frame_locals(frame: FrameType) -> dict[str, Any]:
+    """Returns a copy of ``frame``'s local variables, without keeping them alive.
+
+    Before Python 3.13, reading ``f_locals`` of a function's frame fills a dict stored on the
+    frame, which holds every local until the next read or until the function returns: a tensor
+    the user ``del``s afterwards would stay alive. So the tensors and modules are taken out of
+    that snapshot again (the next read, by anyone, rebuilds it from the real variables, and a
+    tracer such as pdb always rebuilds it before writing it back). Module and class bodies,
+    whose ``f_locals`` is the namespace itself, are only read.
+    """
+    snapshot = frame.f_locals
+    found = dict(snapshot)
+    if frame.f_code.co_flags & _CO_OPTIMIZED and sys.version_info < (3, 13):
+        for name, value in found.items():
+            if isinstance(value, _HEAVY):
+                snapshot.pop(name, None)
+    return found
 
 
 def user_frame() -> tuple[FrameType | None, str | None]:

@@ -1,0 +1,105 @@
+"""What an autograd node saved for backward, read without unpacking it.
+
+Reading ``node._saved_x`` *unpacks* the saved tensor: it runs the saved-tensor unpack hook
+(under non-reentrant activation checkpointing that re-runs the checkpointed forward; under
+``allow_mutation_on_saved_tensors`` it touches the context's clones) and applies PyTorch's
+version check. gradlens must change neither, so it reads ``node._raw_saved_x`` instead: a
+``SavedTensor`` whose ``unpack_hook`` says whether a hook owns the value and whose ``data`` is the
+stored tensor itself (same memory and version counter; no grad_fn for a saved output, so
+holding it makes no reference cycle with the node). Values owned by a hook are never touched:
+they are reported as skipped, because what backward will get is up to the hook.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["SKIP_HOOKED", "Slot", "has_saved_introspection", "saved_slots", "unsupported"]
+
+_RAW = "_raw_saved_"
+# Saved attributes that describe sizes/strides rather than tensors.
+_SKIP_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
+_SavedTensor = torch._C._autograd.SavedTensor
+
+#: The reason given for values owned by saved-tensor hooks.
+SKIP_HOOKED = (
+    "saved under saved_tensors_hooks (activation checkpointing, CPU offload, "
+    "allow_mutation_on_saved_tensors): what backward reads is up to the hook"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One saved value of a node: ``role`` ("self", "result", "tensors"...), and either the
+    stored tensor, or why it cannot be read (``freed`` by a backward, ``skipped`` with a reason)."""
+
+    role: str
+    tensor: torch.Tensor | None = None
+    freed: bool = False
+    skipped: str | None = None
+
+
+@functools.cache
+def _raw_attributes(node_type: type) -> tuple[str, ...]:
+    return tuple(a for a in dir(node_type) if a.startswith(_RAW) and not a.endswith(_SKIP_SUFFIXES))
+
+
+def has_saved_introspection(fn: Any) -> bool:
+    """Returns False for nodes whose saved values Python cannot see (the generic
+    ``CppFunction`` of ``torch._foreach_*`` and other ops without generated bindings)."""
+    return bool(_raw_attributes(type(fn))) or type(fn).__name__ != "CppFunction"
+
+
+def unsupported(t: torch.Tensor) -> str | None:
+    """Returns why gradlens cannot check writes to ``t`` (None when it can): nested, sparse,
+    inference, meta and subclass tensors have no plain memory span or version counter."""
+    if t.is_nested:
+        return "nested tensor"
+    if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+        return f"tensor subclass {type(t).__name__}"
+    if t.layout != torch.strided:
+        return f"{str(t.layout).removeprefix('torch.')} tensor"
+    if t.is_inference():
+        return "inference tensor (no version counter)"
+    if t.device.type == "meta":
+        return "meta tensor"
+    return None
+
+
+def saved_slots(fn: Any) -> Iterator[Slot]:
+    """Yields every saved value of autograd node ``fn`` (lists give one slot per tensor),
+    without running unpack hooks or PyTorch's version check."""
+    for attr in _raw_attributes(type(fn)):
+        role = attr[len(_RAW) :]
+        try:
+            value = getattr(fn, attr)
+        except RuntimeError:  # a custom Function's saved tensors, freed by backward
+            yield Slot(role, freed=True)
+            continue
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            if not isinstance(item, _SavedTensor):
+                continue
+            if item.unpack_hook is not None:
+                yield Slot(role, skipped=SKIP_HOOKED)
+                continue
+            data = item.data
+            if isinstance(data, torch.Tensor):
+                yield Slot(role, tensor=data)
+            elif data is None and _freed(fn, role):
+                yield Slot(role, freed=True)
+
+
+def _freed(fn: Any, role: str) -> bool:
+    """Returns whether an empty slot was freed by a backward (rather than never holding a
+    tensor, as an optional ``bias=None``). With no hook on the slot, reading it runs nothing."""
+    try:
+        getattr(fn, "_saved_" + role, None)
+    except RuntimeError:
+        return True
+    return False
