@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from . import cases_checkpoint, cases_hooks, cases_modes
+from . import cases_checkpoint, cases_hooks, cases_modes, cases_tensors, cases_functions, cases_amp_compile, cases_training
 from ._harness import Case
 
 CASES: list[Case] = [
     *cases_checkpoint.CASES,
     *cases_hooks.CASES,
     *cases_modes.CASES,
+    *cases_tensors.CASES,
+    *cases_functions.CASES,
+    *cases_amp_compile.CASES,
+    *cases_training.CASES,
 ]

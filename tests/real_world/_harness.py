@@ -232,10 +232,10 @@ def count_alive(refs: list[weakref.ref[Any]]) -> int:
 
 
 def line_of(obj: Any, marker: str) -> int:
-    """The line number of the one line of ``obj``'s source that contains ``marker``."""
+    """The line number of the one line of ``obj``'s source that ends in ``# marker``."""
     lines, start = inspect.getsourcelines(obj)
     start = max(start, 1)  # a module starts at 0
-    hits = [start + i for i, text in enumerate(lines) if marker in text]
+    hits = [start + i for i, text in enumerate(lines) if text.rstrip().endswith("# " + marker)]
     if len(hits) != 1:
         raise AssertionError(f"{marker!r} found {len(hits)} times in {obj.__name__}")
     return hits[0]
@@ -249,15 +249,27 @@ def source_of(obj: Any, marker: str) -> str:
 @dataclass(frozen=True)
 class Case:
     """One program. ``expect[recorder]``: the findings (kind, marker of the line) it must have;
-    every other recorder must find nothing. ``strict_raises``: the marker of the line where
-    ``guard(mode="strict")`` must raise ``InplaceError`` (a planted write); None: strict mode
-    must behave exactly as plain. ``compiled``: the run has compiled regions, about which trace
+    every other recorder must find nothing. ``write``: the marker of a planted write that breaks
+    backward; ``guard(mode="strict")`` must raise ``InplaceError`` naming its line from the
+    line PyTorch raises from (None: strict mode must behave exactly as plain). ``compiled``: the run has compiled regions, about which trace
     and guard must say so once. ``raises``: a part of the message PyTorch raises when the
     program runs plainly (None: it runs without error)."""
 
     name: str
     run: Callable[[Rec], Outcome]
     expect: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
-    strict_raises: str | None = None
+    write: str | None = None
     compiled: bool = False
     raises: str | None = None
+
+
+def planted(marker: str, kind: str = "inplace-saved", count: int = 1) -> dict[str, Any]:
+    """A planted write at ``# marker`` (of ``count`` saved tensors): guard (both modes) and
+    trace report each there, PyTorch raises its saved-tensor error at backward, strict mode
+    raises InplaceError instead."""
+    found = [(kind, marker)] * count
+    return {
+        "expect": {"guard_verify": found, "guard_strict": found, "trace": found},
+        "write": marker,
+        "raises": "modified by an inplace operation",
+    }

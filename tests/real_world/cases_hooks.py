@@ -56,7 +56,7 @@ def unpack_hook_raises(rec: Rec) -> Outcome:
 
     def unpack(t: torch.Tensor) -> torch.Tensor:
         calls["unpack"] += 1
-        raise ValueError("offloaded activation was evicted; cannot unpack")  # UNPACK-RAISES
+        raise ValueError("offloaded activation was evicted; cannot unpack")
 
     x = data(3, 4)
     out = Outcome()
@@ -64,7 +64,7 @@ def unpack_hook_raises(rec: Rec) -> Outcome:
         with saved_tensors_hooks(pack, unpack):
             y = torch.tanh(x @ w).sum()
         calls["pack_before_backward"] = calls["pack"]
-        y.backward()  # BACKWARD-LINE
+        y.backward()
     out.keep(w=w, w_grad=w.grad)
     out.counters.update(calls)
     return out
