@@ -140,10 +140,12 @@ class Lens:
         try:
             self._watcher.stop()
         finally:
-            self._pull()
-            self._finished = self._snapshot()
-            self._watcher = None
-            self._output.stop(self._finished)
+            try:
+                self._pull()
+            finally:  # even a failed copy leaves a readable record of what reached the host
+                self._finished = self._snapshot()
+                self._watcher = None
+                self._output.stop(self._finished)
 
     def log(self, **scalars: Any) -> None:
         """Records scalars for the current step: ``lens.log(loss=loss, acc=acc)``.
@@ -187,10 +189,20 @@ class Lens:
         return watch_report(self.record)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """Writes loss, gradient norms and update ratios to ``path`` (.png, .svg or .pdf)."""
-        from .render.plots import save_figure, training_figure
+        """Writes loss, gradient norms and update ratios to ``path`` (.png, .svg or .pdf).
 
-        return save_figure(training_figure(self.record), path)
+        Raises GradlensError, writing nothing, when no step was recorded (an empty plot would
+        say nothing) or when ``path`` cannot be written.
+        """
+        from .render.files import check_writable
+        from .render.plots import save_figure, training_figure
+        from .render.watch_view import NOTHING_WATCHED
+
+        record = self.record
+        if not record.steps:
+            raise GradlensError(f"no plot written to {str(path)!r}: {NOTHING_WATCHED}")
+        check_writable(path)
+        return save_figure(training_figure(record), path)
 
     def __repr__(self) -> str:
         state = "watching" if self._watcher is not None and self._entered else "finished"
@@ -239,4 +251,5 @@ class Lens:
             every=self._every,
             stride=self._stride,
             total_steps=total,
+            notes=tuple(watcher.notes) if watcher is not None else (),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from collections.abc import Mapping
 
@@ -346,10 +348,39 @@ def test_report_without_findings_says_so() -> None:
     assert "diagnostics" not in text
 
 
-def test_report_zero_steps() -> None:
-    text = format_watch_report(record(params(("a", (2,)), ("b", (3,))), []))
-    assert text.splitlines()[0] == "watch report: 0 of 0 steps kept"
-    assert row(text, "a") == ["a", "[2]", "0/0", "—", "—", "—", "—", "0"]
+def test_report_zero_steps_says_nothing_was_watched_not_no_problems() -> None:
+    text = format_watch_report(record(params(("a", (2,)), ("b", (3,))), []), width=200)
+    assert text.splitlines() == [
+        "watch report: 0 of 0 steps kept",
+        "nothing to watch: no optimizer stepped and no parameter was updated in place "
+        "(under torch.no_grad() or through .data) after a backward",
+    ]
+
+
+def test_report_shows_the_watchers_own_notes() -> None:
+    rec = dataclasses.replace(
+        record(params(("a", (2,))), [step(0, {"a": 1.0})]),
+        notes=("gradlens stopped watching optimizer SGD: RuntimeError: boom",),
+    )
+    lines = format_watch_report(rec, width=200).splitlines()
+    assert "gradlens stopped watching optimizer SGD: RuntimeError: boom" in lines
+
+
+def test_report_with_two_optimizers_counts_each_ones_steps() -> None:
+    infos = params(("d", (2,)), ("g", (3,)))
+    steps = [
+        dataclasses.replace(step(0, {"d": 1.0}, loss=1.5), optimizer="Adam"),
+        dataclasses.replace(step(0, {"g": 2.0}, loss=0.5), optimizer="Adam#2"),
+        dataclasses.replace(step(1, {"d": 1.0}, loss=1.25), optimizer="Adam"),
+        dataclasses.replace(step(1, {"g": 2.0}, loss=0.75), optimizer="Adam#2"),
+    ]
+    rec = dataclasses.replace(record(infos, steps), total_steps=4)
+    text = format_watch_report(rec, width=200)
+    assert text.splitlines()[0] == (
+        "watch report: 4 of 4 steps kept  ·  Adam: 2 steps kept, loss 1.5 → 1.25"
+        "  ·  Adam#2: 2 steps kept, loss 0.5 → 0.75"
+    )
+    assert row(text, "d")[2] == "2/2" and row(text, "g")[2] == "2/2"
 
 
 def test_report_param_without_gradient_and_frozen_param() -> None:

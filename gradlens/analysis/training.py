@@ -83,12 +83,14 @@ class TrainingChecks:
 def _from_fact(fact: WatchFact) -> Diagnostic:
     if fact.kind == "grad-accumulation":
         names = fact.detail or fact.param or "a parameter"
+        who = _who(fact.optimizer)
         return Diagnostic(
             kind="grad-accumulation",
             message=(
-                f"step {fact.step}: backward added new gradients to the .grad of {names} that "
-                f"optimizer step {fact.step - 1} already used: zero_grad() was not called "
-                "between the two steps, so gradients pile up and every update is too large"
+                f"{who}step {fact.step} was about to use the .grad of {names}, which still "
+                f"held the gradient its step {fact.step - 1} used, with backward's new one "
+                "added on top: zero_grad() was not called between the two steps, so gradients "
+                "pile up and every update is too large"
             ),
             severity=Severity.ERROR,
             name=fact.param,
@@ -100,8 +102,9 @@ def _from_fact(fact: WatchFact) -> Diagnostic:
         return Diagnostic(
             kind="frozen",
             message=(
-                f"{fact.param} is in the optimizer but has requires_grad=False: it never gets "
-                "a gradient, so the optimizer never changes it"
+                f"{fact.param} is in the optimizer but has requires_grad=False"
+                + (f" from step {fact.step} on" if fact.step > 0 else "")
+                + ": it gets no gradient, so the optimizer does not change it"
             ),
             severity=Severity.INFO,
             name=fact.param,
@@ -127,6 +130,13 @@ def _from_fact(fact: WatchFact) -> Diagnostic:
             ),
         )
     return _no_grad(fact.param or "a parameter", fact.step)
+
+
+def _who(optimizer: str) -> str:
+    """Names the optimizer in a message, for steps that belong to one (``"Adam: "``)."""
+    if not optimizer:
+        return ""
+    return "the hand-written update's " if optimizer == "manual" else f"{optimizer}'s "
 
 
 def _no_grad(name: str, step: int) -> Diagnostic:

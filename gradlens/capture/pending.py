@@ -41,6 +41,7 @@ class Pending:
     lr: torch.Tensor | float | None = None
     scalars: dict[str, torch.Tensor | float] = field(default_factory=dict)
     backward_calls: int = 1
+    optimizer: str = ""
 
 
 def to_records(pending: list[Pending]) -> list[StepRecord]:
@@ -121,6 +122,7 @@ def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRe
         lr=lr if isinstance(lr, float) else None,
         backward_calls=p.backward_calls,
         detail=p.detail,
+        optimizer=p.optimizer,
         scalars={
             name: v for name, v in zip(p.scalars, scalars, strict=True) if isinstance(v, float)
         },

@@ -1,30 +1,42 @@
 """The training-loop watcher: optimizer step hooks, one gradient hook per parameter, and a small
-torch-function mode that sees ``backward()`` roots and loss-function inputs.
+torch-function mode that sees ``backward()`` roots, loss-function inputs, ``.grad`` zeroing and
+hand-written parameter updates.
 
 It turns a training loop into ``StepRecord``s and ``WatchFact``s without a host-device sync per
 parameter per step: statistics are computed on the device (``gradstats``) and kept there as
 small tensors until ``flush()`` copies every pending step to the host in one transfer per device.
 
-How a missed ``zero_grad()`` is caught at its first step: after each optimizer step the watcher
-notes, per parameter, the ``.grad`` tensor the step used (a weak reference) and its version. A
-gradient hook on the parameter fires *before* backward adds to ``.grad``; if ``.grad`` is still
-that same tensor at that same version, nothing zeroed it (``zero_grad(set_to_none=False)`` bumps
-the version, ``set_to_none=True`` replaces it) and the new gradient is about to be added to the
-old one. Several backward calls between two steps (intentional accumulation) are not flagged,
-because the step between them is what makes a gradient "used".
+Steps belong to an optimizer: each one has its own step count, loss and ``seen`` state, so a GAN's
+two optimizers, optimizers that share parameters, and ``add_param_group`` are all told apart.
+Without any optimizer, a *hand-written* step is the cycle backward → writes to the parameters
+(under ``no_grad`` or through ``.data``) → zeroing, found from the writes.
+
+How a missed ``zero_grad()`` is caught (``grad-accumulation``): each parameter has an *epoch*,
+bumped whenever its ``.grad`` is found reset (set to None, replaced, or zeroed in place by
+``zero_()``/``_foreach_zero_``/``fill_``/``[...] =``), and a count of the gradients backward
+added to it. When an optimizer steps, it is about to use a stale ``.grad`` exactly when the epoch
+is the one of its previous step *and* backward added to it since: the new gradient sits on top
+of one that step already used. In-place scaling (clipping, AMP's unscale) changes neither, so it
+neither hides nor fakes a finding. The backward line that added on top is remembered (as a file
+and line number) by the gradient hook; it is formatted only when a finding is made.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.optim import Optimizer
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
@@ -32,48 +44,87 @@ from ..records import ParamInfo, StepRecord, WatchFact
 from . import gradstats
 from .calls import parse_backward
 from .pending import Group, Pending, to_records
-from .source import user_source
+from .source import format_location, is_internal, user_source
+from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
+from .watch_names import ModuleOrder, variable_name
 
-__all__ = ["DETAIL_EVERY", "Watcher"]
+__all__ = ["DETAIL_EVERY", "MANUAL", "Watcher"]
 
 #: By default, detail statistics (zeros, NaN/Inf counts, weight norm, update ratio) are measured
 #: on every 25th recorded step: they cost four more passes over every gradient and a copy of
 #: the weights, which would be ~20% of an MLP step on CPU if done every step.
 DETAIL_EVERY = 25
+#: The optimizer label of hand-written steps (no optimizer: writes to the parameters).
+MANUAL = "manual"
 
-# Nodes that only reshape or select: looked through to find the op that made a loss input.
-_VIEW_NODES = (
-    "View",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Permute",
-    "Transpose",
-    "T",
-    "Expand",
-    "Select",
-    "Slice",
-    "Clone",
-    "ToCopy",
-    "Alias",
-    "Flatten",
+_MAX_BACKWARDS = 512  # backward calls kept for the loss of an optimizer's next step
+_DATA_GET = torch._C.TensorBase.data.__get__  # type: ignore[attr-defined]
+_DATA_SET = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
+_WRITES = (
+    torch.Tensor.add_,
+    torch.Tensor.sub_,
+    torch.Tensor.mul_,
+    torch.Tensor.div_,
+    torch.Tensor.copy_,
+    torch.Tensor.addcmul_,
+    torch.Tensor.addcdiv_,
+    torch.Tensor.lerp_,
+    torch.Tensor.clamp_,
+    torch.Tensor.__iadd__,
+    torch.Tensor.__isub__,
+    _DATA_SET,
 )
-# Ops whose output is a raw score (a logit), never a probability.
-_SCORE_NODES = ("Addmm", "Mm", "Bmm", "Matmul", "Linear", "Convolution", "Mv", "Dot")
-_BCE_RANGE_ERROR = "all elements of input should be between 0 and 1"
+_FOREACH_WRITES = (torch._foreach_add_, torch._foreach_sub_, torch._foreach_mul_)
+_ZEROS = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Param:
-    name: str
+    slot: int
     tensor: torch.Tensor
     info: ParamInfo
-    got_grad: bool = False  # a gradient arrived since the last step
-    used: tuple[weakref.ref[torch.Tensor], int] | None = None  # .grad the last step consumed
+    hooked: bool = False
+    unknown: bool = False  # hooked late: backward calls before the hook were not counted
+    broken: bool = False
+    epoch: int = 0  # bumped whenever .grad is found reset
+    adds: int = 0  # gradients backward added to .grad
+    grad_ref: weakref.ref[torch.Tensor] | None = None  # the .grad object last seen
+    stepped_epoch: int = -1  # the epoch in which some step last used .grad
+    stale: tuple[int, tuple[str, int] | None] | None = None  # (epoch, backward line) on top
+    frozen_noted: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+@dataclass(eq=False)
+class _Backward:
+    index: int
+    loss: torch.Tensor | None
+    touched: set[int] = field(default_factory=set)  # slots of the parameters it reached
+
+
+@dataclass(eq=False)
+class _Opt:
+    label: str
+    optimizer: Optimizer | None  # None: hand-written steps
+    late: bool = False  # adopted at its first step (after that step's backward ran)
+    steps: int = 0
+    recorded: int = 0
+    seen: dict[int, tuple[int, int, bool]] = field(default_factory=dict)  # slot -> epoch, adds
+    last_backward: int = 0
+    members: list[_Param] = field(default_factory=list)
+    slots: set[int] = field(default_factory=set)
+    key: tuple[tuple[int, int], ...] = ()
+    open: Pending | None = None
+    closure: bool = False
+    written: set[int] = field(default_factory=set)  # hand-written: parameters written this step
+    broken: bool = False
 
 
 class _Mode(TorchFunctionMode):
-    """Passes every call through; only backward and the BCE losses reach the watcher."""
+    """Passes every call through; only the handled ones reach the watcher."""
 
     def __init__(self, handlers: dict[Any, Callable[..., Any]]) -> None:
         super().__init__()
@@ -91,8 +142,8 @@ class Watcher:
 
     ``named`` maps names to the parameters to watch; ``optimizers`` are hooked directly. With
     ``global_hooks`` every optimizer that steps is adopted at its first step and named through
-    the modules seen in forward (``gradlens run script.py``). Without any optimizer, each
-    backward call is a step.
+    the modules seen in forward (``gradlens run script.py``). Without any optimizer, writes to
+    the parameters after a backward make the steps (hand-written updates).
     """
 
     def __init__(
@@ -104,30 +155,37 @@ class Watcher:
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
     ) -> None:
-        self._params: dict[int, _Param] = {}
+        self._params: dict[int, _Param] = {}  # id(tensor) -> _Param
         self._order: list[_Param] = []
         self._names = dict(named)
-        self._optimizers: list[Optimizer] = list(optimizers)
-        self._adopted: set[int] = set()
+        self._used_names: set[str] = set()
+        self._given: list[Optimizer] = list(optimizers)
+        self._opts: dict[int, _Opt] = {}  # id(optimizer) -> _Opt, in adoption order
+        self._manual: _Opt | None = None
         self._global = global_hooks
         self._every = every
         self._detail_every = detail_every
         self._handles: list[RemovableHandle] = []
-        self._modules: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+        self._modules = ModuleOrder()
         self._mode: _Mode | None = None
+        self._started = False
         self.steps_seen = 0
-        self._recorded = 0
-        self._backward_calls = 0
-        self._losses: list[torch.Tensor] = []
+        self._backward_index = 0
+        self._backs: list[_Backward] = []
+        self._current: _Backward | None = None
+        self._backward_frame: FrameType | None = None
+        self._in_grad_call = 0
+        self._last_step_backward = 0  # backward count at the last step of any optimizer
         self._scalars: dict[str, torch.Tensor | float] = {}
         self._pending: list[Pending] = []
-        self._accumulated: list[_Param] = []  # .grad not zeroed, seen in the current backward
-        self._open: Pending | None = None  # the step between its pre- and post-hook
-        self._stepping = False
+        self._grad_ptrs: dict[int, _Param] = {}  # data_ptr of a .grad -> its parameter
+        self._aliases: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
+        self._off: set[str] = set()  # pieces switched off after an internal error
         #: Called after every step with the number of recorded steps waiting on the device.
         self.on_step: Callable[[int], None] | None = None
         self._param_infos: list[ParamInfo] = []
         self.facts: list[WatchFact] = []
+        self.notes: list[str] = []
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,22 +193,34 @@ class Watcher:
         """Installs the hooks and the mode. ``stop`` removes them."""
         try:
             for name, tensor in self._names.items():
-                self._watch_param(name, tensor, in_optimizer=not self._optimizers)
-            for opt in self._optimizers:
-                self._adopt(opt)
+                self._watch_param(tensor, name, in_optimizer=not self._given, late=False)
+            for opt in self._given:
+                o = self._adopt(opt, late=False)
+                self._members(o)
+                self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
+                self._handles.append(opt.register_step_post_hook(self._on_step_post))
             if self._global:
-                self._handles.append(register_optimizer_step_pre_hook(self._on_global_step))
+                self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
+                self._handles.append(register_optimizer_step_post_hook(self._on_step_post))
                 self._handles.append(
                     torch.nn.modules.module.register_module_forward_pre_hook(self._on_forward)
                 )
             handlers: dict[Any, Callable[..., Any]] = {
                 torch.Tensor.backward: self._on_backward,
                 torch.autograd.backward: self._on_backward,
+                torch.autograd.grad: self._on_grad,
                 F.binary_cross_entropy: self._on_bce,
                 F.binary_cross_entropy_with_logits: self._on_bce_logits,
+                torch._foreach_zero_: self._on_zero,
+                _DATA_GET: self._on_data,
             }
+            for func in _ZEROS:
+                handlers[func] = self._on_zero
+            for func in (*_WRITES, *_FOREACH_WRITES):
+                handlers[func] = self._on_write
             self._mode = _Mode(handlers)
             self._mode.__enter__()
+            self._started = True
         except BaseException:
             self.stop()
             raise
@@ -165,14 +235,27 @@ class Watcher:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
-            self._open = None  # a step that raised between its hooks: drop its weight copy
-            for p in self._order:
-                p.used = None
+            try:
+                if self._manual is not None and self._manual.open is not None:
+                    self._finish(self._manual)
+            except Exception as e:
+                self._broke("hand-written updates", e)
             self._param_infos = [p.info for p in self._order]
+            for o in [*self._opts.values(), *([self._manual] if self._manual else [])]:
+                o.open = None  # a step that raised between its hooks: drop its weight copy
+                o.optimizer = None
+                o.members = []
             self._params.clear()
             self._order.clear()
-            self._optimizers.clear()
+            self._given.clear()
             self._names.clear()
+            self._backs.clear()
+            self._current = None
+            self._backward_frame = None
+            self._grad_ptrs.clear()
+            self._aliases.clear()
+            self._scalars = {}
+            self._modules.clear()
 
     @property
     def params(self) -> list[ParamInfo]:
@@ -182,7 +265,7 @@ class Watcher:
         return list(self._param_infos)
 
     def log(self, **scalars: Any) -> None:
-        """Keeps scalars (numbers or 0-d tensors, left on their device) for the current step."""
+        """Keeps scalars (numbers or 0-d tensors, left on their device) for the next step."""
         for name, value in scalars.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
@@ -199,104 +282,239 @@ class Watcher:
                     f"got {type(value).__name__}"
                 )
 
+    # -- internal errors ---------------------------------------------------------------------
+    def _broke(self, piece: str, error: BaseException) -> None:
+        """Switches ``piece`` off after an error in gradlens's own code, with a note."""
+        if piece not in self._off:
+            self._off.add(piece)
+            self.notes.append(f"gradlens stopped watching {piece}: {type(error).__name__}: {error}")
+
     # -- parameters --------------------------------------------------------------------------
-    def _watch_param(self, name: str, t: torch.Tensor, *, in_optimizer: bool) -> _Param:
+    def _watch_param(self, t: torch.Tensor, name: str, *, in_optimizer: bool, late: bool) -> _Param:
         known = self._params.get(id(t))
-        if known is not None:
+        if known is not None and known.tensor is t:
             return known
+        name = self._distinct(name)
         info = ParamInfo(name, tuple(t.shape), t.numel(), t.requires_grad, in_optimizer)
-        p = _Param(name, t, info)
+        p = _Param(len(self._order), t, info)
         self._params[id(t)] = p
         self._order.append(p)
-        if t.requires_grad:
-            self._handles.append(t.register_hook(self._grad_hook(p)))
+        self._hook(p, late=late)
         return p
 
-    def _adopt(self, opt: Optimizer) -> None:
-        if id(opt) in self._adopted:
-            return
-        self._adopted.add(id(opt))
-        names = self._names_by_id()
-        for g, group in enumerate(opt.param_groups):
-            for i, t in enumerate(group["params"]):
-                name = names.get(id(t), f"param_groups[{g}][{i}]")
-                p = self._watch_param(name, t, in_optimizer=True)
-                if not p.info.in_optimizer:
-                    p.info = ParamInfo(p.name, p.info.shape, p.info.numel, t.requires_grad, True)
-                if not t.requires_grad:
-                    self._fact("frozen", self.steps_seen, name, None, "")
-        self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
-        self._handles.append(opt.register_step_post_hook(self._on_step_post))
-
-    def _names_by_id(self) -> dict[int, str]:
-        """Returns names for tensors: the given ones, then those of the modules seen in forward.
-
-        A parameter shared by nested modules is named from the module holding the most
-        parameters (the outermost model), rooted at its class name.
-        """
-        out = {id(t): name for name, t in self._names.items()}
-        given = set(out)
-        best: dict[int, int] = {}
-        for module in list(self._modules):
-            named = list(module.named_parameters())
-            for pname, t in named:
-                if id(t) in given:
-                    continue
-                if len(named) > best.get(id(t), -1):
-                    best[id(t)] = len(named)
-                    out[id(t)] = f"{type(module).__name__}.{pname}"
+    def _distinct(self, name: str) -> str:
+        out, n = name, 1
+        while out in self._used_names:
+            n += 1
+            out = f"{name}#{n}"
+        self._used_names.add(out)
         return out
+
+    def _hook(self, p: _Param, *, late: bool) -> None:
+        if p.hooked or not p.tensor.requires_grad:
+            return
+        self._handles.append(p.tensor.register_hook(self._grad_hook(p)))
+        p.hooked = True
+        p.unknown = late
+
+    def _adopt(self, opt: Optimizer, *, late: bool) -> _Opt:
+        o = self._opts.get(id(opt))
+        if o is not None and o.optimizer is opt:
+            return o
+        cls = type(opt).__name__
+        same = sum(1 for x in self._opts.values() if x.label.split("#")[0] == cls)
+        o = _Opt(cls if same == 0 else f"{cls}#{same + 1}", opt, late=late)
+        self._opts[id(opt)] = o
+        return o
+
+    def _members(self, o: _Opt) -> list[_Param]:
+        """Returns the optimizer's parameters as watched ones, adopting any new ones (a group
+        added by ``add_param_group``, or the whole optimizer at its first step)."""
+        opt = o.optimizer
+        assert opt is not None
+        key = tuple((id(g["params"]), len(g["params"])) for g in opt.param_groups)
+        if key == o.key:
+            return o.members
+        tensors = [t for g in opt.param_groups for t in g["params"]]
+        new = [t for t in tensors if not self._is_watched(t)]
+        names = self._new_names(new, opt) if new else {}
+        late = o.late or o.steps > 0 or self._backward_index > 0
+        members = []
+        for t in tensors:
+            p = self._params.get(id(t))
+            if p is None or p.tensor is not t:
+                p = self._watch_param(t, names[id(t)], in_optimizer=True, late=late)
+            elif not p.info.in_optimizer:
+                info = p.info
+                p.info = ParamInfo(info.name, info.shape, info.numel, info.requires_grad, True)
+            members.append(p)
+        o.key, o.members, o.slots = key, members, {p.slot for p in members}
+        return members
+
+    def _is_watched(self, t: torch.Tensor) -> bool:
+        p = self._params.get(id(t))
+        return p is not None and p.tensor is t
+
+    def _new_names(self, tensors: list[torch.Tensor], opt: Optimizer | None) -> dict[int, str]:
+        """Names for tensors not watched yet: the given names, the root modules seen in
+        forward, the user's variables, and last the optimizer's group and index."""
+        given = {id(t): n for n, t in self._names.items()}
+        out = {id(t): given[id(t)] for t in tensors if id(t) in given}
+        wanted = {id(t) for t in tensors if id(t) not in out}
+        if wanted:
+            out.update(self._modules.names(wanted))
+        frame = _user_frame()
+        for t in tensors:
+            if id(t) not in out:
+                out[id(t)] = variable_name(t, frame) or _group_name(t, opt)
+        return out
+
+    def _sync(self, p: _Param) -> torch.Tensor | None:
+        """Notes a reset ``.grad`` (None or another tensor than last seen); returns ``.grad``."""
+        g = p.tensor.grad
+        ref = p.grad_ref
+        if g is None:
+            if ref is not None:
+                p.epoch += 1
+                p.grad_ref = None
+        elif ref is None or ref() is not g:
+            p.epoch += 1
+            p.grad_ref = weakref.ref(g)
+            if len(self._grad_ptrs) > 4 * len(self._order) + 64:
+                self._grad_ptrs.clear()
+            self._grad_ptrs[g.data_ptr()] = p
+        return g
 
     def _grad_hook(self, p: _Param) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            old = p.tensor.grad
-            if old is None:
-                p.used = None  # fresh .grad: what a step used earlier is gone
-            elif p.used is not None and p.used[0]() is old and old._version == p.used[1]:
-                self._accumulated.append(p)  # reported when this backward returns
-            p.got_grad = True
+            if p.broken or self._in_grad_call:
+                return
+            try:
+                self._sync(p)
+                p.adds += 1
+                current = self._current
+                if current is not None:
+                    current.touched.add(p.slot)
+                if p.grad_ref is not None and p.stepped_epoch == p.epoch:
+                    # Adding on top of a .grad a step already used: remember where, cheaply.
+                    if p.stale is None or p.stale[0] != p.epoch:
+                        p.stale = (p.epoch, _line(self._backward_frame))
+            except Exception as e:
+                p.broken = True
+                self._broke(f"the gradient of {p.name}", e)
 
         return hook
 
-    # -- backward and losses (the mode) ------------------------------------------------------
+    # -- the mode: backward, loss inputs, zeroing, hand-written updates ------------------------
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        roots_l = parse_backward(func, args, kwargs).roots
+        if "backward calls" not in self._off:
+            try:
+                if self._manual is not None and self._manual.open is not None:
+                    self._finish(self._manual)  # a new backward ends a hand-written step
+                roots = [r for r in parse_backward(func, args, kwargs).roots if r.numel() == 1]
+                with _own_ops():
+                    loss = _sum([r.detach().reshape(()) for r in roots])
+                self._backward_index += 1
+                self._current = _Backward(self._backward_index, loss)
+                self._backs.append(self._current)
+                if len(self._backs) > _MAX_BACKWARDS:
+                    del self._backs[: len(self._backs) - _MAX_BACKWARDS]
+                self._backward_frame = sys._getframe()
+            except Exception as e:
+                self._broke("backward calls", e)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self._current = None
+            self._backward_frame = None
+
+    def _on_grad(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``torch.autograd.grad`` fires the parameters' hooks but never touches ``.grad``."""
+        self._in_grad_call += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self._in_grad_call -= 1
+
+    def _on_zero(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._grad_ptrs and "zeroing" not in self._off:
+            try:
+                with _own_ops():
+                    targets = args[0] if func is torch._foreach_zero_ else args[:1]
+                    for t in targets:
+                        if isinstance(t, torch.Tensor):
+                            self._zeroed(t)
+            except Exception as e:
+                self._broke("zeroing", e)
+        return func(*args, **kwargs)
+
+    def _zeroed(self, t: torch.Tensor) -> None:
+        ptr = t.data_ptr()
+        p = self._grad_ptrs.get(ptr)
+        if p is None:
+            return
+        g = p.tensor.grad
+        if g is not None and g.data_ptr() == ptr:
+            p.epoch += 1  # the gradient the last step used is gone
+
+    def _on_data(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         out = func(*args, **kwargs)
-        self._backward_calls += 1
-        for r in roots_l:
-            if r.numel() == 1:
-                self._losses.append(r.detach().reshape(()))
-        accumulated, self._accumulated = self._accumulated, []
-        if accumulated:  # rare: name the parameters in their model order, not engine order
-            position = {id(p): i for i, p in enumerate(self._order)}
-            accumulated.sort(key=lambda p: position[id(p)])
-            self._fact(
-                "grad-accumulation",
-                self.steps_seen,
-                accumulated[0].name,
-                user_source(),  # still the caller's frame: the backward() line
-                ", ".join(p.name for p in accumulated),
-            )
-        if not self._optimizers and not self._global:  # no optimizer: each backward is a step
-            self._begin_step(self._order, lr=None)
-            self._end_step(self._order)
+        if not self._opts and "hand-written updates" not in self._off:
+            base = args[0]
+            try:
+                if isinstance(base, torch.Tensor) and base.requires_grad and base.is_leaf:
+                    if len(self._aliases) > 32:
+                        self._aliases.clear()
+                    self._aliases[id(out)] = (weakref.ref(out), base)
+            except Exception as e:
+                self._broke("hand-written updates", e)
         return out
+
+    def _on_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self._opts and args and "hand-written updates" not in self._off:
+            try:
+                with _own_ops():
+                    targets = args[0] if func in _FOREACH_WRITES else args[:1]
+                    for t in targets if isinstance(targets, (list, tuple)) else ():
+                        if isinstance(t, torch.Tensor):
+                            self._written(t)
+            except Exception as e:
+                self._broke("hand-written updates", e)
+        return func(*args, **kwargs)
+
+    def _written(self, t: torch.Tensor) -> None:
+        """A write to ``t`` (or to the ``.data`` of a parameter) outside any optimizer."""
+        base = t
+        alias = self._aliases.get(id(t))
+        if alias is not None and alias[0]() is t:
+            base = alias[1]
+        elif torch.is_grad_enabled():
+            return  # a direct in-place write to a leaf that requires grad: PyTorch refuses it
+        if base.grad is None or not base.requires_grad or not base.is_leaf:
+            return  # not a parameter that received a gradient
+        p = self._params.get(id(base))
+        if p is None or p.tensor is not base:
+            if not self._global:
+                return  # watch(model): only the model's parameters
+            names = self._new_names([base], None)
+            p = self._watch_param(base, names[id(base)], in_optimizer=False, late=True)
+        self._manual_step(p)
 
     def _on_bce(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x = args[0] if args else kwargs.get("input")
-        producer = _producer(x)
-        if producer is not None and producer.startswith(_SCORE_NODES):
+        made_by = producer(x)
+        if made_by is not None and made_by.startswith(SCORE_NODES):
             self._fact(
                 "loss-input",
                 self.steps_seen,
                 None,
                 user_source(),
-                f"BCELoss got raw scores (made by {producer}), not probabilities",
+                f"BCELoss got raw scores (made by {made_by}), not probabilities",
             )
         try:
             return func(*args, **kwargs)
         except RuntimeError as e:
-            if _BCE_RANGE_ERROR in str(e):
+            if BCE_RANGE_ERROR in str(e):
                 self._fact(
                     "loss-input",
                     self.steps_seen,
@@ -308,8 +526,8 @@ class Watcher:
 
     def _on_bce_logits(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x = args[0] if args else kwargs.get("input")
-        producer = _producer(x)
-        if producer is not None and producer.startswith("Sigmoid"):
+        made_by = producer(x)
+        if made_by is not None and made_by.startswith("Sigmoid"):
             self._fact(
                 "loss-input",
                 self.steps_seen,
@@ -320,108 +538,217 @@ class Watcher:
         return func(*args, **kwargs)
 
     def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
-        self._modules.add(module)
+        self._modules.saw(module)
 
     def _fact(
-        self, kind: Any, step: int, param: str | None, source: str | None, detail: str
+        self,
+        kind: Any,
+        step: int,
+        param: str | None,
+        source: str | None,
+        detail: str,
+        optimizer: str = "",
     ) -> None:
         key = (kind, param if kind != "loss-input" else detail, source)
         if key in self._seen_facts:
             return
         self._seen_facts.add(key)
-        self.facts.append(WatchFact(kind, step, param, source, detail))
+        self.facts.append(WatchFact(kind, step, param, source, detail, optimizer))
 
     # -- optimizer steps ---------------------------------------------------------------------
-    def _on_global_step(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
-        if id(opt) not in self._adopted:
-            self._optimizers.append(opt)
-            self._adopt(opt)
-            # Adopted now, after this step's backward ran: read who has a gradient directly.
-            for group in opt.param_groups:
-                for t in group["params"]:
-                    p = self._params[id(t)]
-                    p.got_grad = p.got_grad or t.grad is not None
-            self._on_step_pre(opt, args, kwargs)
+    def _opt(self, opt: Optimizer) -> _Opt | None:
+        o = self._opts.get(id(opt))
+        if o is not None and o.optimizer is opt:
+            return None if o.broken else o
+        if not self._global:
+            return None
+        return self._adopt(opt, late=True)
 
     def _on_step_pre(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
-        if self._stepping:  # already begun by the global hook this step
+        o = self._opt(opt)
+        if o is None:
             return
-        members = [self._params[id(t)] for g in opt.param_groups for t in g["params"]]
-        self._begin_step(members, lr=opt.param_groups[0].get("lr") if opt.param_groups else None)
+        try:
+            # The hooks get step()'s own arguments, the optimizer first: step(closure).
+            closure = args[1] if len(args) > 1 else kwargs.get("closure")
+            o.closure = closure is not None
+            if not o.closure:  # the gradients are the ones backward left: measure them now
+                with _own_ops():
+                    self._measure(o)
+        except Exception as e:
+            o.broken, o.open = True, None
+            self._broke(f"optimizer {o.label}", e)
 
     def _on_step_post(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
-        members = [self._params[id(t)] for g in opt.param_groups for t in g["params"]]
-        self._end_step(members)
+        o = self._opt(opt)
+        if o is None:
+            return
+        try:
+            with _own_ops():
+                if o.closure:  # gradients and loss of the closure's last evaluation
+                    self._measure(o)
+                self._finish(o)
+        except Exception as e:
+            o.broken, o.open = True, None
+            self._broke(f"optimizer {o.label}", e)
 
-    def _begin_step(self, members: list[_Param], lr: Any) -> None:
-        with _own_ops():
-            self._begin(members, lr)
-
-    def _end_step(self, members: list[_Param]) -> None:
-        with _own_ops():
-            self._end(members)
-        if self.on_step is not None:
-            self.on_step(len(self._pending))
-
-    def _begin(self, members: list[_Param], lr: Any) -> None:
-        self._stepping = True
-        step = self.steps_seen
-        missing = tuple(p.name for p in members if p.info.requires_grad and not p.got_grad)
+    def _measure(self, o: _Opt) -> None:
+        """Checks and measures what an optimizer step is about to use (its open Pending)."""
+        members = self._members(o)
+        step = o.steps
+        missing: list[str] = []
+        stale: list[_Param] = []
+        with_grad: list[_Param] = []
+        for p in members:
+            g = self._sync(p)
+            if not p.tensor.requires_grad:
+                if not p.frozen_noted:
+                    p.frozen_noted = True
+                    self._fact("frozen", step, p.name, None, "", o.label)
+                continue
+            p.frozen_noted = False
+            if not p.hooked:  # unfrozen, or added, since: hook it from now on
+                self._hook(p, late=True)
+            seen = o.seen.get(p.slot)
+            if g is None:
+                new = False
+            elif p.unknown:
+                new = True
+                p.unknown = False
+            else:
+                new = p.adds > (seen[1] if seen is not None else 0)
+            if not new:
+                missing.append(p.name)
+            else:
+                with_grad.append(p)
+                if seen is not None and seen[2] and seen[0] == p.epoch:
+                    stale.append(p)
+            o.seen[p.slot] = (p.epoch, p.adds, g is not None)
+            if g is not None:
+                p.stepped_epoch = p.epoch
+        if stale:
+            self._stale(o, step, stale)
+        backs = self._step_backwards(o)
         pending: Pending | None = None
         if step % self._every == 0:
-            detail = self._detail_every > 0 and self._recorded % self._detail_every == 0
-            pending = Pending(step, missing, detail=detail, backward_calls=self._backward_calls)
-            with_grad = [p for p in members if p.got_grad and p.tensor.grad is not None]
+            detail = self._detail_every > 0 and o.recorded % self._detail_every == 0
+            pending = Pending(
+                step,
+                tuple(missing),
+                detail=detail,
+                backward_calls=len(backs),
+                optimizer=o.label,
+            )
             by_device: dict[torch.device, list[_Param]] = {}
             for p in with_grad:
                 by_device.setdefault(p.tensor.device, []).append(p)
             with torch.no_grad():
                 for group in by_device.values():
-                    pending.groups.append(self._group_stats(group, detail))
-            if isinstance(lr, torch.Tensor):
-                pending.lr = lr.detach().reshape(())
-            elif isinstance(lr, (int, float)):
-                pending.lr = float(lr)
-            scalars = dict(self._scalars)
+                    pending.groups.append(_group_stats(group, detail, snapshot=not o.closure))
+            lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
+            if o.optimizer is not None and o.optimizer.param_groups:
+                pending.lr = _lr(lr)
+            scalars, self._scalars = self._scalars, {}
             logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
-            pending.loss = logged if logged is not None else _sum(self._losses)
+            if o.closure:  # LBFGS evaluates the closure many times: its last loss is the one
+                backs = [b for b in backs if b.loss is not None][-1:]
+            pending.loss = logged if logged is not None else _sum(_losses(backs))
             pending.scalars = scalars
-            self._recorded += 1
+            o.recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
-            self._pending.append(Pending(step, missing))
-        self._open = pending
-        self._losses = []
-        self._scalars = {}
-        self._backward_calls = 0
+            pending = Pending(step, tuple(missing), optimizer=o.label)
+        o.open = pending
+        o.last_backward = self._backward_index
+        self._last_step_backward = self._backward_index
+        self._prune()
 
-    def _group_stats(self, group: list[_Param], detail: bool) -> Group:
-        grads = [p.tensor.grad for p in group]
-        weights = [p.tensor for p in group]
-        out = Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
-        out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
-        if detail:
-            out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
-            if self._optimizers:
-                out.snapshot = gradstats.clone_weights(weights)
-        return out
+    def _stale(self, o: _Opt, step: int, stale: list[_Param]) -> None:
+        lines = [p.stale[1] for p in stale if p.stale is not None and p.stale[0] == p.epoch]
+        line = next((x for x in lines if x is not None), None)
+        self._fact(
+            "grad-accumulation",
+            step,
+            stale[0].name,
+            format_location(*line) if line is not None else None,
+            ", ".join(p.name for p in stale),
+            o.label,
+        )
 
-    def _end(self, members: list[_Param]) -> None:
-        pending, self._open = self._open, None
+    def _step_backwards(self, o: _Opt) -> list[_Backward]:
+        """The backward calls since this optimizer's previous step that reached it."""
+        if o.optimizer is None:  # hand-written: every backward since the last one
+            return [b for b in self._backs if b.index > o.last_backward]
+        if o.late and o.steps == 0:  # its hooks came after this backward: take the latest ones
+            return [b for b in self._backs if b.index > self._last_step_backward]
+        slots = o.slots
+        return [
+            b for b in self._backs if b.index > o.last_backward and not b.touched.isdisjoint(slots)
+        ]
+
+    def _prune(self) -> None:
+        opts = [*self._opts.values(), *([self._manual] if self._manual else [])]
+        oldest = min(o.last_backward for o in opts) if opts else 0
+        if self._backs and self._backs[0].index <= oldest:
+            self._backs = [b for b in self._backs if b.index > oldest]
+
+    def _finish(self, o: _Opt) -> None:
+        pending, o.open = o.open, None
         if pending is not None:
-            by_name = {p.name: p.tensor for p in members}
+            members = {p.name: p.tensor for p in o.members}
             for group in pending.groups:
                 if group.snapshot is not None:
                     with torch.no_grad():
-                        after = [by_name[n] for n in group.names]
+                        after = [members[n] for n in group.names]
                         group.update = gradstats.update_sumsq(group.snapshot, after)
                     group.snapshot = None
             self._pending.append(pending)
-        for p in members:
-            grad = p.tensor.grad
-            p.used = None if grad is None else (weakref.ref(grad), grad._version)
-            p.got_grad = False
+        o.steps += 1
+        o.written = set()
         self.steps_seen += 1
-        self._stepping = False
+        if self.on_step is not None:
+            self.on_step(len(self._pending))
+
+    # -- hand-written steps ------------------------------------------------------------------
+    def _manual_step(self, p: _Param) -> None:
+        """A write to ``p`` after it got a gradient, with no optimizer: part of the current
+        hand-written step (opened by the first such write after a backward)."""
+        m = self._manual
+        if m is None:
+            m = self._manual = _Opt(MANUAL, None)
+        if m.open is None:
+            step = m.steps
+            recorded = step % self._every == 0
+            detail = recorded and self._detail_every > 0 and m.recorded % self._detail_every == 0
+            backs = self._step_backwards(m)
+            m.open = Pending(
+                step, (), detail=detail, backward_calls=len(backs), optimizer=MANUAL
+            )
+            if recorded:
+                scalars, self._scalars = self._scalars, {}
+                logged = scalars.pop("loss", None)
+                m.open.loss = logged if logged is not None else _sum(_losses(backs))
+                m.open.scalars = scalars
+                m.recorded += 1
+            m.last_backward = self._backward_index
+            self._prune()
+            m.written = set()
+            m.members = []
+        if p.slot in m.written:
+            return
+        m.written.add(p.slot)
+        m.members.append(p)
+        g = self._sync(p)
+        seen = m.seen.get(p.slot)
+        new = g is not None and (p.unknown or p.adds > (seen[1] if seen is not None else 0))
+        p.unknown = False
+        if new and seen is not None and seen[2] and seen[0] == p.epoch:
+            self._stale(m, m.open.step, [p])
+        m.seen[p.slot] = (p.epoch, p.adds, g is not None)
+        if g is not None:
+            p.stepped_epoch = p.epoch
+        if new and m.open.step % self._every == 0:
+            with torch.no_grad():
+                m.open.groups.append(_group_stats([p], m.open.detail, snapshot=False))
 
     # -- to the host -------------------------------------------------------------------------
     def flush(self) -> list[StepRecord]:
@@ -430,6 +757,18 @@ class Watcher:
         if not pending:
             return []
         return to_records(pending)
+
+
+def _group_stats(group: list[_Param], detail: bool, *, snapshot: bool) -> Group:
+    grads = [p.tensor.grad for p in group]
+    weights = [p.tensor for p in group]
+    out = Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
+    out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
+    if detail:
+        out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
+        if snapshot:
+            out.snapshot = gradstats.clone_weights(weights)
+    return out
 
 
 def _own_ops() -> Any:
@@ -444,17 +783,38 @@ def _sum(losses: list[torch.Tensor]) -> torch.Tensor | None:
     return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
 
-def _producer(x: Any) -> str | None:
-    """Returns the grad_fn name of the op that made ``x``, looking through views and copies."""
-    if not isinstance(x, torch.Tensor):
-        return None
-    fn = x.grad_fn
-    for _ in range(16):
-        if fn is None:
-            return None
-        name = fn.name()
-        if not name.startswith(_VIEW_NODES):
-            return name
-        nxt = [f for f, _ in fn.next_functions if f is not None]
-        fn = nxt[0] if len(nxt) == 1 else None
+def _losses(backs: list[_Backward]) -> list[torch.Tensor]:
+    return [b.loss for b in backs if b.loss is not None]
+
+
+def _lr(lr: Any) -> torch.Tensor | float | None:
+    if isinstance(lr, torch.Tensor):
+        return lr.detach().reshape(())
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        return float(lr)
+    return None
+
+
+def _group_name(t: torch.Tensor, opt: Optimizer | None) -> str:
+    if opt is not None:
+        for g, group in enumerate(opt.param_groups):
+            for i, x in enumerate(group["params"]):
+                if x is t:
+                    return f"param_groups[{g}][{i}]"
+    return f"tensor{tuple(t.shape)}"
+
+
+def _user_frame() -> FrameType | None:
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def _line(frame: FrameType | None) -> tuple[str, int] | None:
+    """Returns the file and line of the first user frame at or above ``frame``."""
+    while frame is not None:
+        if not is_internal(frame.f_code.co_filename):
+            return frame.f_code.co_filename, frame.f_lineno
+        frame = frame.f_back
     return None

@@ -46,10 +46,13 @@ class ParamStats:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What one optimizer step saw (or one backward call, when no optimizer is watched).
+    """What one optimizer step saw (or one hand-written update, when there is no optimizer).
 
-    ``step`` counts from 0 like a ``for step in range(n)`` loop. ``grads`` holds the parameters
-    that received a gradient; ``missing`` those that require one and got none.
+    ``step`` counts that optimizer's steps from 0 like a ``for step in range(n)`` loop: each
+    optimizer has its own count, loss and learning rate. ``grads`` holds the parameters that
+    received a gradient since that optimizer's previous step; ``missing`` those that require
+    one and got none. ``loss`` sums the backward roots that reached the optimizer's parameters
+    since its previous step (a closure optimizer such as LBFGS: the closure's last loss).
     """
 
     step: int
@@ -60,6 +63,7 @@ class StepRecord:
     backward_calls: int = 1  # backward passes since the previous step
     detail: bool = False  # whether the detail fields were measured
     scalars: dict[str, float] = field(default_factory=dict)  # lens.log(name=value)
+    optimizer: str = ""  # which optimizer stepped ("Adam", "Adam#2"; "manual": hand-written)
 
 
 FactKind = Literal["grad-accumulation", "loss-input", "frozen", "no-grad"]
@@ -69,8 +73,9 @@ FactKind = Literal["grad-accumulation", "loss-input", "frozen", "no-grad"]
 class WatchFact:
     """Something the watcher saw while it happened, before any numbers reached the host.
 
-    ``grad-accumulation``: backward added to a ``.grad`` the last optimizer step had already
-    used. ``loss-input``: a loss function got the wrong kind of input (``detail`` says which).
+    ``grad-accumulation``: an optimizer step was about to use a ``.grad`` that still held the
+    gradient its previous step used (nothing reset it in between), with backward's new one on
+    top; ``source`` is the backward line that added on top. ``loss-input``: a loss function got the wrong kind of input (``detail`` says which).
     ``frozen``: the optimizer holds a parameter that does not require grad.
     """
 
@@ -79,6 +84,7 @@ class WatchFact:
     param: str | None = None
     source: str | None = None  # the user's "file.py:line"
     detail: str = ""
+    optimizer: str = ""  # the optimizer whose step it concerns, if any
 
 
 @dataclass(frozen=True)
@@ -95,4 +101,5 @@ class WatchRecord:
     diagnostics: tuple[Diagnostic, ...] = ()
     every: int = 1
     stride: int = 1
-    total_steps: int = 0
+    total_steps: int = 0  # steps seen, all optimizers together
+    notes: tuple[str, ...] = ()  # parts the watcher stopped watching after an error of its own

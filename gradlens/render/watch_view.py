@@ -27,6 +27,7 @@ from .terminal import diagnostics_list, to_text
 __all__ = [
     "DEFAULT_TOP",
     "LOSS_WINDOW",
+    "NOTHING_WATCHED",
     "TREND_WINDOW",
     "compact_line",
     "format_live_view",
@@ -44,6 +45,11 @@ LOSS_WINDOW = 10
 TREND_WINDOW = 20
 
 WAITING = "waiting for the first optimizer step…"
+#: What the report and ``lens.plot`` say when no step was seen at all.
+NOTHING_WATCHED = (
+    "nothing to watch: no optimizer stepped and no parameter was updated in place "
+    "(under torch.no_grad() or through .data) after a backward"
+)
 
 _BARS = "▁▂▃▄▅▆▇█"
 _FLAT = "▄"  # a series that does not change: a level line in the middle
@@ -165,8 +171,17 @@ def _last_update_ratio(steps: Sequence[StepRecord], name: str) -> float | None:
     return None
 
 
-def _losses(steps: Sequence[StepRecord]) -> list[float]:
-    return [s.loss for s in steps if s.loss is not None]
+def _losses(steps: Sequence[StepRecord], optimizer: str | None = None) -> list[float]:
+    return [
+        s.loss
+        for s in steps
+        if s.loss is not None and (optimizer is None or s.optimizer == optimizer)
+    ]
+
+
+def _optimizers(record: WatchRecord) -> list[str]:
+    """Returns the optimizers that stepped, in the order of their first kept step."""
+    return list(dict.fromkeys(s.optimizer for s in record.steps))
 
 
 def _epoch(step: StepRecord) -> str | None:
@@ -223,7 +238,9 @@ def _live_header(record: WatchRecord) -> Text:
     if latest.loss is not None:
         text.append(_SEP)
         text.append(f"loss {_num(latest.loss)}", style="bold")
-        earlier = _losses(record.steps[-LOSS_WINDOW:-1])
+        if len(_optimizers(record)) > 1:
+            text.append(f" ({latest.optimizer})")
+        earlier = _losses(record.steps[-LOSS_WINDOW:-1], latest.optimizer)
         if earlier:
             text.append_text(_loss_change(earlier[0], latest.loss))
     if latest.lr is not None:
@@ -354,10 +371,17 @@ def watch_report(record: WatchRecord) -> RenderableType:
     were thinned, first and last loss), one row per parameter in ``record.params`` order, then
     the findings, or "no problems found".
     """
-    parts: list[RenderableType] = [_report_title(record), _param_table(record)]
+    parts: list[RenderableType] = [_report_title(record)]
+    nothing = record.total_steps == 0 and not record.steps
+    if nothing:
+        parts.append(Text(NOTHING_WATCHED, style="yellow"))
+    else:
+        parts.append(_param_table(record))
+    for note in record.notes:
+        parts.append(Text(note, style="yellow"))
     if record.diagnostics:
         parts += [Text("findings", style="bold"), diagnostics_list(record.diagnostics)]
-    else:
+    elif not nothing:
         parts.append(Text("no problems found", style="green"))
     return Group(*parts)
 
@@ -377,13 +401,18 @@ def _report_title(record: WatchRecord) -> Text:
         if record.stride > 1:
             text.append(f", thinned ×{record.stride} to fit the history", style="dim")
         text.append(")", style="dim")
-    losses = _losses(record.steps)
-    if losses:
-        text.append(_SEP)
-        if len(losses) == 1:
-            text.append(f"loss {_num(losses[0])}")
-        else:
-            text.append(f"loss {_num(losses[0])} → {_num(losses[-1])}")
+    optimizers = _optimizers(record)
+    for optimizer in optimizers:
+        losses = _losses(record.steps, optimizer)
+        if len(optimizers) > 1:
+            steps = sum(1 for s in record.steps if s.optimizer == optimizer)
+            text.append(f"{_SEP}{optimizer or 'steps'}: {_plural(steps, 'step')} kept")
+        if losses:
+            text.append(_SEP if len(optimizers) == 1 else ", ")
+            if len(losses) == 1:
+                text.append(f"loss {_num(losses[0])}")
+            else:
+                text.append(f"loss {_num(losses[0])} → {_num(losses[-1])}")
     return text
 
 
@@ -404,10 +433,11 @@ def _param_table(record: WatchRecord) -> Table:
     table.add_column("upd ratio", justify="right", overflow="fold")
     table.add_column("NaN/Inf", justify="right", overflow="fold")
     infos = _infos(record)
-    kept = len(record.steps)
     for name in _param_names(record):
         info = infos.get(name)
         seen = [s.grads[name] for s in record.steps if name in s.grads]
+        # The steps of the optimizers that hold it: those that list it, with or without a grad.
+        kept = sum(1 for s in record.steps if name in s.grads or name in s.missing)
         norms = [g.grad_norm for g in seen if math.isfinite(g.grad_norm)]
         bad = sum(_bad(g) for g in seen)
         if info is not None and not info.requires_grad:
