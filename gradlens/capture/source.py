@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["frame_locals", "user_frame", "user_source"]
+__all__ = ["format_location", "frame_locals", "is_internal", "user_frame", "user_source"]
 
 _TORCH_DIR = str(Path(str(torch.__file__)).resolve().parent) + os.sep
 _GRADLENS_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
@@ -45,6 +45,16 @@ def user_source(skip: int = 1) -> str | None:
             return f"{_short(filename)}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return None
+
+
+def is_internal(filename: str) -> bool:
+    """Whether ``filename`` is torch's or gradlens's own code (not the user's)."""
+    return _is_internal(filename)
+
+
+def format_location(filename: str, line: int) -> str:
+    """Returns ``"file.py:line"`` as ``user_source`` writes it, for a line remembered earlier."""
+    return f"{_short(filename)}:{line}"
 
 
 def _short(filename: str) -> str:
