@@ -1,15 +1,38 @@
-"""Saving a graph or a trace to a JSON file, and loading it back (the format is in SCHEMA.md)."""
+"""Saving a graph or a trace to a JSON file, and loading it back (the format is in SCHEMA.md).
+
+Files are written atomically (a failed write leaves the old file as it was). Before decoding,
+``load`` checks the file's size and how deeply its JSON nests, so that a file that is not a
+gradlens record fails with a SchemaError saying so, never with a RecursionError or MemoryError.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from pathlib import Path
 
 from ._errors import GradlensError, SchemaError
 from .records import Graph, TraceRecord, WatchRecord
 from .records.serialize import dumps, loads
+from .render.files import write_atomic
 
-__all__ = ["load", "save"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "load", "save"]
+
+#: The most levels of JSON nesting ``load`` reads. gradlens's own files nest about 7 levels plus
+#: one per dimension of a small tensor whose values they hold (PyTorch's autograd stops at 64
+#: dimensions), and decoding takes about two Python frames per level, so 256 leaves room both
+#: ways: every record gradlens writes loads, and decoding stays far from the recursion limit.
+MAX_DEPTH = 256
+#: The largest file ``load`` reads: 2 GiB. A watched run keeps about 350 bytes per parameter
+#: tensor and kept step, so the default 2000 kept steps of a model with 3000 parameter tensors
+#: still fit; decoding a file this size takes several times its size in memory.
+MAX_BYTES = 2 * 1024**3
+
+_ESCAPE = re.compile(r"\\.", re.S)
+_NOT_BRACKET_OR_QUOTE = re.compile(r'[^\[\]{}"]+')
+_STRING = re.compile(r'"[^"]*"')
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def save(obj: object, path: str | os.PathLike[str]) -> Path:
@@ -31,10 +54,15 @@ def save(obj: object, path: str | os.PathLike[str]) -> Path:
         raise GradlensError(
             f"cannot save to {path}: the folder {folder} {problem}; create it first"
         )
-    try:
-        path.write_text(dumps(record) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise GradlensError(f"cannot save to {path}: {e.strerror or e}") from e
+    text = dumps(record)
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise GradlensError(
+            f"cannot save to {path}: the record nests {depth} levels deep, more than the "
+            f"{MAX_DEPTH} that gradlens.load reads (a tensor with about {depth - 7} dimensions "
+            "has its values in it); nothing was written"
+        )
+    write_atomic(path, text + "\n")
     return path
 
 
@@ -50,15 +78,37 @@ def load(path: str | os.PathLike[str]) -> Graph | TraceRecord | WatchRecord:
     if path.is_dir():
         raise GradlensError(f"cannot load {path}: it is a folder, not a file")
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SchemaError(
+                f"{path}: not loaded: the file is {size / 1024**3:.1f} GiB, more than the "
+                f"{MAX_BYTES // 1024**3} GiB gradlens.load reads (decoding takes several times "
+                "the file's size in memory); is it a gradlens file?"
+            )
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise SchemaError(f"{path}: not a gradlens file: it is not UTF-8 text") from e
     except OSError as e:
         raise GradlensError(f"cannot load {path}: {e.strerror or e}") from e
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise SchemaError(
+            f"{path}: not a gradlens file: its JSON nests {depth} levels deep, more than the "
+            f"{MAX_DEPTH} levels gradlens.load reads (gradlens's own files nest far less)"
+        )
     try:
         return loads(text)
     except SchemaError as e:
         raise SchemaError(f"{path}: {e}") from e
+
+
+def json_depth(text: str) -> int:
+    """Returns how many levels of objects and lists nest in JSON ``text`` (0 for a scalar),
+    without recursion and without decoding it. Brackets inside strings do not count."""
+    bare = _ESCAPE.sub("", text) if "\\" in text else text
+    bare = _STRING.sub("", _NOT_BRACKET_OR_QUOTE.sub("", bare)).replace('"', "")
+    steps = map(_STEP.__getitem__, bare.encode("ascii"))
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def _record_of(obj: object) -> Graph | TraceRecord | WatchRecord:

@@ -1,6 +1,9 @@
 """The command line: ``gradlens list``, ``gradlens run NAME`` and ``gradlens run script.py``.
 
-The only layer that prints (besides a watched loop's live view).
+The only layer that prints (besides a watched loop's live view). Everything the user gave
+(paths, names, messages) is printed as plain text, never read as rich markup. A script that
+raises, exits or is interrupted (Ctrl-C) still gets its report and output files, with what was
+recorded until then; its traceback shows the script's frames, not gradlens's.
 """
 
 from __future__ import annotations
@@ -8,21 +11,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import runpy
 import sys
+import types
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.rule import Rule
 from rich.table import Table
+from rich.text import Text
+from rich.traceback import Traceback
 
 from ._errors import GradlensError
-from ._guard import guard
+from ._guard import Guard, InplaceWarning, guard
 from ._lens import watch_everything
+from .analysis.inplace import explain_violation
 from .examples import EXAMPLES, ExampleResult, load_example
+from .records import InplaceViolation
 from .records.serialize import to_json_dict
+from .render.files import check_writable, write_atomic
 from .render.graphviz import render
 from .render.terminal import diagnostics_list, event_log, graph_tree, status_table
 
@@ -97,10 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_script(args, console)
             return _run(args, console)
     except GradlensError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        _error(console, str(e))
         return 2
+    except KeyboardInterrupt:
+        console.print(Text("interrupted (Ctrl-C)", style="bold red"))
+        return 130
     _parser().print_help()
     return 2
+
+
+def _error(console: Console, message: str) -> None:
+    """Prints ``error: message``, the message as plain text (it may hold any path or name)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
+def _say(console: Console, message: str, style: str = "") -> None:
+    """Prints ``message`` as plain text: a path such as ``runs[/]x.py`` is printed as it is."""
+    console.print(Text(message, style=style), highlight=False)
 
 
 def _take_own_flags(args: argparse.Namespace) -> None:
@@ -144,8 +168,10 @@ def _check_outputs(
             raise GradlensError(
                 f"--{flag} takes a path ending in {' or '.join(suffixes)}, not {str(path)!r}"
             )
-        if not path.resolve().parent.is_dir():
-            raise GradlensError(f"cannot write {path}: the folder {path.parent} does not exist")
+        try:  # before the run: finding out after an hour of training is too late
+            check_writable(path)
+        except GradlensError as e:
+            raise GradlensError(f"--{flag}: {e}") from None
     return outputs
 
 
@@ -154,7 +180,7 @@ def _example_table() -> Table:
     table.add_column("NAME", style="bold")
     table.add_column("what it shows")
     for name in EXAMPLES:
-        table.add_row(name, load_example(name).TITLE)
+        table.add_row(Text(name), Text(load_example(name).TITLE))
     return table
 
 
@@ -186,16 +212,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             continue
         if diagram is None:
             raise GradlensError(f"example {args.name!r} draws no graph; use --plot for its plots")
-        written = render(diagram.to_dot(), path)
-        console.print(f"wrote {written.path}", highlight=False)
+        written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
+        _say(console, f"wrote {written.path}")
         if written.message:
-            console.print(written.message, style="yellow", highlight=False)
+            _say(console, written.message, "yellow")
     if outputs["plot"] is not None:
         for path in _write_plots(result, outputs["plot"]):
-            console.print(f"wrote {path}", highlight=False)
+            _say(console, f"wrote {path}")
     if outputs["json"] is not None:
         _write_json(example_json(result), outputs["json"])
-        console.print(f"wrote {outputs['json']}", highlight=False)
+        _say(console, f"wrote {outputs['json']}")
     return 0
 
 
@@ -217,11 +243,16 @@ def _write_plots(result: ExampleResult, path: Path) -> list[Path]:
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
     text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    write_atomic(path, text + "\n")
 
 
 def _run_script(args: argparse.Namespace, console: Console) -> int:
-    """Runs a user's script unchanged with every optimizer watched; prints the report."""
+    """Runs a user's script unchanged with every optimizer watched; prints the report.
+
+    Whatever way the script ends (finishing, ``sys.exit``, an exception, Ctrl-C), the report
+    is printed and the output files are written with what was recorded. The exit code is the
+    script's: 0, its ``sys.exit`` code, 1 for an exception, 130 for Ctrl-C.
+    """
     script = Path(args.name)
     if not script.is_file():
         raise GradlensError(f"no such script: {script} (and no example named {args.name!r})")
@@ -232,53 +263,204 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     )
     lens = watch_everything(console)
     checker = guard(mode=args.guard) if args.guard else None
+    findings = _LiveFindings(console)
     code = 0
+    failure: BaseException | None = None
+    interrupted = False
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
-    console.print(Rule(f"[bold]gradlens run[/] {script}"), highlight=False)
+    console.print(Rule(Text.assemble(("gradlens run", "bold"), " ", str(script))))
     try:
-        with lens, checker if checker is not None else contextlib.nullcontext():
+        with lens, checker if checker is not None else contextlib.nullcontext(), findings:
             try:
                 runpy.run_path(str(script.resolve()), run_name="__main__")
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
                 if not isinstance(e.code, (int, type(None))):
-                    console.print(str(e.code), style="bold red", highlight=False)
-            except Exception:
-                code = 1
-                console.print_exception(max_frames=8, suppress=[runpy, sys.modules[__name__]])
+                    _say(console, str(e.code), "bold red")
+            except KeyboardInterrupt:
+                code, interrupted = 130, True
+            except Exception as e:
+                code, failure = 1, e
+    except KeyboardInterrupt:  # a second Ctrl-C while the hooks were being removed
+        code, interrupted = 130, True
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    console.print(Rule("[bold]gradlens report[/]"))
+    if failure is not None:
+        console.print(_user_traceback(failure, width=console.width))
+    del failure  # its frames hold the script's tensors
+    console.print(Rule(Text("gradlens report", style="bold")))
+    if interrupted:
+        _say(
+            console,
+            "interrupted (Ctrl-C): the report and the files hold what was recorded until then",
+            "bold yellow",
+        )
     if lens.record.total_steps == 0:
-        console.print(
+        _say(
+            console,
             "no optimizer stepped while the script ran, so there was nothing to watch "
             "(gradlens watches optimizer.step() calls)",
-            style="yellow",
-            highlight=False,
+            "yellow",
         )
     lens.report(console)
     if checker is not None:
-        console.print(checker)
-        for d in checker.diagnostics:
-            console.print(f"{d.kind}: {d.message}\nfix: {d.fix}", highlight=False)
+        _report_guard(checker, findings.shown, console)
     if code != 0:
-        console.print(f"the script exited with code {code}", style="bold red", highlight=False)
-    if outputs["plot"] is not None:
-        lens.plot(outputs["plot"])
-        console.print(f"wrote {outputs['plot']}", highlight=False)
-    if outputs["json"] is not None:
-        _write_json(to_json_dict(lens.record), outputs["json"])  # gradlens.load reads it
-        console.print(f"wrote {outputs['json']}", highlight=False)
-    return code
+        what = "was interrupted" if interrupted else f"exited with code {code}"
+        _say(console, f"the script {what}", "bold red")
+    return _write_outputs(lens, outputs, code, console)
+
+
+def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:
+    """Writes --plot and --json; a file that cannot be written is reported and the others are
+    still written. Returns ``code``, or 2 when the script succeeded but a file failed."""
+    failed = False
+    for flag in ("plot", "json"):
+        path = outputs[flag]
+        if path is None:
+            continue
+        try:
+            if flag == "plot":
+                lens.plot(path)
+            else:
+                _write_json(to_json_dict(lens.record), path)  # gradlens.load reads it
+        except GradlensError as e:
+            _error(console, f"--{flag}: {e}")
+            failed = True
+            continue
+        _say(console, f"wrote {path}")
+    return 2 if failed and code == 0 else code
+
+
+def _report_guard(checker: Guard, shown: list[InplaceViolation], console: Console) -> None:
+    """Prints the table of in-place violations, and the full explanation of each one that was
+    not already printed when it was confirmed (a script may silence warnings)."""
+    console.print(checker)
+    unseen = [v for v in checker.violations if not any(v == s for s in shown)]
+    if unseen:
+        console.print(diagnostics_list([explain_violation(v) for v in unseen]))
+
+
+class _LiveFindings:
+    """Prints each in-place violation the guard confirms, at the moment it does (the guard
+    issues it as a warning whose ``.violation`` is the record, just before the backward that
+    PyTorch will refuse); other warnings go to the handler that was there before.
+
+    Installs its own ``warnings.showwarning`` and an "always" filter for the guard's warning
+    class inside ``warnings.catch_warnings()``, which puts both back when the block ends.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self.shown: list[InplaceViolation] = []
+        self._catcher: warnings.catch_warnings[None] | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> _LiveFindings:
+        self._catcher = warnings.catch_warnings()
+        self._catcher.__enter__()
+        warnings.simplefilter("always", InplaceWarning)  # every one, also under -W error
+        self._previous = warnings.showwarning
+        warnings.showwarning = self._show
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        catcher, self._catcher = self._catcher, None
+        if catcher is not None:
+            catcher.__exit__(*exc)
+
+    def _show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        violation = getattr(message, "violation", None)
+        if not isinstance(violation, InplaceViolation):
+            self._previous(message, category, filename, lineno, file, line)
+            return
+        if any(violation == s for s in self.shown):
+            return
+        self.shown.append(violation)
+        self._console.print(diagnostics_list([explain_violation(violation)]))
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_RUNPY = {os.path.abspath(runpy.__file__), "<frozen runpy>"}
+
+
+def _is_machinery(filename: str) -> bool:
+    """Returns whether a frame's file is gradlens's own or runpy's (how the script was run)."""
+    return filename in _RUNPY or os.path.abspath(filename).startswith(_PACKAGE)
+
+
+def _is_dispatch(tb: types.TracebackType) -> bool:
+    """Returns whether a frame is PyTorch handing a call to a torch-function mode."""
+    code = tb.tb_frame.f_code
+    return code.co_name == "handle_torch_function" and code.co_filename.endswith("overrides.py")
+
+
+def _user_traceback(error: BaseException, *, width: int) -> RenderableType:
+    """Returns ``error``'s traceback with the frames of gradlens and runpy left out, so that the
+    script's frames (and PyTorch's, compacted) are what the user sees.
+
+    An error that gradlens itself raised in its own code and did not mean to (not a
+    GradlensError or InplaceError) keeps every frame: that is a gradlens bug to report.
+    """
+    seen: set[int] = set()
+    chained: BaseException | None = error
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        chained.__traceback__ = _without_machinery(chained)
+        chained = chained.__cause__ or (
+            None if chained.__suppress_context__ else chained.__context__
+        )
+    import torch
+
+    return Traceback.from_exception(
+        type(error), error, error.__traceback__, width=width, suppress=[torch]
+    )
+
+
+def _without_machinery(error: BaseException) -> types.TracebackType | None:
+    tb = error.__traceback__
+    frames: list[types.TracebackType] = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    if not frames:
+        return None
+    ours = type(error).__module__.split(".")[0] == "gradlens"
+    if _is_machinery(frames[-1].tb_frame.f_code.co_filename) and not ours:
+        return error.__traceback__  # raised by gradlens's own code by mistake: show it all
+    kept: list[types.TracebackType] = []
+    for f in frames:
+        if not _is_machinery(f.tb_frame.f_code.co_filename):
+            kept.append(f)
+        elif kept and _is_dispatch(kept[-1]):
+            # PyTorch handed this call to gradlens's mode, which called the function again:
+            # without gradlens the traceback has that function once, so drop the hand-over.
+            kept.pop()
+            if kept and "torch" in Path(kept[-1].tb_frame.f_code.co_filename).parts:
+                kept.pop()
+    if not kept:
+        return error.__traceback__
+    rebuilt: types.TracebackType | None = None
+    for f in reversed(kept):
+        rebuilt = types.TracebackType(rebuilt, f.tb_frame, f.tb_lasti, f.tb_lineno)
+    return rebuilt
 
 
 def _print(result: ExampleResult, console: Console) -> None:
-    console.print(Rule(f"[bold]{result.name}[/]: {result.title}"))
+    console.print(Rule(Text.assemble((result.name, "bold"), ": ", result.title)))
     for heading, body in result.sections:
-        console.print(f"\n[bold]{heading}[/]", highlight=False)
-        console.print(body, highlight=False)
+        console.print(Text.assemble("\n", (heading, "bold")), highlight=False)
+        console.print(Text(body) if isinstance(body, str) else body, highlight=False)
     if result.lens is not None:
         console.print("\n[bold]Training[/] (gradlens.watch)")
         result.lens.report(console)

@@ -1,18 +1,23 @@
 """Drawing DOT text with the Graphviz ``dot`` program: the one place the render layer writes files.
 
-Without ``dot`` installed nothing fails: :func:`render` writes the ``.dot`` text instead and its
-result says how to install Graphviz and convert the file by hand.
+Without ``dot`` installed nothing fails: :func:`render` writes the ``.dot`` text instead, warns,
+and its result says how to install Graphviz and convert the file by hand. Every file is written
+atomically (:mod:`gradlens.render.files`): a failed write leaves the old file as it was.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import GradlensError
+from .files import atomic_path, write_atomic
 
 __all__ = ["FORMATS", "RenderResult", "find_dot", "is_dot_available", "render", "to_svg"]
 
@@ -44,12 +49,15 @@ def is_dot_available() -> bool:
     return find_dot() is not None
 
 
-def render(dot_text: str, path: str | Path) -> RenderResult:
+def render(dot_text: str, path: str | Path, *, warn: bool = True) -> RenderResult:
     """Writes ``dot_text`` drawn to ``path``; the suffix (.svg .png .pdf .dot) picks the format.
 
     Without the ``dot`` program, writes ``path`` with a ``.dot`` suffix instead and returns a
-    result whose ``message`` says how to install Graphviz. Raises :class:`GradlensError` for an
-    unknown suffix, a missing folder, or when ``dot`` rejects the text.
+    result whose ``message`` says how to install Graphviz; with ``warn`` (the default) it also
+    issues that message as a ``UserWarning``, so that a library call does not fall back silently
+    (the CLI, which prints the message itself, passes ``warn=False``). Raises
+    :class:`GradlensError` for an unknown suffix, a missing or unwritable folder, or when ``dot``
+    rejects the text; the file at ``path`` is then left as it was.
 
     Example::
 
@@ -65,28 +73,20 @@ def render(dot_text: str, path: str | Path) -> RenderResult:
             f"cannot tell what to write for {str(path)!r}: the file name must end in one of "
             f"{allowed} (got {path.suffix or 'no suffix'!r})"
         )
-    folder = path.parent
-    if not folder.is_dir():
-        raise GradlensError(
-            f"the folder {str(folder)!r} does not exist; create it first "
-            f"(for example: mkdir -p {str(folder)!r}) or choose another path"
-        )
-
     if fmt == "dot":
-        _write_text(path, dot_text)
+        write_atomic(path, dot_text)
         return RenderResult(path=path, format="dot", dot_path=path)
 
     executable = find_dot()
     if executable is None:
         dot_path = path.with_suffix(".dot")
-        _write_text(dot_path, dot_text)
-        return RenderResult(
-            path=dot_path,
-            format="dot",
-            dot_path=dot_path,
-            message=_missing_dot_message(dot_path, path, fmt),
-        )
-    _run_dot(executable, fmt, dot_text, output=path)
+        write_atomic(dot_path, dot_text)
+        message = _missing_dot_message(dot_path, path, fmt)
+        if warn:
+            warnings.warn(message, UserWarning, stacklevel=_caller_level())
+        return RenderResult(path=dot_path, format="dot", dot_path=dot_path, message=message)
+    with atomic_path(path) as temp:
+        _run_dot(executable, fmt, dot_text, output=temp)
     return RenderResult(path=path, format=fmt)
 
 
@@ -116,11 +116,16 @@ def _run_dot(executable: str, fmt: str, dot_text: str, output: Path | None = Non
     return done.stdout
 
 
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise GradlensError(f"could not write {str(path)!r}: {error}") from error
+def _caller_level() -> int:
+    """Returns the ``stacklevel`` that points a warning at the first caller outside gradlens
+    (``Graph.render`` and ``Trace.render`` call :func:`render` on the user's behalf)."""
+    package = str(Path(__file__).resolve().parent.parent) + os.sep
+    frame = sys._getframe(1)  # render()
+    level = 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _missing_dot_message(dot_path: Path, wanted: Path, fmt: str) -> str:

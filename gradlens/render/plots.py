@@ -24,6 +24,7 @@ from matplotlib.layout_engine import PlaceHolderLayoutEngine
 
 from .._errors import GradlensError
 from ..records import ParamStats, StepRecord, WatchRecord
+from .files import atomic_path
 
 __all__ = [
     "FORMATS",
@@ -185,8 +186,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
         fig.draw_without_rendering()
         fig.set_layout_engine("none")
     metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
-    with matplotlib.rc_context({"svg.hashsalt": "gradlens"}):
-        fig.savefig(path, format=fmt, bbox_inches="tight", metadata=metadata)
+    with matplotlib.rc_context({"svg.hashsalt": "gradlens"}), atomic_path(path) as temp:
+        fig.savefig(temp, format=fmt, bbox_inches="tight", metadata=metadata)
     return path.resolve()
 
 

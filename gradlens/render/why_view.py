@@ -22,9 +22,8 @@ _STATUS_STYLE = {
 
 def why_table(record: WhyRecord) -> Table:
     """Returns a table with one row per parameter: name, status (and cut kind), reason, line."""
-    table = Table(
-        title=f"why gradients reach (or miss) the parameters of {record.loss}", title_justify="left"
-    )
+    title = Text(f"why gradients reach (or miss) the parameters of {record.loss}")
+    table = Table(title=title, title_justify="left")  # Text: a name is never read as markup
     table.add_column("parameter", style="bold", overflow="fold")
     table.add_column("status", no_wrap=True)
     table.add_column("reason", ratio=3)
