@@ -4,14 +4,26 @@ A case is a tiny module-level function that builds tensors, runs a forward pass,
 in-place write (the line marked with a ``# WRITE`` comment) and runs backward. It returns the
 gradients it produced, ``{name: tensor}``. Its label says what PyTorch itself does with it:
 
-* ``"fails"``: PyTorch raises a RuntimeError, either at ``backward()`` because a tensor saved
-  for backward was modified (``failure="saved"``), or at the write itself because the write
-  hits a leaf that requires grad (``failure="leaf"``);
+* ``"fails"``: PyTorch raises a RuntimeError; ``failure=`` names which one (``FAILURES``: the
+  message it carries and where it is raised): at ``backward()`` because a tensor saved for
+  backward was modified (``"saved"``), at the write itself because it hits a leaf that requires
+  grad (``"leaf"``) or a view of one (``"view-leaf"``), at the write on a view autograd cannot
+  rebase (``"view"``: a view made in ``no_grad``/``inference_mode``, one of several views, or a
+  view made inside a custom Function), at a custom Function's ``apply`` that broke the
+  ``mark_dirty`` contract (``"mark-dirty"``), at ``backward()`` on a saved tensor later detached
+  in place (``"detached"``) or one a selective checkpoint cached and the program mutated
+  (``"checkpoint"``), at the forward op whose saved-tensor pack hook wrote its input
+  (``"pack-hook"``), or at a write to an inference tensor outside inference mode
+  (``"inference"``);
 * ``"ok"``: PyTorch succeeds and the gradient is right (the write is harmless);
 * ``"silent"``: PyTorch succeeds but the gradient is wrong, because the write changed a saved
-  tensor without PyTorch noticing (``.data``, numpy). ``reference`` is the same computation
-  without the write, so the two gradients can be compared. ``visible=False`` marks a write
-  that does not go through torch at all (numpy), which a tool can only find afterwards.
+  tensor without PyTorch noticing (``.data``, numpy, saved-tensor hooks, a preserved version
+  counter). ``reference`` computes the gradient the program should get (the same computation
+  without the write, or with the write done out of place), so the two can be compared.
+  ``visible=False`` marks a write that does not go through torch at all (numpy), which a tool
+  can only find afterwards.
+
+The family of a case is its module's name without ``cases_`` (``ops``, ``pytorch_views``, ...).
 """
 
 from __future__ import annotations
@@ -24,11 +36,66 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EXPECTS", "FAILURES", "REPO_ROOT", "Case", "CaseFn", "Grads", "case"]
+__all__ = [
+    "EXPECTS",
+    "FAILURES",
+    "REPO_ROOT",
+    "Case",
+    "CaseFn",
+    "Failure",
+    "Grads",
+    "case",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTS = ("fails", "ok", "silent")
-FAILURES = ("saved", "leaf")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How PyTorch refuses a failing case: a pattern of its message and where it raises.
+
+    ``where``: ``"backward"`` (a later line, the backward call), ``"write"`` (the ``# WRITE``
+    line itself), ``"elsewhere"`` (another line of the case, e.g. the op whose pack hook wrote)
+    or ``"any"`` (a checkpointed function re-runs its write inside backward and raises there).
+    """
+
+    pattern: str  # a regular expression searched in str(error)
+    where: str
+
+    def matches(self, text: str) -> bool:
+        return re.search(self.pattern, text) is not None
+
+
+FAILURES: dict[str, Failure] = {
+    "saved": Failure(r"modified by an inplace operation", "backward"),
+    "leaf": Failure(
+        r"(?<!view of )a leaf Variable that requires grad (is being|has been) used in an "
+        r"in-place operation",
+        "write",
+    ),
+    "view-leaf": Failure(
+        r"a view of a leaf Variable that requires grad is being used in an in-place operation",
+        "write",
+    ),
+    "view": Failure(
+        r"is a view and (is being|its base or another view of its base has been) modified "
+        r"inplace|A view was created in (no_grad|inference) mode and is being modified inplace"
+        r"|a view of a view .* is being .* inside the (no_grad block|inference_mode)"
+        r"|output of a function that returns multiple views",
+        "write",
+    ),
+    "mark-dirty": Failure(
+        r"marked as dirty during the forward method were not returned"
+        r"|mark_dirty.*received a tensor that was not an input"
+        r"|modifies inplace an input that is a view of another Tensor",
+        "write",
+    ),
+    "detached": Failure(r"Trying to use a saved tensor that has been detached", "backward"),
+    "checkpoint": Failure(r"cached during selective activation checkpoint has been mutated", "any"),
+    "pack-hook": Failure(r"A saved tensor pack hook is modifying its input in place", "elsewhere"),
+    "inference": Failure(r"Inplace update to inference tensor outside InferenceMode", "write"),
+}
 
 Grads = dict[str, torch.Tensor]
 CaseFn = Callable[[], Grads]
@@ -45,7 +112,7 @@ class Case:
     file: str  # relative to the repo root, "tests/inplace_corpus/cases_x.py"
     write_line: int | None  # the line marked "# WRITE" (None unless found exactly once)
     write_lines: tuple[int, ...] = ()  # every marked line found in the function
-    failure: str | None = None  # fails: "saved" (raised at backward) | "leaf" (at the write)
+    failure: str | None = None  # fails: a key of FAILURES
     visible: bool = True  # False: the write bypasses torch (numpy), no op reports it
     doc: str = ""
 
@@ -59,8 +126,13 @@ class Case:
         return REPO_ROOT / self.file
 
     @property
+    def family(self) -> str:
+        """The module's name without ``cases_``: ``"ops"``, ``"pytorch_views"``, ..."""
+        return Path(self.file).stem.removeprefix("cases_")
+
+    @property
     def row(self) -> str:
-        """The confusion-table row: ``fails-saved``, ``fails-leaf``, ``ok`` or ``silent``."""
+        """The confusion-table row: ``fails-saved``, ``fails-leaf``, ..., ``ok`` or ``silent``."""
         return f"fails-{self.failure}" if self.expect == "fails" else self.expect
 
 
@@ -77,7 +149,7 @@ def case(
     if expect == "fails":
         failure = failure or "saved"
         if failure not in FAILURES:
-            raise ValueError(f"failure must be one of {FAILURES}, not {failure!r}")
+            raise ValueError(f"failure must be one of {sorted(FAILURES)}, not {failure!r}")
     elif failure is not None:
         raise ValueError("failure= only applies to expect='fails'")
     if expect == "silent" and reference is None:

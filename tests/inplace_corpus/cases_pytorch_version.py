@@ -1,0 +1,414 @@
+"""Scenarios of PyTorch's own autograd tests around the version counter, in our own words.
+
+Each docstring names the test in ``test/test_autograd.py`` (pytorch/pytorch) the scenario comes
+from. These are the tests that expect "modified by an inplace operation" at backward, and their
+harmless neighbours that must run (in-place on a tensor nothing saved, a node that saved its
+own output, a gradient edge taken before the write, ...). Values are fixed, never random.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ._helpers import grads, ramp
+from ._registry import case
+
+
+def _x() -> torch.Tensor:
+    return torch.tensor([[0.5, -1.0], [2.0, 0.25]], requires_grad=True)
+
+
+def _y() -> torch.Tensor:
+    return torch.tensor([[4.0, 3.0], [-2.0, 1.5]], requires_grad=True)
+
+
+@case(expect="ok")
+def add_after_mul_backward_through_add():
+    """from test_autograd.py test_inplace: z.add_(2) after q = z + y; q needs nothing saved."""
+    x, y = _x(), _y()
+    z = x * y
+    q = z + y
+    z.add_(2.0)  # WRITE
+    q.sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="fails")
+def add_after_mul_backward_through_mul():
+    """from test_autograd.py test_inplace: z.add_(2) after w = z * y saved z: w fails."""
+    x, y = _x(), _y()
+    z = x * y
+    w = z * y
+    z.add_(2.0)  # WRITE
+    w.sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="ok")
+def add_returns_the_new_version():
+    """from test_autograd.py test_inplace: w = z.add_(y) is the last expression, so it backprops."""
+    x, y = _x(), _y()
+    z = x * y
+    r = z + y
+    w = z.add_(y)  # WRITE
+    (w.sum() + r.sum()).backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="fails")
+def add_on_tensor_a_later_mul_saved():
+    """from test_autograd.py test_inplace: q = z * y saved z, then z.add_(y): q fails."""
+    x, y = _x(), _y()
+    z = x * y
+    q = z * y
+    z.add_(y)  # WRITE
+    q.sum().backward()
+    return grads(x=x, y=y)
+
+
+def _exp_own_reference():
+    x, y = _x(), _y()
+    z = x / 2 + y / 8
+    z.exp().sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="ok", reference=_exp_own_reference)
+def exp_inplace_backprops_through_its_own_output():
+    """from test_autograd.py test_inplace: w = z.exp_() saves its own output; w runs."""
+    x, y = _x(), _y()
+    z = x / 2 + y / 8
+    w = z.exp_()  # WRITE
+    w.sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="fails")
+def exp_inplace_breaks_an_earlier_mul():
+    """from test_autograd.py test_inplace: q = z * y saved z before z.exp_(): q fails."""
+    x, y = _x(), _y()
+    z = x / 2 + y / 8
+    q = z * y
+    z.exp_()  # WRITE
+    q.sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="ok")
+def clone_then_add_is_still_usable():
+    """from test_autograd.py test_inplace: leaf.clone().add_(10) and then y = x + 2 backprops."""
+    leaf = torch.ones(2, 2, requires_grad=True)
+    x = leaf.clone()
+    x.add_(10.0)  # WRITE
+    y = x + 2.0
+    y.sum().backward()
+    return grads(leaf=leaf)
+
+
+@case(expect="fails")
+def clone_mul_then_add_breaks_the_mul():
+    """from test_autograd.py test_inplace: z = x * y saved x (a clone), then x.add_(2)."""
+    leaf = torch.ones(2, 2, requires_grad=True)
+    x = leaf.clone()
+    y = x + 2.0
+    z = x * y
+    x.add_(2.0)  # WRITE
+    z.sum().backward()
+    return grads(leaf=leaf)
+
+
+@case(expect="fails")
+def no_grad_write_to_a_saved_leaf():
+    """from test_autograd.py test_no_grad_modifies_version: x *= 2 under no_grad, x saved."""
+    x, y = _x(), _y()
+    z = (x * y).sum()
+    with torch.no_grad():
+        x *= 2.0  # WRITE
+    z.backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="fails")
+def detach_then_zero_a_saved_leaf():
+    """from test_autograd.py test_detach_then_inplace_raises_in_autograd: x.detach().zero_()."""
+    x = torch.tensor(1.5, requires_grad=True)
+    y = x**2
+    z = x.detach()
+    z.zero_()  # WRITE
+    y.backward()
+    return grads(x=x)
+
+
+@case(expect="fails")
+def add_after_pow_under_grad():
+    """from test_autograd.py test_anomaly_grad_warnings: d1 += 1 after d2 = d1 ** 2."""
+    a = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.25], requires_grad=True)
+    d1 = a + 1.0
+    d2 = d1**2
+    d1 += 1.0  # WRITE
+    (g,) = torch.autograd.grad(d2.sum(), a)
+    return {"a": g}
+
+
+@case(expect="fails")
+def add_after_pow_under_anomaly_mode():
+    """from test_autograd.py test_anomaly_grad_warnings, inside detect_anomaly()."""
+    a = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.25], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autograd.detect_anomaly():
+            d1 = a + 1.0
+            d2 = d1**2
+            d1 += 1.0  # WRITE
+            (g,) = torch.autograd.grad(d2.sum(), a)
+    return {"a": g}
+
+
+class _Clone(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clone()
+
+
+@case(expect="fails")
+def add_on_one_branch_beside_a_python_function():
+    """from test_autograd.py test_pynode_destruction_deadlock: left1 += 1 after left1 ** 2."""
+    inp = torch.tensor([0.5, 2.0], requires_grad=True)
+    right = _Clone.apply(inp)
+    left1 = inp.clone()
+    left2 = left1**2
+    left1 += 1.0  # WRITE
+    out = left2 + right
+    out.sum().backward()
+    return grads(inp=inp)
+
+
+@case(expect="fails")
+def inference_mode_write_to_a_saved_normal_tensor():
+    """from test_autograd.py test_inference_mode_existing_autograd_session: a.add_(2) inside."""
+    s = ramp(1, 2, 3, grad=True)
+    a = s.clone()
+    out = a * a
+    with torch.inference_mode():
+        a.add_(2.0)  # WRITE
+    out.backward(torch.ones_like(out))
+    return grads(s=s)
+
+
+@case(expect="fails")
+def no_grad_add_to_a_saved_exp_output():
+    """from test_autograd.py test_saved_variable_version_counter: b += 1 under no_grad."""
+    a = torch.tensor([0.5, -0.5], requires_grad=True)
+    b = torch.exp(a)
+    with torch.no_grad():
+        b += 1.0  # WRITE
+    b.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="ok")
+def add_after_dense_sum_of_itself():
+    """from test_autograd.py test_per_dispatch_key_input_saving: dense sum saves no input."""
+    inp = torch.tensor([0.5, 2.0], requires_grad=True)
+    x = inp.clone()
+    res = x.sum(-1, keepdim=True)
+    x.add_(x)  # WRITE
+    res.backward()
+    return grads(inp=inp)
+
+
+@case(expect="ok")
+def mul_after_taking_a_gradient_edge():
+    """from test_autograd.py test_grad_to_node_inplace: x *= 2 after get_gradient_edge(x)."""
+    leaf = torch.tensor([1.5, -0.5], requires_grad=True)
+    x = leaf.clone()
+    edge = torch.autograd.graph.get_gradient_edge(x)
+    x *= 2.0  # WRITE
+    g_old, g_new = torch.autograd.grad(x.sum(), (edge, x))
+    return {"old": g_old, "new": g_new}
+
+
+@case(expect="ok")
+def mul_on_a_tensor_that_retains_grad():
+    """from test_autograd.py test_retain_grad_inplace: a.retain_grad(); a.mul_(2)."""
+    leaf = torch.tensor([1.0, 3.0], requires_grad=True)
+    a = leaf.clone()
+    a.retain_grad()
+    a.mul_(2.0)  # WRITE
+    a.sum().backward()
+    assert a.grad is not None
+    return {"leaf": grads(leaf=leaf)["leaf"], "a": a.grad}
+
+
+@case(expect="ok")
+def mul_between_two_tensor_hooks():
+    """from test_autograd.py test_tensor_hooks_inplace: hooks before and after b.mul_(2)."""
+    a = torch.tensor([1.0], requires_grad=True)
+    b = a.clone()
+    b.register_hook(lambda g: g * 2)
+    b.mul_(2.0)  # WRITE
+    b.register_hook(lambda g: g * 2)
+    b.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="ok")
+def var_mean_output_scaled_in_place():
+    """from test_autograd.py test_retains_grad_inplace_multiple_outputs: var.mul_(2)."""
+    b = torch.tensor([[0.5, 1.0, -1.0], [2.0, 0.0, 1.0], [1.5, -0.5, 3.0]], requires_grad=True)
+    var, mean = torch.var_mean(b, dim=0)
+    var.mul_(2.0)  # WRITE
+    (var + mean).sum().backward()
+    return grads(b=b)
+
+
+@case(expect="ok")
+def copy_into_a_detached_buffer_each_step():
+    """from test_autograd.py test_no_unnecessary_save: x.copy_(mu + i) each step; x * ft
+    saves ft only."""
+    mu = torch.ones(1, requires_grad=True)
+    x = torch.empty(1)
+    loss = torch.zeros(())
+    for i in range(3):
+        x.detach_()
+        x.copy_(mu + i)  # WRITE
+        ft = torch.tensor([float(i)])
+        loss = loss + (x * ft).sum()
+    loss.backward()
+    return grads(mu=mu)
+
+
+@case(expect="ok")
+def masked_setitem_from_itself():
+    """from test_autograd.py test_index_backward_does_not_save_tensor: t[m] = t[m]."""
+    a = torch.tensor([1.0, 0.0, 0.0])
+    b = torch.zeros(3, requires_grad=True)
+    tensor = b + 0
+    tensor[a != 0] = tensor[a != 0]  # WRITE
+    tensor.backward(torch.ones_like(tensor))
+    return grads(b=b)
+
+
+@case(expect="ok")
+def setitem_on_an_add_output():
+    """from test_autograd.py test_setitem: y = x + 2; y[1] = 2; the row gets no gradient."""
+    x = torch.ones(3, 3, requires_grad=True)
+    y = x + 2.0
+    y[1] = 2.0  # WRITE
+    y.backward(torch.ones(3, 3))
+    return grads(x=x)
+
+
+@case(expect="ok")
+def setitem_a_grad_requiring_value():
+    """from test_autograd.py test_setitem: y[[0, 1], [1, 0]] = value that requires grad."""
+    x = torch.ones(3, 3, requires_grad=True)
+    y = x + 2.0
+    value = torch.full((2,), 7.0, requires_grad=True)
+    y[[0, 1], [1, 0]] = value  # WRITE
+    y.backward(torch.ones(3, 3))
+    return grads(x=x, value=value)
+
+
+@case(expect="ok")
+def assign_leaves_into_a_plain_tensor():
+    """from test_autograd.py test_leaf_assignment: x[0] = y; x[1] = 2 * z; x now requires grad."""
+    x = torch.zeros(3, 4)
+    y = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    z = torch.tensor([0.5, 0.5, -1.0, 2.0], requires_grad=True)
+    x[0] = y  # WRITE
+    x[1] = 2 * z
+    x.sum().backward()
+    return grads(y=y, z=z)
+
+
+@case(expect="ok")
+def no_grad_assignment_into_a_leaf():
+    """from test_autograd.py test_no_grad_assignment: x[0] = y under no_grad, then x is used."""
+    x = torch.ones(3, 2, requires_grad=True)
+    with torch.no_grad():
+        x[0] = torch.tensor([5.0, 6.0])  # WRITE
+    (x * 2.0).sum().backward()
+    return grads(x=x)
+
+
+@case(expect="ok")
+def inplace_relu_on_a_view_of_a_clone():
+    """from test_autograd.py test_inplace_on_view_saved_output: relu(view, inplace=True)."""
+    root = ramp(3, 3, grad=True)
+    copy = root.clone()
+    view = copy.view(9)
+    torch.nn.functional.relu(view, inplace=True)  # WRITE
+    copy.sum().backward()
+    return grads(root=root)
+
+
+@case(expect="ok")
+def add_on_a_view_of_a_clone_replays_the_view():
+    """from test_autograd.py test_view_replay_enabled: out = x.clone().view(-1); out.add_(1)."""
+    x = torch.ones(2, 2, requires_grad=True)
+    out = x.clone().view(-1)
+    out.add_(1.0)  # WRITE
+    (out * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    return grads(x=x)
+
+
+@case(expect="ok")
+def index_put_then_two_backward_passes():
+    """from test_autograd.py test_backward_twice_retained_graph_with_saved_values."""
+    b = torch.tensor([0.5, 1.5, -2.0], requires_grad=True)
+    c = torch.zeros(3)
+    c[[1, 2]] = b[[1, 1]]  # WRITE
+    c.backward(torch.ones(3), retain_graph=True)
+    c.backward(torch.ones(3))
+    return grads(b=b)
+
+
+def _preserved_reference():
+    """The same doubling of sigmoid's output, out of place: the gradient it should get."""
+    x = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    s = x.clone().sigmoid() * 2.0
+    s.sum().backward()
+    return grads(x=x)
+
+
+@case(expect="silent", reference=_preserved_reference)
+def write_under_a_preserved_version_counter():
+    """from test_autograd.py test_unsafe_set_version_counter: mul_ inside
+    _unsafe_preserve_version_counter on sigmoid's saved output: no error, wrong gradient."""
+    x = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    s = x.clone().sigmoid()
+    with torch.autograd._unsafe_preserve_version_counter(s):
+        s.mul_(2.0)  # WRITE
+    s.sum().backward()
+    return grads(x=x)
+
+
+@case(expect="fails", failure="detached")
+def detach_in_place_a_saved_input():
+    """from test_autograd.py test_saved_variable_saved_original_inplace_detach: a.detach_()
+    after b = a.sin() saved a."""
+    leaf = torch.tensor(1.0, requires_grad=True)
+    a = leaf.clone()
+    b = a.sin()
+    a.detach_()  # WRITE
+    b.backward()
+    return grads(leaf=leaf)
+
+
+@case(expect="ok")
+def detach_in_place_a_tensor_saved_as_output():
+    """from test_autograd.py test_saved_variable_saved_original_inplace_detach: exp saved its
+    output, so a.detach_() afterwards is fine."""
+    leaf = torch.tensor(1.0, requires_grad=True)
+    a = leaf.clone()
+    b = a.exp()
+    a.detach_()  # WRITE
+    b.backward()
+    return grads(leaf=leaf)

@@ -1,0 +1,347 @@
+"""Three gradlens tools judged on every corpus case by what PyTorch itself does.
+
+``run_plain(case)`` runs a case with no tool; ``judge(tool, case)`` runs it under one tool and
+compares with the plain run:
+
+* ``"guard"``: ``gradlens.guard(mode="warn", verify=True)``, its ``violations``;
+* ``"trace"``: ``gradlens.trace()``, its ``record.violations`` (the same checks, warn semantics);
+* ``"strict"``: ``gradlens.guard(mode="strict")``: raises ``gradlens.InplaceError`` just before
+  the backward that would use an overwritten tensor, naming the write's line.
+
+A ``Verdict`` says whether the tool found the case (``found``: a failing or silent case reported
+at its ``# WRITE`` line with the right kind; ``None`` for a harmless case), the false alarms it
+raised (a report of the wrong kind, or away from the write line, or any report on a harmless
+case) and how it changed the program (a different exception or message than plain PyTorch for
+warn tools, gradients not bit-identical, an error where PyTorch has none).
+
+``python -m tests.inplace_corpus.table`` prints the recall/precision table (markdown) per family.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+import gradlens
+
+from . import CASES, CASES_BY_NAME, FAILURES, FAMILIES, Case
+
+__all__ = [
+    "TOOLS",
+    "Outcome",
+    "Verdict",
+    "judge",
+    "markdown_table",
+    "run_plain",
+    "text_table",
+]
+
+TOOLS = ("guard", "trace", "strict")
+FLAGS = ("inplace-saved", "inplace-leaf", "silent-write")  # the kinds this corpus judges
+# The one kind a report must have to be true, per row; rows not listed (PyTorch refuses the
+# write or op itself for a reason no gradlens kind names: a view autograd cannot rebase, a
+# mark_dirty contract, ...) accept a report of any kind at the write line.
+EXACT_KIND = {
+    "fails-saved": "inplace-saved",
+    "fails-leaf": "inplace-leaf",
+    "fails-view-leaf": "inplace-leaf",
+    "silent": "silent-write",
+}
+
+
+@dataclass
+class Outcome:
+    grads: dict[str, torch.Tensor] | None = None
+    error: BaseException | None = None
+    lines: set[int] = field(default_factory=set)  # lines of the case's file that ran
+
+    def raised_at(self, case: Case) -> int | None:
+        """The innermost line of the case's file in the error's traceback."""
+        line = None
+        tb = self.error.__traceback__ if self.error is not None else None
+        while tb is not None:
+            if _same_file(tb.tb_frame.f_code.co_filename, case.path):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        return line
+
+
+@functools.cache
+def _real(filename: str) -> str:
+    return os.path.realpath(filename)
+
+
+def _same_file(filename: str, path: Path) -> bool:
+    return _real(filename) == _real(str(path))
+
+
+def _call(case: Case, outcome: Outcome) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anomaly mode, deprecations: not what is judged
+        try:
+            outcome.grads = case.fn()
+        except Exception as e:
+            outcome.error = e
+
+
+def run_plain(case: Case, *, trace_lines: bool = False) -> Outcome:
+    """Runs ``case.fn`` with no tool, catching what it raises (and recording its lines if asked)."""
+    outcome = Outcome()
+    target = _real(str(case.path))
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            outcome.lines.add(frame.f_lineno)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call" and _real(frame.f_code.co_filename) == target:
+            outcome.lines.add(frame.f_lineno)
+            return local
+        return None
+
+    previous = sys.gettrace()
+    if trace_lines:
+        sys.settrace(tracer)
+    try:
+        _call(case, outcome)
+    finally:
+        if trace_lines:
+            sys.settrace(previous)
+    return outcome
+
+
+@functools.cache
+def _plain(name: str) -> Outcome:
+    return run_plain(CASES_BY_NAME[name])
+
+
+@dataclass
+class Verdict:
+    tool: str
+    case: Case
+    found: bool | None  # None: a harmless case, nothing to find
+    reports: list[tuple[str, str | None]]  # (kind, write_source) of everything the tool said
+    false_alarms: list[str]
+    changed: list[str]  # how the program differed from plain PyTorch
+
+    @property
+    def reported(self) -> bool:
+        return bool(self.reports)
+
+    def problems(self) -> list[str]:
+        return [*self.false_alarms, *self.changed]
+
+
+def _at_write(source: str | None, case: Case) -> bool:
+    """True if a ``"file:line"`` names the case's write line (path relative to the cwd)."""
+    if not source or ":" not in source:
+        return False
+    file, _, line = source.rpartition(":")
+    return line.strip().isdigit() and int(line) == case.write_line and _same_file(file, case.path)
+
+
+def _same_error(a: BaseException | None, b: BaseException | None) -> bool:
+    return a is not None and b is not None and (type(a), str(a)) == (type(b), str(b))
+
+
+def _changed_result(plain: Outcome, run: Outcome) -> list[str]:
+    """The program's result under a tool that should not change it: same error, same gradients."""
+    if plain.error is not None:
+        if run.error is None:
+            return ["PyTorch's error was not raised under the tool"]
+        if not _same_error(plain.error, run.error):
+            return [f"the error changed under the tool: {run.error!r}"]
+        return []
+    if run.error is not None:
+        return [f"raised under the tool: {run.error!r}"]
+    assert plain.grads is not None and run.grads is not None
+    if plain.grads.keys() != run.grads.keys():
+        return ["different gradients were produced under the tool"]
+    differ = [k for k in plain.grads if not torch.equal(plain.grads[k], run.grads[k])]
+    return [f"gradients {differ} are not bit-identical under the tool"] if differ else []
+
+
+def _judge_reports(case: Case, reports: list[tuple[str, str | None]]) -> tuple[bool, list[str]]:
+    """(found, false alarms) for what a tool reported on a case."""
+    anywhere = case.expect == "silent" and not case.visible
+    exact = EXACT_KIND.get(case.row)
+    found, alarms = False, []
+    for kind, source in reports:
+        where = anywhere or _at_write(source, case)
+        if case.expect == "ok":
+            alarms.append(f"{kind} at {source} on a harmless write")
+        elif not where:
+            alarms.append(f"{kind} away from the write line, at {source}")
+        elif exact is not None and kind != exact:
+            alarms.append(f"{kind} at {source}, but PyTorch's verdict is {case.row}")
+        else:
+            found = True
+    return found, alarms
+
+
+def _run_warn(tool: str, case: Case) -> tuple[Outcome, list[tuple[str, str | None]], list[str]]:
+    """Runs the case under guard (warn) or trace: (outcome, reports, the tool's own crash)."""
+    run = Outcome()
+    crashed: list[str] = []
+    violations: list[Any] = []
+    try:  # the case's own errors are caught inside; whatever escapes is the tool's
+        if tool == "guard":
+            with gradlens.guard(mode="warn", verify=True) as g:
+                _call(case, run)
+            violations = g.violations
+        else:
+            with gradlens.trace() as t:
+                _call(case, run)
+            violations = list(t.record.violations)
+    except Exception as e:
+        crashed.append(f"the tool itself raised {e!r}"[:300])
+    return run, [(v.kind, v.write_source) for v in violations if v.kind in FLAGS], crashed
+
+
+def _judge_strict(case: Case, plain: Outcome) -> Verdict:
+    run = Outcome()
+    crashed: list[str] = []
+    noted: list[Any] = []
+    try:  # the case's own errors are caught inside; whatever escapes is the tool's
+        with gradlens.guard(mode="strict") as g:
+            _call(case, run)
+        noted = g.violations
+    except Exception as e:
+        crashed.append(f"the tool itself raised {e!r}"[:300])
+    raised = run.error if isinstance(run.error, gradlens.InplaceError) else None
+    failure = FAILURES[case.failure] if case.failure else None
+    at_write_failure = failure is not None and failure.where == "write"
+    reports: list[tuple[str, str | None]] = []
+    changed: list[str] = crashed
+    if raised is not None:
+        reports.append((raised.violation.kind, raised.violation.write_source))
+        line = run.raised_at(case)
+        if not at_write_failure and line == case.write_line:
+            changed.append("InplaceError raised at the write, not just before the backward")
+    elif at_write_failure:
+        # PyTorch refuses the write itself, before strict could: its own error goes up and
+        # what the guard noted at that write counts.
+        reports += [(v.kind, v.write_source) for v in noted if v.kind in FLAGS]
+        changed += _changed_result(plain, run)
+    else:
+        changed += _changed_result(plain, run)
+    found, alarms = _judge_reports(case, reports)
+    return Verdict("strict", case, None if case.expect == "ok" else found, reports, alarms, changed)
+
+
+@functools.cache
+def _judge(tool: str, name: str) -> Verdict:
+    case = CASES_BY_NAME[name]
+    plain = _plain(name)
+    if tool == "strict":
+        return _judge_strict(case, plain)
+    run, reports, crashed = _run_warn(tool, case)
+    found, alarms = _judge_reports(case, reports)
+    changed = crashed or _changed_result(plain, run)
+    return Verdict(tool, case, None if case.expect == "ok" else found, reports, alarms, changed)
+
+
+def judge(tool: str, case: Case) -> Verdict:
+    """Runs ``case`` under ``tool`` (once per session) and judges it against plain PyTorch."""
+    if tool not in TOOLS:
+        raise ValueError(f"tool must be one of {TOOLS}, not {tool!r}")
+    return _judge(tool, case.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recall and precision per tool and family
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cell:
+    positives: int = 0  # fails + silent cases
+    found: int = 0
+    reported: int = 0  # cases the tool reported anything on
+    alarmed: int = 0  # of those, cases with a false alarm
+
+    def add(self, v: Verdict) -> None:
+        if v.found is not None:
+            self.positives += 1
+            self.found += bool(v.found)
+        if v.reported:
+            self.reported += 1
+            self.alarmed += bool(v.false_alarms)
+
+    def recall(self) -> str:
+        return f"{self.found}/{self.positives}" if self.positives else "-"
+
+    def precision(self) -> str:
+        if not self.reported:
+            return "-"
+        return f"{100 * (self.reported - self.alarmed) / self.reported:.0f}%"
+
+
+def _cells(cases: list[Case] | None = None) -> dict[str, dict[str, _Cell]]:
+    """``{family or "all": {tool: cell}}`` over ``cases`` (default: the whole corpus)."""
+    cases = CASES if cases is None else cases
+    rows = [f for f in FAMILIES if any(c.family == f for c in cases)] + ["all"]
+    table = {row: {tool: _Cell() for tool in TOOLS} for row in rows}
+    for case in cases:
+        for tool in TOOLS:
+            v = judge(tool, case)
+            table[case.family][tool].add(v)
+            table["all"][tool].add(v)
+    return table
+
+
+def _counts(cases: list[Case]) -> dict[str, tuple[int, int, int]]:
+    out: dict[str, tuple[int, int, int]] = {}
+    for row in [*FAMILIES, "all"]:
+        sel = [c for c in cases if row in ("all", c.family)]
+        if sel:
+            out[row] = (
+                sum(c.expect == "fails" for c in sel),
+                sum(c.expect == "silent" for c in sel),
+                sum(c.expect == "ok" for c in sel),
+            )
+    return out
+
+
+def markdown_table(cases: list[Case] | None = None) -> str:
+    """Recall (found/failing+silent) and precision per tool and family, as a markdown table."""
+    cases = CASES if cases is None else cases
+    cells, counts = _cells(cases), _counts(cases)
+    head = "| family | fails | silent | ok |" + "".join(
+        f" {t} recall | {t} precision |" for t in TOOLS
+    )
+    lines = [head, "|" + "---|" * (4 + 2 * len(TOOLS))]
+    for row, by_tool in cells.items():
+        name = f"**{row}**" if row == "all" else row
+        fails, silent, ok = counts[row]
+        line = f"| {name} | {fails} | {silent} | {ok} |"
+        for tool in TOOLS:
+            line += f" {by_tool[tool].recall()} | {by_tool[tool].precision()} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def text_table(cases: list[Case] | None = None) -> str:
+    """The same table in fixed-width text, for ``pytest -s``."""
+    cases = CASES if cases is None else cases
+    cells, counts = _cells(cases), _counts(cases)
+    head = f"{'family':18} {'fails':>5} {'silent':>6} {'ok':>4}" + "".join(
+        f" {t + ' rec':>12} {t + ' prec':>12}" for t in TOOLS
+    )
+    lines = [head]
+    for row, by_tool in cells.items():
+        fails, silent, ok = counts[row]
+        line = f"{row:18} {fails:>5} {silent:>6} {ok:>4}"
+        for tool in TOOLS:
+            line += f" {by_tool[tool].recall():>12} {by_tool[tool].precision():>12}"
+        lines.append(line)
+    return "\n".join(lines)
