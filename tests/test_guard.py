@@ -275,8 +275,9 @@ def test_gradlens_run_guards_a_whole_script(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gan.py").write_text(GAN, encoding="utf-8")
     code = main(["run", "gan.py", flag])
-    out = " ".join(capsys.readouterr().out.split())
-    assert code == 1 and "finished" not in out
+    raw = capsys.readouterr().out
+    out = " ".join(raw.split())
+    assert code == 1 and "finished" not in [line.strip() for line in raw.splitlines()]
     assert "inplace-saved net.2.weight add_ gan.py:8 linear (mat2) gan.py:6 1 → 2" in out
     if flag == "--strict":
         assert "InplaceError: net.2.weight was overwritten by add_ at gan.py:8" in out

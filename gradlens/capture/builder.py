@@ -7,7 +7,6 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,27 +16,12 @@ import torch
 
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
 from .names import TensorNames
+from .saved import saved_slots
+from .summary import shape_of
 
 __all__ = ["GraphBuilder", "node_name"]
 
 _META_KEY = "gradlens"
-# Saved attributes that describe sizes/strides rather than tensors or useful scalars.
-_SKIP_SAVED_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
-
-
-@functools.cache
-def _saved_attributes_of(node_type: type) -> tuple[str, ...]:
-    return tuple(
-        a
-        for a in dir(node_type)
-        if a.startswith("_saved_") and not a.endswith(_SKIP_SAVED_SUFFIXES)
-    )
-
-
-def saved_attributes(fn: Any) -> tuple[str, ...]:
-    """Returns the ``_saved_*`` attributes of autograd Node ``fn`` that can hold tensors
-    (sizes, strides and options left out); looked up once per node type."""
-    return _saved_attributes_of(type(fn))  # type: ignore[arg-type]  # types are hashable
 
 
 def node_name(fn: Any) -> str:
@@ -190,31 +174,26 @@ class GraphBuilder:
         return reached
 
     def _read_saved(self, fn: Any, draft: _Draft) -> None:
-        for attr in saved_attributes(fn):
-            role = attr.removeprefix("_saved_")
-            key = (draft.id, role)
+        """Adds a SAVED node per saved value of ``fn`` (read without unpacking: no unpack hook
+        runs), or marks one freed by a backward without retain_graph."""
+        for slot in saved_slots(fn):
+            key = (draft.id, slot.role)
             existing = self._saved.get(key)
-            try:
-                value = getattr(fn, attr)
-            except RuntimeError:  # freed by a backward without retain_graph, or overwritten
+            if slot.freed:
                 if existing is None:
-                    existing = self._add_saved(draft, role, None)
-                    shape = self.saved_shape(fn, role) if self.saved_shape else None
+                    existing = self._add_saved(draft, slot.role, None)
+                    shape = self.saved_shape(fn, slot.role) if self.saved_shape else None
                     self._drafts[existing].shape = shape
                 self._drafts[existing].freed = True
-                continue
-            values = value if isinstance(value, (tuple, list)) else [value]
-            tensors = [v for v in values if isinstance(v, torch.Tensor)]
-            if not tensors or existing is not None:
-                continue
-            self._add_saved(draft, role, tensors[0])
+            elif existing is None and (slot.tensor is not None or slot.skipped is not None):
+                self._add_saved(draft, slot.role, slot.tensor)
 
     def _add_saved(self, op: _Draft, role: str, t: torch.Tensor | None) -> str:
         where = "output" if role.startswith("result") else "input"
         saved = self._new(
             NodeKind.SAVED,
             name=role,
-            shape=None if t is None else tuple(t.shape),
+            shape=None if t is None else shape_of(t),
             dtype=None if t is None else str(t.dtype).removeprefix("torch."),
             saved_as=f"{where} {role}",
         )

@@ -35,10 +35,10 @@ from types import FrameType
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import _disable_current_modes
 
 from ..records import InplaceViolation
 from .builder import node_name
+from .quiet import quiet
 from .saved import has_saved_introspection, saved_slots, unsupported
 from .source import frame_locals
 
@@ -89,6 +89,11 @@ def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
     None for a tensor with no plain memory (see ``saved.unsupported``)."""
     if unsupported(t) is not None:
         return None
+    return _plain_span(t)
+
+
+def _plain_span(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """``_span`` of a tensor known to be a plain strided one."""
     try:
         ptr = t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError, TypeError):
@@ -101,19 +106,26 @@ def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
     return ptr, start, start + extent * size
 
 
+def _storage(t: torch.Tensor) -> int | None:
+    """Returns the address of ``t``'s storage (None if it has no plain one)."""
+    if unsupported(t) is not None:
+        return None
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
 def _alias(t: torch.Tensor) -> torch.Tensor:
     """Returns ``t`` detached (same memory and version counter, no grad_fn), made without any
     user torch-function or dispatch mode seeing the ``detach``."""
-    with torch._C.DisableTorchFunction():
-        if torch._C._len_torch_dispatch_stack():
-            with _disable_current_modes():
-                return t.detach()
+    with quiet():
         return t.detach()
 
 
 def _checksum(t: torch.Tensor) -> str:
     """Returns a digest of ``t``'s values (conjugate and negative views resolved first)."""
-    with torch._C.DisableTorchFunction(), _disable_current_modes():
+    with quiet():
         data = t.detach().resolve_conj().resolve_neg().cpu().contiguous()
         if data.is_complex():
             data = torch.view_as_real(data)
@@ -154,23 +166,28 @@ class SavedTensors:
         Python cannot see."""
         outputs = [t for t in outputs if t.grad_fn is not None]
         queue: deque[Any] = deque(t.grad_fn for t in outputs)
-        if queue and self._key not in queue[0].metadata:
-            self._outputs.extend(weakref.ref(t) for t in outputs)
+        if not queue or self._key in queue[0].metadata:
+            return
+        self._outputs.extend(weakref.ref(t) for t in outputs)
+        # Only memory that Python code can reach (the op's inputs and outputs, and their views)
+        # can be written by the user: what a composite op saved of its own intermediates cannot.
+        visible = {_storage(t) for t in (*inputs, *outputs)}
         first = True
         while queue:
             fn = queue.popleft()
             if fn is None or self._key in fn.metadata:
                 continue
             if has_saved_introspection(fn):
-                ids = self._read(fn, op if first else None, source)
+                ids = self._read(fn, op if first else None, source, visible)
             else:
                 ids = self._maybe(fn, [*inputs, *outputs], op, source)
             fn.metadata[self._key] = _Sentinel(self, ids)
             first = False
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
-    def _read(self, fn: Any, op: str | None, source: str | None) -> list[int]:
+    def _read(self, fn: Any, op: str | None, source: str | None, visible: set[Any]) -> list[int]:
         ids: list[int] = []
+        name = None
         for slot in saved_slots(fn):
             if slot.skipped is not None:
                 self.skipped[slot.skipped] += 1
@@ -178,12 +195,16 @@ class SavedTensors:
             t = slot.tensor
             if t is None:
                 continue
-            span = _span(t)
-            if span is None:
-                self.skipped[unsupported(t) or "tensor with no plain memory"] += 1
+            why = unsupported(t)
+            if why is not None:
+                self.skipped[why] += 1
                 continue
+            span = _plain_span(t)
+            if span is None or span[0] not in visible:
+                continue
+            name = name or node_name(fn)
             record = _Saved(
-                t, t._version, *span, node_name(fn), op, slot.role, source,
+                t, t._version, *span, name, op, slot.role, source,
                 _checksum(t) if self.verify else None,
             )  # fmt: skip
             record.node_id = self.node_id(fn) if self.node_id is not None else None

@@ -12,12 +12,13 @@ Tensors are held by weak reference only; nothing here keeps a tensor alive.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
+from types import FrameType
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
 from .._errors import GradlensError
@@ -34,7 +35,8 @@ from ..records import (
     format_shape,
 )
 from .builder import GraphBuilder, node_name
-from .calls import BACKWARD_CALLS, parse_backward
+from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .guard import COMPILED_NOTE
 from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
@@ -67,6 +69,7 @@ class _Mode(TorchFunctionMode):
         self._recorder = recorder
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        __tracebackhide__ = True
         return self._recorder._on_call(func, args, kwargs or {})
 
 
@@ -114,6 +117,10 @@ class Recorder:
         self._builder.saved_shape = self._saved.saved_shape
         self._saved.node_id = self._builder.known_id
         self._record: TraceRecord | None = None
+        #: Called with each in-place violation as it is confirmed (api: an InplaceWarning).
+        self.on_confirm: Callable[[Any, FrameType | None], None] | None = None
+        self._notes: list[str] = []
+        self._off = False  # gradlens's own bookkeeping failed: stop recording, run on
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -136,9 +143,11 @@ class Recorder:
             self._modules = ModuleStack([])  # a finished trace must not keep the model alive
             self._remove_hooks()
             self._state = "done"
-            self._names.names_from_frame(user_frame()[0])
-            self._record = self._build(final=True)
-            self._saved.close()
+            try:
+                self._names.names_from_frame(user_frame()[0])
+                self._record = self._build(final=True)
+            finally:
+                self._saved.close()
 
     @property
     def recording(self) -> bool:
@@ -153,48 +162,112 @@ class Recorder:
         return self._build(final=False)
 
     # -- forward ops -------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.append(text)
+
+    def _fail(self, what: str, error: Exception) -> None:
+        self._off = True
+        self._note(
+            f"gradlens stopped recording at {what} ({type(error).__name__}: {error}); "
+            "the program ran on unrecorded"
+        )
+
     def _on_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        if self._off:
+            return func(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            self._note(COMPILED_NOTE)
+            return func(*args, **kwargs)
         call = BACKWARD_CALLS.get(func)
         if call is not None:
             return self._on_backward(call, func, args, kwargs)
+        try:
+            before_call = self._before_call(func, args, kwargs)
+        except Exception as e:  # gradlens's own failure must never break the user's op
+            self._fail(_op_name(func), e)
+            return func(*args, **kwargs)
+        if before_call is None:
+            return func(*args, **kwargs)
+        name, frame, source, inputs, refs, module, modes = before_call
+        try:
+            out = func(*args, **kwargs)
+        except Exception as e:
+            try:
+                self._on_error(e, name, frame, source, inputs, refs, module)
+            except Exception as own:
+                self._fail(name, own)
+            raise
+        try:
+            self._after_call(out, name, frame, source, inputs, refs, module, modes)
+        except Exception as e:
+            self._fail(name, e)
+        return out
+
+    def _before_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Returns what ``_after_call`` needs, or None for a call not worth recording."""
         name = _op_name(func)
         if name == "__get__":
             attr = getattr(getattr(func, "__self__", None), "__name__", None)
             if attr not in _RECORDED_ATTRS:
-                return func(*args, **kwargs)
+                return None
             name = str(attr)
         elif name in _SKIP:
-            return func(*args, **kwargs)
-        grad_enabled = torch.is_grad_enabled()
-        inference = torch.is_inference_mode_enabled()
+            return None
+        modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), "out" in kwargs)
         frame, source = user_frame()
         self._names.names_from_frame(frame)
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = tensors_in(args, kwargs)
         refs = [(t, self._ref(t)) for t in inputs]
-        module = self._modules.current
-        try:
-            out = func(*args, **kwargs)
-        except Exception as e:
-            event = ErrorEvent(
-                index=len(self._events),
-                op=name,
-                error=str(e).strip(),
-                inputs=tuple(r for _, r in refs),
-                source=source,
-                module=module,
-            )
-            self._events.append((event, {"inputs": [self._names.key(t) for t in inputs]}))
-            raise
-        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        return name, frame, source, inputs, refs, self._modules.current, modes
+
+    def _on_error(
+        self,
+        e: Exception,
+        name: str,
+        frame: FrameType | None,
+        source: str | None,
+        inputs: list[torch.Tensor],
+        refs: list[tuple[torch.Tensor, TensorRef]],
+        module: str | None,
+    ) -> None:
+        if SavedTensors.is_leaf_error(e):
+            leaf = next((t for t in inputs if t.is_leaf and t.requires_grad), None)
+            if leaf is not None:
+                self._saved.leaf_write(leaf, name, source, frame)
+        event = ErrorEvent(
+            index=len(self._events),
+            op=name,
+            error=str(e).strip(),
+            inputs=tuple(r for _, r in refs),
+            source=source,
+            module=module,
+        )
+        self._events.append((event, {"inputs": [self._names.key(t) for t in inputs]}))
+
+    def _after_call(
+        self,
+        out: Any,
+        name: str,
+        frame: FrameType | None,
+        source: str | None,
+        inputs: list[torch.Tensor],
+        refs: list[tuple[torch.Tensor, TensorRef]],
+        module: str | None,
+        modes: tuple[bool, bool, bool],
+    ) -> None:
+        grad_enabled, inference, has_out = modes
+        outputs = tensors_in((out,), {})
         bumped = [t for t, r in refs if version_of(t) != r.version]
         for t in bumped:
             self._saved.check_write(t, name, source, frame)
         if not outputs:
             if not bumped and (name not in HOST_READS or not inputs):
-                return out  # a read such as .dim() or .is_contiguous(): nothing to record
+                return  # a read such as .dim() or .is_contiguous(): nothing to record
             outputs = bumped  # __setitem__ and friends return None; the target changed
         before = [(t, self._names.key(t), r) for t, r in refs]
-        inplace = bool(bumped) or name in _INPLACE_DUNDERS or "out" in kwargs
+        inplace = bool(bumped) or name in _INPLACE_DUNDERS or has_out
         after = [(t, self._names.key(t), self._ref(t, fresh=True)) for t in outputs]
         node = None
         for t, k, _ in after:
@@ -211,7 +284,7 @@ class Recorder:
                         self._builder.edge(iid, nid, label=format_shape(ref.shape))
             node = node or nid
             self._outputs[k] = weakref.ref(t)
-        self._saved.record_saves(outputs, name, source)  # after the nodes got their ids
+        self._saved.record_saves(outputs, name, source, inputs)  # after the nodes got ids
         if name not in _PASSIVE:
             self._consumed.update(k for _, k, _ in before)
         op_event = OpEvent(
@@ -229,7 +302,6 @@ class Recorder:
         self._events.append(
             (op_event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})
         )
-        return out
 
     # -- for explain -----------------------------------------------------------------------
     def name_of(self, t: torch.Tensor) -> str | None:
@@ -305,7 +377,8 @@ class Recorder:
         )
         self._events.append((base, keys))
         saved_ids = self._saved.reachable(roots_l)
-        self._saved.confirm(saved_ids)  # this backward will meet the overwritten tensors
+        # This backward will meet the overwritten tensors: say so before PyTorch raises.
+        self._confirmed(self._saved.confirm(saved_ids), frame)
         try:
             for fn, nid in reached:
                 self._hooks.append(
@@ -320,6 +393,7 @@ class Recorder:
                 result = func(*args, **kw)
             except Exception as e:
                 self._events[slot] = (replace(base, error=str(e).strip()), keys)
+                self._confirmed(self._saved.confirm_from_error(saved_ids, e), frame)
                 raise
             finally:
                 self._remove_hooks()
@@ -343,6 +417,11 @@ class Recorder:
             return result
         finally:
             self._remove_hooks()
+
+    def _confirmed(self, found: list[Any], frame: FrameType | None) -> None:
+        if self.on_confirm is not None:
+            for v in found:
+                self.on_confirm(v, frame)
 
     def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
         def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
@@ -408,7 +487,15 @@ class Recorder:
             tensors[name] = tensor_status(t, name)
         events = tuple(self._finish_event(e, keys) for e, keys in self._events)
         violations = tuple(self._saved.violations)
-        return TraceRecord(graph=graph, tensors=tensors, events=events, violations=violations)
+        notes = [f"not checked for in-place writes: {n} saved value{'s' if n != 1 else ''}: {why}"
+                 for why, n in sorted(self._saved.skipped.items())]  # fmt: skip
+        return TraceRecord(
+            graph=graph,
+            tensors=tensors,
+            events=events,
+            violations=violations,
+            notes=(*self._notes, *notes),
+        )
 
     def _name_grads(self, alive: list[tuple[int, torch.Tensor]]) -> None:
         """Names an unnamed tensor that is a leaf's ``.grad`` after the leaf (``w.grad``)."""

@@ -5,13 +5,24 @@ from __future__ import annotations
 import torch
 
 from ..records import SMALL_NUMEL, TensorRef, TensorStatus, ValueSummary
+from .quiet import quiet
 
-__all__ = ["grad_fn_name", "summarize", "tensor_ref", "tensor_status", "version_of"]
+__all__ = ["grad_fn_name", "shape_of", "summarize", "tensor_ref", "tensor_status", "version_of"]
 
 
 def version_of(t: torch.Tensor) -> int:
     """Returns ``t._version``; 0 for an inference tensor, which has no version counter."""
     return 0 if t.is_inference() else t._version
+
+
+def shape_of(t: torch.Tensor) -> tuple[int, ...]:
+    """Returns ``t``'s shape; () for a tensor with no single shape (a nested tensor)."""
+    if t.is_nested:
+        return ()
+    try:
+        return tuple(int(d) for d in t.shape)
+    except (RuntimeError, TypeError):  # symbolic or otherwise unreadable sizes
+        return ()
 
 
 def summarize(t: torch.Tensor | None) -> ValueSummary | None:
@@ -23,12 +34,12 @@ def summarize(t: torch.Tensor | None) -> ValueSummary | None:
         return None
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a tensor, got {type(t).__name__}")
-    shape = tuple(t.shape)
+    shape = shape_of(t)
     dtype = str(t.dtype).removeprefix("torch.")
-    if t.layout != torch.strided or t.is_meta or not _is_plain(t):
+    if t.layout != torch.strided or t.is_meta or t.is_nested or not _is_plain(t):
         return ValueSummary(shape=shape, dtype=dtype)
-    with torch.no_grad():
-        d = t.detach()
+    with torch.no_grad(), quiet():
+        d = t.detach().resolve_conj().resolve_neg()
         if d.numel() <= SMALL_NUMEL and not d.is_complex():
             return ValueSummary(shape=shape, dtype=dtype, values=d.cpu().tolist())
         if d.is_complex():
@@ -68,7 +79,7 @@ def tensor_status(t: torch.Tensor, name: str, *, with_value: bool = True) -> Ten
         retains_grad=bool(t.retains_grad) if not t.is_leaf else False,
         grad=summarize(grad),
         version=version_of(t),
-        shape=tuple(t.shape),
+        shape=shape_of(t),
         dtype=str(t.dtype).removeprefix("torch."),
         device=str(t.device),
         value=summarize(t) if with_value else None,
@@ -80,7 +91,7 @@ def tensor_ref(t: torch.Tensor, name: str, *, check_finite: bool = False) -> Ten
     infinity (one read of its values on the host: a trace's cost, never a watch's)."""
     return TensorRef(
         name=name,
-        shape=tuple(t.shape),
+        shape=shape_of(t),
         dtype=str(t.dtype).removeprefix("torch."),
         requires_grad=t.requires_grad,
         is_leaf=t.is_leaf,
@@ -93,7 +104,7 @@ def tensor_ref(t: torch.Tensor, name: str, *, check_finite: bool = False) -> Ten
 def _has_nonfinite(t: torch.Tensor) -> bool:
     if not (t.is_floating_point() or t.is_complex()) or t.layout != torch.strided:
         return False
-    if t.device.type == "meta" or t.numel() == 0:
+    if t.device.type == "meta" or t.is_nested or not _is_plain(t) or t.numel() == 0:
         return False
-    with torch.no_grad():
+    with torch.no_grad(), quiet():
         return not bool(torch.isfinite(t.detach()).all())

@@ -23,3 +23,5 @@ class TraceRecord:
     events: tuple[Event, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     violations: tuple[InplaceViolation, ...] = ()
+    #: What the trace could not record or check, said once each (compiled regions, tensor kinds).
+    notes: tuple[str, ...] = ()
