@@ -6,7 +6,8 @@ gradients it produced, ``{name: tensor}``. Its label says what PyTorch itself do
 
 * ``"fails"``: PyTorch raises a RuntimeError; ``failure=`` names which one (``FAILURES``: the
   message it carries and where it is raised): at ``backward()`` because a tensor saved for
-  backward was modified (``"saved"``), at the write itself because it hits a leaf that requires
+  backward was modified (``"saved"``; ``"saved-nested"`` when it is a jagged nested tensor and
+  PyTorch fails to print its size), at the write itself because it hits a leaf that requires
   grad (``"leaf"``) or a view of one (``"view-leaf"``), at the write on a view autograd cannot
   rebase (``"view"``: a view made in ``no_grad``/``inference_mode``, one of several views, or a
   view made inside a custom Function), at a custom Function's ``apply`` that broke the
@@ -69,6 +70,8 @@ class Failure:
 
 FAILURES: dict[str, Failure] = {
     "saved": Failure(r"modified by an inplace operation", "backward"),
+    # The same version check on a jagged nested tensor: PyTorch fails to print its sizes.
+    "saved-nested": Failure(r"^aten\._nested_tensor_size\.default$", "backward"),
     "leaf": Failure(
         r"(?<!view of )a leaf Variable that requires grad (is being|has been) used in an "
         r"in-place operation",

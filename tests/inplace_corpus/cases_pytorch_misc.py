@@ -190,3 +190,46 @@ def inplace_inside_inference_mode_then_outside_on_normal_tensor():
     a.add_(2.0)  # WRITE
     (a * 3.0).sum().backward()
     return grads(s=s)
+
+
+def _jagged() -> torch.Tensor:
+    return torch.nested.nested_tensor(
+        [torch.tensor([[0.5, 1.0], [2.0, -1.0]]), torch.tensor([[1.5, 0.25]])],
+        layout=torch.jagged,
+        requires_grad=True,
+    )
+
+
+@case(expect="fails", failure="saved-nested")
+def mul_a_jagged_nested_tensor_sin_saved():
+    """Jagged nested tensors (test_grad_fn_input_metadata's layout=torch.jagged): sin saves its
+    input, and x.mul_(2) writes it; PyTorch's version check fires but cannot print the size."""
+    nt = _jagged()
+    x = nt.clone()
+    y = x.sin()
+    x.mul_(2.0)  # WRITE
+    y.values().sum().backward()
+    return {"values": grads(nt=nt)["nt"].values()}
+
+
+@case(expect="ok")
+def mul_a_jagged_nested_tensor_nothing_saved():
+    """Jagged nested tensors (test_grad_fn_input_metadata's layout=torch.jagged): x + 1 saves
+    nothing, so x.mul_(2) afterwards is harmless."""
+    nt = _jagged()
+    x = nt.clone()
+    y = x + 1.0
+    x.mul_(2.0)  # WRITE
+    y.values().sum().backward()
+    return {"values": grads(nt=nt)["nt"].values()}
+
+
+@case(expect="fails")
+def write_a_real_tensor_through_its_complex_view():
+    """Complex views (test_view_func_replay's view_as_complex): exp saved h (real, last dim 2);
+    view_as_complex(h) shares its memory and version counter."""
+    leaf = torch.tensor([[0.5, 1.0], [-1.0, 2.0]], requires_grad=True)
+    h = leaf.exp()
+    torch.view_as_complex(h).mul_(1j)  # WRITE
+    h.sum().backward()
+    return grads(leaf=leaf)

@@ -26,12 +26,15 @@ def _y() -> torch.Tensor:
 
 @case(expect="ok")
 def add_after_mul_backward_through_add():
-    """from test_autograd.py test_inplace: z.add_(2) after q = z + y; q needs nothing saved."""
+    """from test_autograd.py test_inplace: z.add_(2) breaks w = z * y, but only q = z + y is
+    backpropagated, and add needs nothing saved."""
     x, y = _x(), _y()
     z = x * y
     q = z + y
+    w = z * y
     z.add_(2.0)  # WRITE
     q.sum().backward()
+    del w
     return grads(x=x, y=y)
 
 
@@ -51,9 +54,11 @@ def add_returns_the_new_version():
     """from test_autograd.py test_inplace: w = z.add_(y) is the last expression, so it backprops."""
     x, y = _x(), _y()
     z = x * y
+    q = z * y
     r = z + y
     w = z.add_(y)  # WRITE
     (w.sum() + r.sum()).backward()
+    del q  # saved z before the write: broken, never backpropagated
     return grads(x=x, y=y)
 
 
@@ -75,13 +80,41 @@ def _exp_own_reference():
     return grads(x=x, y=y)
 
 
+@case(expect="fails")
+def add_between_two_backward_passes():
+    """from test_autograd.py test_inplace: w.backward(retain_graph=True) runs, z.add_(2), and the
+    second w.backward fails."""
+    x, y = _x(), _y()
+    z = x * y
+    w = z * y
+    w.sum().backward(retain_graph=True)
+    z.add_(2.0)  # WRITE
+    w.sum().backward()
+    return grads(x=x, y=y)
+
+
+@case(expect="ok")
+def add_after_the_only_backward_freed_the_graph():
+    """from test_autograd.py TestAllowMutationOnSaved.test_saved_but_not_anymore (without the
+    context): out.backward() freed what out saved, then a.sin_()."""
+    leaf = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]], requires_grad=True)
+    a = leaf.clone()
+    out = (a**2).sum()
+    out.backward()
+    a.sin_()  # WRITE
+    (a * 2.0).sum().backward()
+    return grads(leaf=leaf)
+
+
 @case(expect="ok", reference=_exp_own_reference)
 def exp_inplace_backprops_through_its_own_output():
     """from test_autograd.py test_inplace: w = z.exp_() saves its own output; w runs."""
     x, y = _x(), _y()
     z = x / 2 + y / 8
+    q = z * y
     w = z.exp_()  # WRITE
     w.sum().backward()
+    del q  # saved z before exp_: broken, never backpropagated
     return grads(x=x, y=y)
 
 

@@ -489,3 +489,32 @@ def write_one_view_overlapping_a_saved_view():
     base[0:2].zero_()  # WRITE
     y.sum().backward()
     return grads(x=x, w=w)
+
+
+@case(expect="ok")
+def mul_a_view_that_retains_grad():
+    """from test_autograd.py test_retain_grad_inplace_over_view: view.mul_(2) with
+    view.retain_grad() and view2.retain_grad() on two views of one base."""
+    leaf = torch.tensor([1.0], requires_grad=True)
+    base = leaf.clone()
+    view = base[:]
+    view2 = base[:]
+    view.retain_grad()
+    view2.retain_grad()
+    view.mul_(2.0)  # WRITE
+    (view + view2).sum().backward()
+    assert view.grad is not None and view2.grad is not None
+    return {"leaf": grads(leaf=leaf)["leaf"], "view": view.grad, "view2": view2.grad}
+
+
+@case(expect="ok")
+def add_into_a_view_of_a_clone_after_scaling_it():
+    """from test_autograd.py test_copy_slices_graph_task_updates (f2): b = out * 2, then
+    out += y on out = x.clone().view(-1)."""
+    x = torch.tensor([0.5, 1.5], requires_grad=True)
+    y = torch.tensor([2.0, -1.0], requires_grad=True)
+    out = x.clone().view(-1)
+    b = out * 2
+    out += y  # WRITE
+    (out + b).sum().backward()
+    return grads(x=x, y=y)

@@ -51,6 +51,7 @@ FLAGS = ("inplace-saved", "inplace-leaf", "silent-write")  # the kinds this corp
 # mark_dirty contract, ...) accept a report of any kind at the write line.
 EXACT_KIND = {
     "fails-saved": "inplace-saved",
+    "fails-saved-nested": "inplace-saved",
     "fails-leaf": "inplace-leaf",
     "fails-view-leaf": "inplace-leaf",
     "silent": "silent-write",
