@@ -19,7 +19,7 @@ from .render.files import write_atomic
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "load", "save"]
 
-#: The most levels of JSON nesting ``load`` reads. gradlens's own files nest about 7 levels plus
+#: The most levels of JSON nesting ``load`` reads. gradlens's own files nest 5 levels plus
 #: one per dimension of a small tensor whose values they hold (PyTorch's autograd stops at 64
 #: dimensions), and decoding takes about two Python frames per level, so 256 leaves room both
 #: ways: every record gradlens writes loads, and decoding stays far from the recursion limit.
@@ -59,7 +59,7 @@ def save(obj: object, path: str | os.PathLike[str]) -> Path:
     if depth > MAX_DEPTH:
         raise GradlensError(
             f"cannot save to {path}: the record nests {depth} levels deep, more than the "
-            f"{MAX_DEPTH} that gradlens.load reads (a tensor with about {depth - 7} dimensions "
+            f"{MAX_DEPTH} that gradlens.load reads (a tensor with about {depth - 5} dimensions "
             "has its values in it); nothing was written"
         )
     write_atomic(path, text + "\n")
@@ -93,8 +93,9 @@ def load(path: str | os.PathLike[str]) -> Graph | TraceRecord | WatchRecord:
     depth = json_depth(text)
     if depth > MAX_DEPTH:
         raise SchemaError(
-            f"{path}: not a gradlens file: its JSON nests {depth} levels deep, more than the "
-            f"{MAX_DEPTH} levels gradlens.load reads (gradlens's own files nest far less)"
+            f"{path}: not loaded: its JSON nests {depth} levels deep, more than the "
+            f"{MAX_DEPTH} levels gradlens.load reads (gradlens.save refuses to write a record "
+            "nesting deeper)"
         )
     try:
         return loads(text)

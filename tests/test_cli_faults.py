@@ -334,7 +334,7 @@ def test_markup_in_messages_names_and_paths_is_printed_as_it_is(
     assert code == 2
     assert out.startswith("error: no such script: [/]nope.py")
 
-    code, _, out = run_cli(capsys, "run", "[bold]x.py", "--json", "[/]/r.json")
+    code, _, out = run_cli(capsys, "run", "[bold]exit.py", "--json", "[/]/r.json")
     assert code == 2
     assert "the folder '[/]' does not exist" in out
 
@@ -362,4 +362,5 @@ def test_markup_in_tensor_and_module_names(
     write(tmp_path, script)
     code, _, out = run_cli(capsys, "run", "train.py", "--guard")
     assert code == 0, out
-    assert "ModuleDict.[bold].weight" in out and "ModuleDict.[/].weight" in out
+    assert "[bold].weight" in out and "[/].weight" in out  # in the live line and the report
+    assert "[/].bias" in out[out.index("gradlens report") :]

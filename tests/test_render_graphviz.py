@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def test_render_dot_writes_the_text(graph: Graph, tmp_path: Path) -> None:
 
 def test_without_dot_the_dot_text_is_written(graph: Graph, tmp_path: Path, no_dot: None) -> None:
     text = to_dot(graph)
-    result = render(text, tmp_path / "graph.svg")
+    with pytest.warns(UserWarning, match="Graphviz's 'dot' program was not found"):
+        result = render(text, tmp_path / "graph.svg")
     assert result.path == result.dot_path == tmp_path / "graph.dot"
     assert result.format == "dot"
     assert result.path.read_text(encoding="utf-8") == text
@@ -116,3 +118,59 @@ def test_graph_record_methods(graph: Graph, tmp_path: Path) -> None:
     assert graph.render(tmp_path / "g.svg").path.exists()
     svg = graph._repr_svg_()
     assert svg is not None and "<svg" in svg
+
+
+def test_without_dot_a_library_call_warns_at_the_callers_line(
+    graph: Graph, tmp_path: Path, no_dot: None
+) -> None:
+    # Graph.render falls back to the .dot file: it must say so, pointing at the user's call.
+    with pytest.warns(UserWarning) as caught:
+        result = graph.render(tmp_path / "g.svg")
+    (warning,) = caught.list
+    message = str(warning.message)
+    assert f"written as DOT text to {str(tmp_path / 'g.dot')!r} instead of" in message
+    assert "apt-get install graphviz" in message
+    assert warning.filename == __file__
+    assert result.path == tmp_path / "g.dot" and result.path.exists()
+    assert not (tmp_path / "g.svg").exists()
+
+
+def test_without_dot_a_trace_render_warns_too(tmp_path: Path, no_dot: None) -> None:
+    import torch
+
+    import gradlens
+
+    w = torch.tensor([1.0], requires_grad=True)
+    with gradlens.trace(w=w) as t:
+        (w * 2).sum().backward()
+    with pytest.warns(UserWarning, match="dot -Tpng") as caught:
+        t.render(tmp_path / "t.png")
+    assert caught.list[0].filename == __file__
+
+
+def test_with_warn_false_nothing_is_issued(graph: Graph, tmp_path: Path, no_dot: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = render(to_dot(graph), tmp_path / "graph.pdf", warn=False)
+    assert result.message is not None and "dot -Tpdf" in result.message
+
+
+def test_the_cli_prints_the_fallback_once_and_issues_no_warning(
+    tmp_path: Path, no_dot: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradlens.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["run", "backward", "--svg", str(tmp_path / "b.svg")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert out.count("Graphviz's 'dot' program was not found") == 1
+    assert (tmp_path / "b.dot").exists() and not (tmp_path / "b.svg").exists()
+
+
+def test_a_missing_folder_inside_a_file_says_so(graph: Graph, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("", encoding="utf-8")
+    with pytest.raises(GradlensError, match="is a file, not a folder"):
+        render(to_dot(graph), afile / "graph.svg")

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+import gradlens._io
 from gradlens._errors import GradlensError, SchemaError
-from gradlens._io import load, save
+from gradlens._io import MAX_DEPTH, json_depth, load, save
 from gradlens.records import (
     BackwardEvent,
     Diagnostic,
@@ -572,3 +573,95 @@ def test_load_a_file_that_is_not_gradlens_names_the_file(tmp_path: Path) -> None
     with pytest.raises(SchemaError) as info:
         load(path)
     assert str(info.value) == f"{path}: not a gradlens file: it is not UTF-8 text"
+
+
+# ---- load limits: depth and size are checked before decoding -----------------------------------
+
+
+def _deep_values(depth: int) -> ValueSummary:
+    """A one-element tensor's value with ``depth`` dimensions: [[[...[1.0]...]]]."""
+    values: Any = 1.0
+    for _ in range(depth):
+        values = [values]
+    return ValueSummary(shape=(1,) * depth, dtype="float32", values=values)
+
+
+def _trace_with_values(depth: int) -> TraceRecord:
+    status = TensorStatus(
+        name="w",
+        shape=(1,) * depth,
+        dtype="torch.float32",
+        is_leaf=True,
+        requires_grad=True,
+        grad_fn=None,
+        retains_grad=False,
+        grad=None,
+        version=0,
+        device="cpu",
+        value=_deep_values(depth),
+    )
+    return TraceRecord(graph=_graph(), tensors={"w": status})
+
+
+def test_a_900_levels_deep_file_is_a_schema_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 900 + "]" * 900, encoding="utf-8")
+    with pytest.raises(SchemaError) as info:
+        load(path)
+    assert str(info.value) == (
+        f"{path}: not loaded: its JSON nests 900 levels deep, more than the {MAX_DEPTH} "
+        "levels gradlens.load reads (gradlens.save refuses to write a record nesting deeper)"
+    )
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+    # Deep inside a real record, where the decoder would recurse field by field.
+    good = json.loads(dumps(_trace_with_values(3)))
+    good["data"]["tensors"]["w"]["value"]["values"] = json.loads("[" * 900 + "1" + "]" * 900)
+    path.write_text(json.dumps(good), encoding="utf-8")
+    with pytest.raises(SchemaError, match=r"nests 90\d levels deep"):
+        load(path)
+
+
+def test_the_deepest_record_gradlens_saves_loads(tmp_path: Path) -> None:
+    # The envelope and the fields down to a value take 5 levels; the rest are its dimensions.
+    path = tmp_path / "deep.json"
+    deepest = _trace_with_values(MAX_DEPTH - 5)
+    save(deepest, path)
+    assert json_depth(path.read_text(encoding="utf-8")) == MAX_DEPTH
+    assert load(path) == deepest
+
+    with pytest.raises(GradlensError, match=f"nests {MAX_DEPTH + 1} levels deep") as info:
+        save(_trace_with_values(MAX_DEPTH - 4), tmp_path / "deeper.json")
+    assert "nothing was written" in str(info.value)
+    assert not (tmp_path / "deeper.json").exists()
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "g.json"
+    save(_graph(), path)
+    monkeypatch.setattr(gradlens._io, "MAX_BYTES", path.stat().st_size - 1)
+
+    def never(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(Path, "read_text", never)
+    with pytest.raises(SchemaError, match=r"not loaded: the file is 0\.0 GiB, more than the 0 GiB"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ('"[[["', 0),
+        ("[]", 1),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('["]]]", ["\\"[[", "\\\\"], {}]', 2),
+        ('[{"k\\"[": "\\\\\\"{{"}]', 2),
+    ],
+)
+def test_json_depth_counts_only_brackets_outside_strings(text: str, depth: int) -> None:
+    json.loads(text)  # every case is valid JSON
+    assert json_depth(text) == depth

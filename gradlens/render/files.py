@@ -151,8 +151,11 @@ def _flush_to_disk(temp: Path) -> None:
     fd = os.open(temp, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync; the replace is atomic all the same
+    except OSError as error:
+        # A file system that cannot fsync at all is fine (the replace is atomic all the same);
+        # a write error reported at fsync (EIO, ENOSPC) means the bytes may not be there.
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
