@@ -269,6 +269,7 @@ class _Cell:
     found: int = 0
     reported: int = 0  # cases the tool reported anything on
     alarmed: int = 0  # of those, cases with a false alarm
+    changed: int = 0  # cases whose result the tool changed (or where it crashed)
 
     def add(self, v: Verdict) -> None:
         if v.found is not None:
@@ -277,6 +278,7 @@ class _Cell:
         if v.reported:
             self.reported += 1
             self.alarmed += bool(v.false_alarms)
+        self.changed += bool(v.changed)
 
     def recall(self) -> str:
         return f"{self.found}/{self.positives}" if self.positives else "-"
@@ -287,62 +289,69 @@ class _Cell:
         return f"{100 * (self.reported - self.alarmed) / self.reported:.0f}%"
 
 
-def _cells(cases: list[Case] | None = None) -> dict[str, dict[str, _Cell]]:
-    """``{family or "all": {tool: cell}}`` over ``cases`` (default: the whole corpus)."""
-    cases = CASES if cases is None else cases
-    rows = [f for f in FAMILIES if any(c.family == f for c in cases)] + ["all"]
-    table = {row: {tool: _Cell() for tool in TOOLS} for row in rows}
+def _key(case: Case, by: str) -> str:
+    return case.family if by == "family" else case.row
+
+
+def _rows(cases: list[Case], by: str) -> list[str]:
+    if by == "family":
+        order: list[str] = list(FAMILIES)
+    else:
+        order = [f"fails-{k}" for k in FAILURES] + ["silent", "ok"]
+    present = {_key(c, by) for c in cases}
+    return [r for r in order if r in present]
+
+
+def _cells(cases: list[Case], by: str) -> dict[str, dict[str, _Cell]]:
+    """``{family or row, then "all": {tool: cell}}`` over ``cases``."""
+    table = {row: {tool: _Cell() for tool in TOOLS} for row in [*_rows(cases, by), "all"]}
     for case in cases:
         for tool in TOOLS:
             v = judge(tool, case)
-            table[case.family][tool].add(v)
+            table[_key(case, by)][tool].add(v)
             table["all"][tool].add(v)
     return table
 
 
-def _counts(cases: list[Case]) -> dict[str, tuple[int, int, int]]:
-    out: dict[str, tuple[int, int, int]] = {}
-    for row in [*FAMILIES, "all"]:
-        sel = [c for c in cases if row in ("all", c.family)]
-        if sel:
-            out[row] = (
-                sum(c.expect == "fails" for c in sel),
-                sum(c.expect == "silent" for c in sel),
-                sum(c.expect == "ok" for c in sel),
-            )
+def _table(cases: list[Case] | None, by: str) -> list[list[str]]:
+    """Header and rows: family/row, case counts, then recall, precision, changed per tool."""
+    if by not in ("family", "row"):
+        raise ValueError(f"by must be 'family' or 'row', not {by!r}")
+    cases = CASES if cases is None else cases
+    cells = _cells(cases, by)
+    head = [by, "cases"]
+    for tool in TOOLS:
+        head += [f"{tool} recall", f"{tool} precision", f"{tool} changed"]
+    out = [head]
+    for row, by_tool in cells.items():
+        n = sum(row in ("all", _key(c, by)) for c in cases)
+        line = [row, str(n)]
+        for tool in TOOLS:
+            cell = by_tool[tool]
+            line += [cell.recall(), cell.precision(), str(cell.changed)]
+        out.append(line)
     return out
 
 
-def markdown_table(cases: list[Case] | None = None) -> str:
-    """Recall (found/failing+silent) and precision per tool and family, as a markdown table."""
-    cases = CASES if cases is None else cases
-    cells, counts = _cells(cases), _counts(cases)
-    head = "| family | fails | silent | ok |" + "".join(
-        f" {t} recall | {t} precision |" for t in TOOLS
-    )
-    lines = [head, "|" + "---|" * (4 + 2 * len(TOOLS))]
-    for row, by_tool in cells.items():
-        name = f"**{row}**" if row == "all" else row
-        fails, silent, ok = counts[row]
-        line = f"| {name} | {fails} | {silent} | {ok} |"
-        for tool in TOOLS:
-            line += f" {by_tool[tool].recall()} | {by_tool[tool].precision()} |"
-        lines.append(line)
+def markdown_table(cases: list[Case] | None = None, *, by: str = "family") -> str:
+    """Recall (found / failing+silent cases), precision (reported cases with no false alarm)
+    and the number of cases whose program the tool changed, per tool, by family or by row."""
+    head, *rows = _table(cases, by)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [f"**{row[0]}**" if row[0] == "all" else row[0], *row[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def text_table(cases: list[Case] | None = None) -> str:
+def text_table(cases: list[Case] | None = None, *, by: str = "family") -> str:
     """The same table in fixed-width text, for ``pytest -s``."""
-    cases = CASES if cases is None else cases
-    cells, counts = _cells(cases), _counts(cases)
-    head = f"{'family':18} {'fails':>5} {'silent':>6} {'ok':>4}" + "".join(
-        f" {t + ' rec':>12} {t + ' prec':>12}" for t in TOOLS
+    table = _table(cases, by)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join(
+        " ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in table
     )
-    lines = [head]
-    for row, by_tool in cells.items():
-        fails, silent, ok = counts[row]
-        line = f"{row:18} {fails:>5} {silent:>6} {ok:>4}"
-        for tool in TOOLS:
-            line += f" {by_tool[tool].recall():>12} {by_tool[tool].precision():>12}"
-        lines.append(line)
-    return "\n".join(lines)

@@ -9,7 +9,9 @@ from .judge import markdown_table
 
 
 def main() -> None:
-    print(markdown_table())
+    print(markdown_table(by="family"))
+    print()
+    print(markdown_table(by="row"))
 
 
 if __name__ == "__main__":
