@@ -230,10 +230,10 @@ def test_a_correct_script_with_its_args_json_and_plot(
     assert lens.record.total_steps == 150
     assert lens.diagnostics == []
     assert {p.name for p in lens.record.params} == {
-        "Sequential.0.weight",
-        "Sequential.0.bias",
-        "Sequential.2.weight",
-        "Sequential.2.bias",
+        "model.0.weight",
+        "model.0.bias",
+        "model.2.weight",
+        "model.2.bias",
     }
     assert (tmp_path / "out.png").read_bytes().startswith(PNG_MAGIC)
 

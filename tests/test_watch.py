@@ -115,7 +115,7 @@ def test_sgd_update_ratio_is_lr_times_grad_over_weight() -> None:
         (w * torch.tensor([1.0, 0.0])).sum().backward()  # grad (1, 0), |w| = 5
         opt.step()
     (step,) = lens.steps
-    stats = step.grads["param_groups[0][0]"]
+    stats = step.grads["w"]  # named after the variable that holds it
     assert stats.grad_norm == 1.0 and stats.grad_max == 1.0 and stats.grad_mean == 0.5
     assert stats.zero_frac == 0.5 and stats.weight_norm == 5.0
     assert stats.update_ratio == pytest.approx(0.5 * 1.0 / 5.0)
@@ -194,8 +194,8 @@ def test_intentional_accumulation_is_not_flagged() -> None:
     assert lens.steps[0].loss == pytest.approx(full.item(), rel=1e-6)  # the sum of the roots
 
 
-def test_without_an_optimizer_each_backward_is_a_step() -> None:
-    # The seeds' loop: w.grad becomes 5, 10, 15, 20 because nothing zeroes it.
+def test_without_an_optimizer_backward_alone_is_not_a_step() -> None:
+    # The seeds' loop: w.grad becomes 5, 10, 15, 20, but nothing updates w: no training step.
     w = nn.Parameter(torch.tensor([1.0]))
     x = torch.tensor([2.0])
     holder = nn.ParameterDict({"w": w})
@@ -204,11 +204,27 @@ def test_without_an_optimizer_each_backward_is_a_step() -> None:
             y = torch.mul(torch.add(w, x), torch.add(w, 1))
             y.backward()
     assert w.grad.tolist() == [20.0]
-    assert [s.step for s in lens.steps] == [0, 1, 2, 3]
-    assert [s.grads["w"].grad_norm for s in lens.steps] == [5.0, 10.0, 15.0, 20.0]
-    assert [s.loss for s in lens.steps] == [6.0, 6.0, 6.0, 6.0]
+    assert lens.steps == [] and lens.diagnostics == []
+
+
+def test_without_an_optimizer_each_hand_written_update_is_a_step() -> None:
+    # The same loop with an update by hand and no zeroing: the gradient the update applies is
+    # 5, then 10 (5 stale + 5 new): the missed zeroing is found at the second update.
+    w = nn.Parameter(torch.tensor([1.0]))
+    x = torch.tensor([2.0])
+    holder = nn.ParameterDict({"w": w})
+    with gradlens.watch(holder, live=False) as lens:
+        for _ in range(3):
+            y = torch.mul(torch.add(w, x), torch.add(w, 1))
+            y.backward()
+            w.data.sub_(0.0 * w.grad)  # an update that keeps w (and so the gradients) exact
+    assert [s.step for s in lens.steps] == [0, 1, 2]
+    assert [s.grads["w"].grad_norm for s in lens.steps] == [5.0, 10.0, 15.0]
+    assert [s.loss for s in lens.steps] == [6.0, 6.0, 6.0]
     (found,) = lens.diagnostics
     assert (found.kind, found.step, found.name) == ("grad-accumulation", 1, "w")
+    here = test_without_an_optimizer_each_hand_written_update_is_a_step
+    assert found.source == line_of(here, "y.backward()")
 
 
 def test_every_k_records_every_kth_step_but_checks_all() -> None:
@@ -502,11 +518,11 @@ def test_watching_everything_adopts_optimizers_created_inside() -> None:
             loss.backward()  # no zero_grad: caught from the second step on
             opt.step()
     assert [s.step for s in lens.steps] == [0, 1, 2]
-    assert set(lens.steps[0].grads) == {
-        "Sequential.0.weight",
-        "Sequential.0.bias",
-        "Sequential.2.weight",
-        "Sequential.2.bias",
+    assert set(lens.steps[0].grads) == {  # named under the variable that holds the model
+        "net.0.weight",
+        "net.0.bias",
+        "net.2.weight",
+        "net.2.bias",
     }
     assert [(d.kind, d.step) for d in lens.diagnostics] == [("grad-accumulation", 1)]
 

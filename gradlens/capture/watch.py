@@ -46,7 +46,7 @@ from .calls import parse_backward
 from .pending import Group, Pending, to_records
 from .source import format_location, is_internal, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
-from .watch_names import ModuleOrder, variable_name
+from .watch_names import names_in_frames, user_frames
 
 __all__ = ["DETAIL_EVERY", "MANUAL", "Watcher"]
 
@@ -84,11 +84,13 @@ class _Param:
     tensor: torch.Tensor
     info: ParamInfo
     hooked: bool = False
-    unknown: bool = False  # hooked late: backward calls before the hook were not counted
+    late: bool = False  # hooked late: backward calls before the hook were not counted
     broken: bool = False
     epoch: int = 0  # bumped whenever .grad is found reset
     adds: int = 0  # gradients backward added to .grad
     grad_ref: weakref.ref[torch.Tensor] | None = None  # the .grad object last seen
+    reset_at: int = 0  # the last backward call before .grad was last reset
+    fresh: bool = True  # .grad was None when last seen: the next one continues this epoch
     stepped_epoch: int = -1  # the epoch in which some step last used .grad
     stale: tuple[int, tuple[str, int] | None] | None = None  # (epoch, backward line) on top
     frozen_noted: bool = False
@@ -120,6 +122,7 @@ class _Opt:
     open: Pending | None = None
     closure: bool = False
     written: set[int] = field(default_factory=set)  # hand-written: parameters written this step
+    stale: list[_Param] = field(default_factory=list)  # hand-written: found stale this step
     broken: bool = False
 
 
@@ -141,8 +144,8 @@ class Watcher:
     """Hooks a training loop (``start``/``stop``); ``flush`` returns new records.
 
     ``named`` maps names to the parameters to watch; ``optimizers`` are hooked directly. With
-    ``global_hooks`` every optimizer that steps is adopted at its first step and named through
-    the modules seen in forward (``gradlens run script.py``). Without any optimizer, writes to
+    ``global_hooks`` every optimizer that steps is adopted at its first step, its parameters
+    named after the user's variables (``gradlens run script.py``). Without any optimizer, writes to
     the parameters after a backward make the steps (hand-written updates).
     """
 
@@ -166,7 +169,6 @@ class Watcher:
         self._every = every
         self._detail_every = detail_every
         self._handles: list[RemovableHandle] = []
-        self._modules = ModuleOrder()
         self._mode: _Mode | None = None
         self._started = False
         self.steps_seen = 0
@@ -202,9 +204,6 @@ class Watcher:
             if self._global:
                 self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
                 self._handles.append(register_optimizer_step_post_hook(self._on_step_post))
-                self._handles.append(
-                    torch.nn.modules.module.register_module_forward_pre_hook(self._on_forward)
-                )
             handlers: dict[Any, Callable[..., Any]] = {
                 torch.Tensor.backward: self._on_backward,
                 torch.autograd.backward: self._on_backward,
@@ -255,7 +254,6 @@ class Watcher:
             self._grad_ptrs.clear()
             self._aliases.clear()
             self._scalars = {}
-            self._modules.clear()
 
     @property
     def params(self) -> list[ParamInfo]:
@@ -315,7 +313,7 @@ class Watcher:
             return
         self._handles.append(p.tensor.register_hook(self._grad_hook(p)))
         p.hooked = True
-        p.unknown = late
+        p.late = late
 
     def _adopt(self, opt: Optimizer, *, late: bool) -> _Opt:
         o = self._opts.get(id(opt))
@@ -356,29 +354,33 @@ class Watcher:
         return p is not None and p.tensor is t
 
     def _new_names(self, tensors: list[torch.Tensor], opt: Optimizer | None) -> dict[int, str]:
-        """Names for tensors not watched yet: the given names, the root modules seen in
-        forward, the user's variables, and last the optimizer's group and index."""
+        """Names for tensors not watched yet: the given names, then the user's variables that
+        hold them (``watch_names``), and last the optimizer's group and index."""
         given = {id(t): n for n, t in self._names.items()}
         out = {id(t): given[id(t)] for t in tensors if id(t) in given}
-        wanted = {id(t) for t in tensors if id(t) not in out}
+        wanted = {id(t): t for t in tensors if id(t) not in out}
         if wanted:
-            out.update(self._modules.names(wanted))
-        frame = _user_frame()
+            out.update(names_in_frames(wanted, user_frames(sys._getframe(1))))
         for t in tensors:
             if id(t) not in out:
-                out[id(t)] = variable_name(t, frame) or _group_name(t, opt)
+                out[id(t)] = _group_name(t, opt)
         return out
 
-    def _sync(self, p: _Param) -> torch.Tensor | None:
+    def _sync(self, p: _Param, in_backward: bool = False) -> torch.Tensor | None:
         """Notes a reset ``.grad`` (None or another tensor than last seen); returns ``.grad``."""
         g = p.tensor.grad
         ref = p.grad_ref
         if g is None:
             if ref is not None:
                 p.epoch += 1
+                p.reset_at = self._backward_index - in_backward
                 p.grad_ref = None
+            p.fresh = True  # the next .grad is this epoch's, made by accumulating onto None
         elif ref is None or ref() is not g:
-            p.epoch += 1
+            if not p.fresh:
+                p.epoch += 1
+                p.reset_at = self._backward_index - in_backward
+            p.fresh = False
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
                 self._grad_ptrs.clear()
@@ -390,7 +392,7 @@ class Watcher:
             if p.broken or self._in_grad_call:
                 return
             try:
-                self._sync(p)
+                self._sync(p, in_backward=self._current is not None)
                 p.adds += 1
                 current = self._current
                 if current is not None:
@@ -456,6 +458,7 @@ class Watcher:
         g = p.tensor.grad
         if g is not None and g.data_ptr() == ptr:
             p.epoch += 1  # the gradient the last step used is gone
+            p.reset_at = self._backward_index
 
     def _on_data(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         out = func(*args, **kwargs)
@@ -537,9 +540,6 @@ class Watcher:
             )
         return func(*args, **kwargs)
 
-    def _on_forward(self, module: torch.nn.Module, args: Any) -> None:
-        self._modules.saw(module)
-
     def _fact(
         self,
         kind: Any,
@@ -612,11 +612,10 @@ class Watcher:
             seen = o.seen.get(p.slot)
             if g is None:
                 new = False
-            elif p.unknown:
-                new = True
-                p.unknown = False
+            elif seen is None:  # this optimizer's first step with it
+                new = p.adds > 0 or p.late  # hooked after the backward: .grad is all we know
             else:
-                new = p.adds > (seen[1] if seen is not None else 0)
+                new = p.adds > seen[1]
             if not new:
                 missing.append(p.name)
             else:
@@ -680,10 +679,11 @@ class Watcher:
             return [b for b in self._backs if b.index > o.last_backward]
         if o.late and o.steps == 0:  # its hooks came after this backward: take the latest ones
             return [b for b in self._backs if b.index > self._last_step_backward]
+        # Only the backward calls since the members' .grad was last reset went into it: a GAN's
+        # generator backward reaches D too, but D.zero_grad() drops that before D steps.
         slots = o.slots
-        return [
-            b for b in self._backs if b.index > o.last_backward and not b.touched.isdisjoint(slots)
-        ]
+        since = max(o.last_backward, min((p.reset_at for p in o.members), default=0))
+        return [b for b in self._backs if b.index > since and not b.touched.isdisjoint(slots)]
 
     def _prune(self) -> None:
         opts = [*self._opts.values(), *([self._manual] if self._manual else [])]
@@ -692,6 +692,9 @@ class Watcher:
             self._backs = [b for b in self._backs if b.index > oldest]
 
     def _finish(self, o: _Opt) -> None:
+        if o.stale:
+            stale, o.stale = o.stale, []
+            self._stale(o, o.steps, stale)
         pending, o.open = o.open, None
         if pending is not None:
             members = {p.name: p.tensor for p in o.members}
@@ -739,10 +742,14 @@ class Watcher:
         m.members.append(p)
         g = self._sync(p)
         seen = m.seen.get(p.slot)
-        new = g is not None and (p.unknown or p.adds > (seen[1] if seen is not None else 0))
-        p.unknown = False
+        if g is None:
+            new = False
+        elif seen is None:
+            new = p.adds > 0 or p.late
+        else:
+            new = p.adds > seen[1]
         if new and seen is not None and seen[2] and seen[0] == p.epoch:
-            self._stale(m, m.open.step, [p])
+            m.stale.append(p)  # reported with the others when the step ends
         m.seen[p.slot] = (p.epoch, p.adds, g is not None)
         if g is not None:
             p.stepped_epoch = p.epoch
@@ -802,13 +809,6 @@ def _group_name(t: torch.Tensor, opt: Optimizer | None) -> str:
                 if x is t:
                     return f"param_groups[{g}][{i}]"
     return f"tensor{tuple(t.shape)}"
-
-
-def _user_frame() -> FrameType | None:
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and is_internal(frame.f_code.co_filename):
-        frame = frame.f_back
-    return frame
 
 
 def _line(frame: FrameType | None) -> tuple[str, int] | None:

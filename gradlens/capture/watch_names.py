@@ -1,82 +1,77 @@
 """Stable, distinct names for the parameters a watcher adopts without being told their names.
 
-A parameter is named by its module path under the *root* model that holds it: a module seen in
-forward that no other module seen in forward contains. A root is named by its class; when two
-roots share a class, they are numbered in the order of their first forward call
-(``Discriminator.main.0.weight``, ``Discriminator#2.main.0.weight``), never by ``id()``, so the
-same program gets the same names on every run. A tensor that no module holds (a hand-made
-``w = torch.randn(..., requires_grad=True)``) is named after the user's variable that holds it.
+A parameter is named by its module path under the user's variable that holds the model
+(``netD.main.0.weight``), found in the user's frames when the watcher adopts the parameter (at
+an optimizer's first step, or a hand-written update's first write): the frame that called
+``step()`` first, then its callers; in each, the local variables, then the modules held by
+``self``, then the globals. A parameter several variables reach is named under the one holding
+the most parameters (the whole model, not one of its layers). A tensor no module holds is named
+after its own variable (``w``). The names depend only on the program's variable names, never on
+``id()`` or on the order of hooks, so the same program gets the same names on every run.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import torch
 
-from .source import frame_locals
+from .source import frame_locals, is_internal
 
-__all__ = ["ModuleOrder", "variable_name"]
+__all__ = ["names_in_frames", "user_frames"]
 
-
-class ModuleOrder:
-    """The modules seen in forward, in the order of their first call, and the names they give."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, weakref.ref[torch.nn.Module]] = {}
-        self._labels: dict[int, tuple[weakref.ref[torch.nn.Module], str]] = {}  # fixed once given
-        self._class_counts: dict[str, int] = {}
-
-    def saw(self, module: torch.nn.Module) -> None:
-        """Notes a forward call (the global forward pre-hook calls this; it must stay cheap)."""
-        key = id(module)
-        ref = self._seen.get(key)
-        if ref is None or ref() is not module:
-            self._seen[key] = weakref.ref(module)
-
-    def clear(self) -> None:
-        self._seen.clear()
-        self._labels.clear()
-
-    def names(self, wanted: set[int]) -> dict[int, str]:
-        """Returns names for the tensors whose ids are in ``wanted`` that a seen module holds."""
-        modules = [m for m in (r() for r in self._seen.values()) if m is not None]
-        inner: set[int] = set()
-        for m in modules:
-            for child in m.modules():
-                if child is not m:
-                    inner.add(id(child))
-        out: dict[int, str] = {}
-        for m in modules:  # roots, in first-forward order
-            if id(m) in inner:
-                continue
-            label: str | None = None
-            for pname, t in m.named_parameters():
-                if id(t) in wanted and id(t) not in out:
-                    label = label or self._label(m)
-                    out[id(t)] = f"{label}.{pname}"
-        return out
-
-    def _label(self, module: torch.nn.Module) -> str:
-        known = self._labels.get(id(module))
-        if known is not None and known[0]() is module:
-            return known[1]
-        cls = type(module).__name__
-        n = self._class_counts.get(cls, 0) + 1
-        self._class_counts[cls] = n
-        label = cls if n == 1 else f"{cls}#{n}"
-        self._labels[id(module)] = (weakref.ref(module), label)
-        return label
+_COMPILED = "_orig_mod."  # torch.compile's wrapper puts the model under this attribute
+_MAX_FRAMES = 32
 
 
-def variable_name(t: torch.Tensor, frame: FrameType | None) -> str | None:
-    """Returns the name of a variable in ``frame`` (its locals, then its globals) bound to
-    ``t``, or None. Only called when a tensor is adopted, never per step."""
-    if frame is None:
-        return None
-    for space in (frame_locals(frame), frame.f_globals):
-        for name, value in space.items():
-            if value is t and not name.startswith("_"):
-                return name
-    return None
+def user_frames(frame: FrameType | None) -> list[FrameType]:
+    """Returns the user's frames from ``frame`` outwards (torch's and gradlens's skipped)."""
+    out = []
+    while frame is not None and len(out) < _MAX_FRAMES:
+        if not is_internal(frame.f_code.co_filename):
+            out.append(frame)
+        frame = frame.f_back
+    return out
+
+
+def names_in_frames(wanted: dict[int, torch.Tensor], frames: list[FrameType]) -> dict[int, str]:
+    """Returns names for the tensors in ``wanted`` (by id) that the frames' variables reach."""
+    best: dict[int, tuple[int, str]] = {}  # id -> (parameters in the holding model, name)
+    tensors: dict[int, str] = {}
+    for var, value in _variables(frames):
+        if isinstance(value, torch.nn.Module):
+            named = list(value.named_parameters())
+            for pname, t in named:
+                if id(t) in wanted and t is wanted[id(t)]:
+                    held = best.get(id(t))
+                    if held is None or len(named) > held[0]:
+                        best[id(t)] = (len(named), f"{var}.{pname.replace(_COMPILED, '')}")
+        elif isinstance(value, torch.Tensor):
+            if id(value) in wanted and value is wanted[id(value)] and id(value) not in tensors:
+                tensors[id(value)] = var
+    out = {k: name for k, (_, name) in best.items()}
+    for k, name in tensors.items():
+        out.setdefault(k, name)
+    return out
+
+
+def _variables(frames: list[FrameType]) -> Iterator[tuple[str, Any]]:
+    """Yields (name, value) of the frames' variables: locals, ``self``'s modules, globals."""
+    seen_globals: set[int] = set()
+    for frame in frames:
+        local = frame_locals(frame)
+        for name, value in local.items():
+            if not name.startswith("__"):
+                yield name, value
+        owner = local.get("self")
+        if owner is not None and not isinstance(owner, torch.nn.Module):
+            for name, value in getattr(owner, "__dict__", {}).items():
+                if isinstance(value, torch.nn.Module):
+                    yield name, value
+        if id(frame.f_globals) not in seen_globals:
+            seen_globals.add(id(frame.f_globals))
+            for name, value in list(frame.f_globals.items()):
+                if not name.startswith("__"):
+                    yield name, value
