@@ -72,10 +72,6 @@ _CROSS_DTYPE = (
     "a PyTorch bug (issue 49825) pinned by its own test: transpose_ on a view_as_real view "
     "gives the transposed gradient; no saved tensor is written"
 )
-_PRESERVED = (
-    "reported as inplace-saved (PyTorch would raise) but _unsafe_preserve_version_counter "
-    "restores the version, so PyTorch runs silently: the kind is wrong (KNOWN_BUGS)"
-)
 _NESTED = "nested tensors (strided or jagged) have no plain memory: gradlens skips what they save"
 _OUT_VIEW = (
     "out= into a view made inside the call's own arguments under no_grad: the write to the "
@@ -101,7 +97,6 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
     "data_assignment_of_saved_leaf": {"trace": _TRACE_DATA},
     "numpy_write_on_saved_output": {"trace": _TRACE_DATA, "strict": _STRICT_NUMPY},
     "numpy_write_on_saved_leaf": {"trace": _TRACE_DATA, "strict": _STRICT_NUMPY},
-    "write_under_a_preserved_version_counter": _every(_PRESERVED),
     "detach_in_place_a_saved_input": _every(_DETACH),
     "mul_one_output_of_unbind": _every(_VIEW),
     "mul_a_view_of_an_unbind_output": _every(_VIEW),
@@ -141,22 +136,9 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
     "mul_a_jagged_nested_tensor_sin_saved": _every(_NESTED),
 }
 
-# (tool, case name) -> why the tool breaks the program or reports something untrue there.
-_CLOSE_GRAD_FN = (
-    "gradlens changes the program: on exit the tool reads grad_fn of a view whose base was "
-    "written (still alive in the error's traceback) and raises its own RuntimeError"
-)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **{
-        (tool, "write_under_a_preserved_version_counter"): (
-            "gradlens false alarm: inplace-saved says PyTorch will raise at backward, but "
-            "_unsafe_preserve_version_counter restored the version and PyTorch runs silently "
-            "(the write is real: the true kind is silent-write)"
-        )
-        for tool in TOOLS
-    },
-    **{(tool, "function_adds_into_one_output_of_split"): _CLOSE_GRAD_FN for tool in TOOLS},
-}
+# (tool, case name) -> why the tool breaks the program or reports something untrue there; each
+# is marked xfail(strict=True), so a fix shows up as an XPASS to remove here.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
