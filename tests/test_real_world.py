@@ -38,13 +38,79 @@ from real_world._harness import (
 import gradlens
 
 # (case, recorder) -> the symptom seen on the current tree. Fix gradlens, then delete the line.
-XFAIL: dict[tuple[str, str], str] = {}
+_WATCH_OPS = (
+    "watch runs its own aten ops inside the user's TorchDispatchMode (its statistics and "
+    "backward-root bookkeeping: detach, view, dot, count_nonzero, aminmax, sum, _to_copy, "
+    "stack, ... 145 extra ops in 2 SGD steps), so the user's op log differs"
+)
+_CUSTOM_FN = (
+    "an input saved by a custom autograd.Function (ctx.save_for_backward) and written in "
+    "place after forward is not seen: no violation reported"
+)
+_COMPILE = (
+    "dynamo traces into the recorder's TorchFunctionMode and guards on its notes list "
+    "(capture/guard.py Guard.note, capture/recorder.py Recorder._note: `if text not in "
+    "self.notes`); the first compiled call adds the compile note, so the second call "
+    "recompiles: frames_ok and unique_graphs 2 instead of 1"
+)
+XFAIL: dict[tuple[str, str], str] = {
+    ("dispatch_oplog_around", "watch"): _WATCH_OPS,
+    ("dispatch_oplog_inside", "watch"): _WATCH_OPS,
+    ("dispatch_oplog_scalars", "watch"): (
+        "watch's backward() bookkeeping adds aten.detach and aten.view to the user's "
+        "TorchDispatchMode op log (no optimizer)"
+    ),
+    ("nested_jagged", "trace"): (
+        'trace gives up at linear on a jagged nested tensor: note "gradlens stopped recording '
+        "at linear (AttributeError: 'NestedIntNode' object has no attribute 'int_')\""
+    ),
+    ("nested_strided", "trace"): (
+        'trace gives up at linear on a strided nested tensor: note "gradlens stopped '
+        'recording at linear (RuntimeError: std::get: wrong index for variant)"'
+    ),
+    ("custom_function_input_written", "guard_verify"): _CUSTOM_FN,
+    ("custom_function_input_written", "guard_strict"): _CUSTOM_FN
+    + "; strict mode lets PyTorch's RuntimeError through instead of InplaceError",
+    ("custom_function_input_written", "trace"): _CUSTOM_FN,
+    ("per_sample_grads_vmap", "trace"): (
+        'trace gives up under torch.func.vmap(grad(...)): note "gradlens stopped recording at '
+        'unsqueeze (RuntimeError: vmap: ... calling .item() on a Tensor ...)" (a host read '
+        "of a batched tensor)"
+    ),
+    ("mark_dirty_function", "watch"): (
+        "watch reads .grad of a non-leaf (capture/watch.py, `base.grad is None` before the "
+        'is_leaf check) and PyTorch warns "The .grad attribute of a Tensor that is not a leaf '
+        'Tensor is being accessed" twice'
+    ),
+    ("compile_eager", "guard_verify"): _COMPILE,
+    ("compile_eager", "guard_strict"): _COMPILE,
+    ("compile_eager", "trace"): _COMPILE,
+    ("compile_aot_eager", "guard_verify"): _COMPILE,
+    ("compile_aot_eager", "guard_strict"): _COMPILE,
+    ("compile_aot_eager", "trace"): _COMPILE,
+    ("reinforce_policy", "guard_verify"): (
+        'guard(verify=True) gives up at gather (Categorical.log_prob): note "gradlens stopped '
+        "checking at gather (RuntimeError: self.stride(-1) must be 1 to view Long as Byte ...)"
+        '": the checksum views a broadcast (stride 0) int64 index'
+    ),
+}
+
+#: What a note may say: a limit stated with its count and reason, never a failure.
+ALLOWED_NOTE = "not checked for in-place writes: "
 
 _PLAIN: dict[str, tuple[Outcome, list[tuple[str, str]]]] = {}
 
 
 def _warnings(caught: list[warnings.WarningMessage]) -> list[tuple[str, str]]:
-    return [(w.category.__name__, str(w.message)) for w in caught]
+    """(category, message); anomaly mode's forward traceback (which lists every frame, the
+    recorder's included) is cut to its first line."""
+    out = []
+    for w in caught:
+        text = str(w.message)
+        if "Traceback of forward call" in text:
+            text = text.split("\n", 1)[0]
+        out.append((w.category.__name__, text))
+    return out
 
 
 def _run(case: Case, kind: str) -> tuple[Outcome, Rec, list[tuple[str, str]]]:
@@ -124,12 +190,19 @@ def test_recorder_does_no_harm(case: Case, kind: str) -> None:
 
     extra = list((Counter(caught) - Counter(plain_warnings)).elements())
     findings = rec.findings
+    notes = rec.notes
     if case.compiled and kind != "watch":
-        notes = [w for w in extra if "compile" in w[1]]
-        notes += [f for f in findings if "compile" in f[0]]
-        assert len(notes) == 1, f"want one note that compiled code is not recorded, got {notes}"
+        said = [n for n in notes if "compile" in n]
+        said += [w[1] for w in extra if "compile" in w[1]]
+        said += [f[0] for f in findings if "compile" in f[0]]
+        assert len(said) == 1, f"want one note that compiled code is not recorded, got {said}"
         extra = [w for w in extra if "compile" not in w[1]]
         findings = [f for f in findings if "compile" not in f[0]]
+        notes = [n for n in notes if "compile" not in n]
+    # honest limits ("not checked ...: N saved values: why") are fine; a recorder that gave up
+    # on a program that works is not
+    failures = [n for n in notes if not n.startswith(ALLOWED_NOTE)]
+    assert failures == [], f"the recorder gave up: {failures}"
     want = Counter((k, case_source(case, m) if m else None) for k, m in case.expect.get(kind, []))
     if want:  # a planted write: guard warns about it, at most once per finding, with its line
         told = [w for w in extra if w[0] == "InplaceWarning"]
@@ -140,7 +213,9 @@ def test_recorder_does_no_harm(case: Case, kind: str) -> None:
     assert extra == [], f"new warnings: {extra}"
 
     got = Counter((k, None if (k, None) in want else _short(s)) for k, s in findings)
-    assert got == want, f"findings {sorted(got.items(), key=str)} != expected {sorted(want.items(), key=str)}"
+    assert got == want, (
+        f"findings {sorted(got.items(), key=str)} != expected {sorted(want.items(), key=str)}"
+    )
 
 
 def _short(source: str | None) -> str | None:
@@ -150,3 +225,54 @@ def _short(source: str | None) -> str | None:
 def case_source(case: Case, marker: str) -> str:
     """``"cases_x.py:N"``: the line of the case's module ending in ``# marker``."""
     return source_of(sys.modules[case.run.__module__], marker)
+
+
+# -- the harness itself: it must see the harms it is there to catch ------------------------
+
+
+def test_differences_sees_every_bit() -> None:
+    import torch
+
+    x = torch.tensor([1.0, -0.0, float("nan")])
+    assert differences(x, x.clone()) == []  # NaN with the same bits is equal
+    assert differences(x, torch.tensor([1.0, 0.0, float("nan")])) != []  # -0.0 vs 0.0
+    assert differences(x, torch.nextafter(x, torch.tensor(2.0))) != []  # one ulp
+    assert differences(x, x.double()) != []
+    assert differences({"a": [1, 2]}, {"a": [1, 2, 3]}) != []
+    assert differences({"a": 1}, {"b": 1}) != []
+
+
+class _Harmful(Rec):
+    """A "recorder" that does a small harm: draws one random number, or runs one extra op."""
+
+    def __init__(self, harm: str) -> None:
+        super().__init__("plain")
+        self.harm = harm
+
+    def __call__(self, model: Any = None, opt: Any = None) -> Any:
+        import contextlib
+
+        import torch
+
+        self.opened += 1
+
+        @contextlib.contextmanager
+        def block() -> Any:
+            if self.harm == "rng":
+                torch.rand(1)
+            yield
+            if self.harm == "op":
+                torch.zeros(1).add_(1)
+
+        return block()
+
+
+@pytest.mark.parametrize(
+    ("name", "harm"),
+    [("mnist", "rng"), ("reinforce_policy", "rng"), ("dispatch_oplog_around", "op")],
+)
+def test_harness_catches_a_small_harm(name: str, harm: str) -> None:
+    case = next(c for c in CASES if c.name == name)
+    plain, _ = _plain(case)
+    out = case.run(_Harmful(harm))
+    assert differences(out.tensors, plain.tensors) or differences(out.counters, plain.counters)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from . import cases_checkpoint, cases_hooks, cases_modes, cases_tensors, cases_functions, cases_amp_compile, cases_training
+from . import (
+    cases_amp_compile,
+    cases_autograd,
+    cases_checkpoint,
+    cases_functions,
+    cases_hooks,
+    cases_modes,
+    cases_tensors,
+    cases_training,
+)
 from ._harness import Case
 
 CASES: list[Case] = [
@@ -11,6 +20,7 @@ CASES: list[Case] = [
     *cases_modes.CASES,
     *cases_tensors.CASES,
     *cases_functions.CASES,
+    *cases_autograd.CASES,
     *cases_amp_compile.CASES,
     *cases_training.CASES,
 ]

@@ -172,6 +172,16 @@ class Rec:
             return [(v.kind, v.write_source) for v in self.obj.violations]
         return [(d.kind, d.source) for d in self.obj.diagnostics]
 
+    @property
+    def notes(self) -> list[str]:
+        """What the recorder says it could not do (compiled code, values it skipped, its own
+        failures)."""
+        if self.obj is None:
+            return []
+        if self.kind.startswith("guard"):
+            return list(self.obj.notes)
+        return list(self.obj.record.notes)  # trace and watch: on the record
+
 
 # -- what a run leaves behind --------------------------------------------------------------
 
@@ -232,7 +242,7 @@ def count_alive(refs: list[weakref.ref[Any]]) -> int:
 
 
 def line_of(obj: Any, marker: str) -> int:
-    """The line number of the one line of ``obj``'s source that ends in ``# marker``."""
+    """The number of the one line of ``obj``'s source that ends in ``# marker``."""
     lines, start = inspect.getsourcelines(obj)
     start = max(start, 1)  # a module starts at 0
     hits = [start + i for i, text in enumerate(lines) if text.rstrip().endswith("# " + marker)]
@@ -242,18 +252,22 @@ def line_of(obj: Any, marker: str) -> int:
 
 
 def source_of(obj: Any, marker: str) -> str:
-    """``"file.py:line"`` (file's base name) of the line of ``obj`` containing ``marker``."""
+    """``"file.py:line"`` (the file's base name) of the line of ``obj`` ending in ``# marker``."""
     return f"{os.path.basename(inspect.getsourcefile(obj) or '?')}:{line_of(obj, marker)}"
 
 
 @dataclass(frozen=True)
 class Case:
-    """One program. ``expect[recorder]``: the findings (kind, marker of the line) it must have;
-    every other recorder must find nothing. ``write``: the marker of a planted write that breaks
-    backward; ``guard(mode="strict")`` must raise ``InplaceError`` naming its line from the
-    line PyTorch raises from (None: strict mode must behave exactly as plain). ``compiled``: the run has compiled regions, about which trace
-    and guard must say so once. ``raises``: a part of the message PyTorch raises when the
-    program runs plainly (None: it runs without error)."""
+    """One program.
+
+    ``expect[recorder]``: the findings ``(kind, marker)`` it must report, the marker naming the
+    line that ends in ``# marker`` (None: any line); every other recorder must find nothing.
+    ``write``: the marker of a planted write that breaks backward: ``guard(mode="strict")``
+    must raise ``InplaceError`` naming that line, from the line PyTorch raises from (None:
+    strict mode must behave exactly as plain). ``compiled``: the run has compiled regions,
+    which trace and guard must say once they do not record. ``raises``: a part of the message
+    PyTorch raises when the program runs plainly (None: it runs without error).
+    """
 
     name: str
     run: Callable[[Rec], Outcome]

@@ -130,4 +130,3 @@ CASES = [
     Case("dispatch_oplog_scalars", oplog_scalar_ops),
     Case("flop_counter_attention", flops_sdpa_mlp),
 ]
-

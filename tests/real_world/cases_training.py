@@ -337,7 +337,12 @@ CASES = [
     Case("hand_written_sgd", hand_written_sgd),
     Case("lbfgs_closure", lbfgs_closure),
     Case("gradient_accumulation", gradient_accumulation),
-    Case("freeze_mid_run", freeze_mid_run),
+    Case(
+        "freeze_mid_run",
+        freeze_mid_run,
+        # true, and said as info: the optimizer holds them, they get no gradient from step 1
+        expect={"watch": [("frozen", None)] * 2},
+    ),
     Case("lstm_cell_loop", lstm_cell_loop),
     Case("reinforce_policy", reinforce_policy),
 ]
