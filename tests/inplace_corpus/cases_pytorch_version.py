@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from ._helpers import grads, ramp
+from ._helpers import exact, grads, ramp
 from ._registry import case
 
 
@@ -129,7 +129,7 @@ def exp_inplace_breaks_an_earlier_mul():
     return grads(x=x, y=y)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(leaf=[[1.0, 1.0], [1.0, 1.0]]))
 def clone_then_add_is_still_usable():
     """from test_autograd.py test_inplace: leaf.clone().add_(10) and then y = x + 2 backprops."""
     leaf = torch.ones(2, 2, requires_grad=True)
@@ -245,7 +245,7 @@ def no_grad_add_to_a_saved_exp_output():
     return grads(a=a)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(inp=[1.0, 1.0]))
 def add_after_dense_sum_of_itself():
     """from test_autograd.py test_per_dispatch_key_input_saving: dense sum saves no input."""
     inp = torch.tensor([0.5, 2.0], requires_grad=True)
@@ -256,7 +256,7 @@ def add_after_dense_sum_of_itself():
     return grads(inp=inp)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(old=[2.0, 2.0], new=[1.0, 1.0]))
 def mul_after_taking_a_gradient_edge():
     """from test_autograd.py test_grad_to_node_inplace: x *= 2 after get_gradient_edge(x)."""
     leaf = torch.tensor([1.5, -0.5], requires_grad=True)
@@ -267,7 +267,7 @@ def mul_after_taking_a_gradient_edge():
     return {"old": g_old, "new": g_new}
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(leaf=[2.0, 2.0], a=[1.0, 1.0]))
 def mul_on_a_tensor_that_retains_grad():
     """from test_autograd.py test_retain_grad_inplace: a.retain_grad(); a.mul_(2)."""
     leaf = torch.tensor([1.0, 3.0], requires_grad=True)
@@ -279,7 +279,7 @@ def mul_on_a_tensor_that_retains_grad():
     return {"leaf": grads(leaf=leaf)["leaf"], "a": a.grad}
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(a=[8.0]))
 def mul_between_two_tensor_hooks():
     """from test_autograd.py test_tensor_hooks_inplace: hooks before and after b.mul_(2)."""
     a = torch.tensor([1.0], requires_grad=True)
@@ -328,7 +328,7 @@ def masked_setitem_from_itself():
     return grads(b=b)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(x=[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
 def setitem_on_an_add_output():
     """from test_autograd.py test_setitem: y = x + 2; y[1] = 2; the row gets no gradient."""
     x = torch.ones(3, 3, requires_grad=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._helpers import grads, ramp
+from ._helpers import exact, grads, ramp
 from ._registry import case
 
 
@@ -21,7 +21,7 @@ def _root() -> torch.Tensor:
     return torch.tensor([[0.5, -1.0], [2.0, 0.25]], requires_grad=True)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(root=[[2.0, 2.0], [1.0, 1.0]]))
 def mul_a_view_backprop_through_base():
     """from test_autograd.py test_inplace_on_view_backprop_base: x.narrow(0, 0, 1).mul_(2)."""
     root = _root()
@@ -32,7 +32,7 @@ def mul_a_view_backprop_through_base():
     return grads(root=root)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(root=[[2.0, 2.0], [0.0, 0.0]]))
 def mul_a_view_backprop_through_another_view():
     """from test_autograd.py test_inplace_on_view_backprop_view_of_view: v1.mul_(2), backprop v2."""
     root = _root()
@@ -44,7 +44,7 @@ def mul_a_view_backprop_through_another_view():
     return grads(root=root)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(root=[[1.0, 2.0], [1.0, 1.0]]))
 def mul_a_view_of_a_view():
     """from test_autograd.py test_inplace_on_view_of_view: x.narrow(0,0,1).narrow(1,1,1).mul_(2)."""
     root = _root()
@@ -128,7 +128,7 @@ def mul_a_view_makes_its_base_require_grad():
     return grads(b=b)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(b=[5.0]))
 def mul_a_view_and_backprop_the_result():
     """from test_autograd.py test_inplace_on_view_backprop_view: a.narrow(0, 1, 1).mul_(b)."""
     a = torch.tensor([2.0, 5.0])
@@ -138,7 +138,7 @@ def mul_a_view_and_backprop_the_result():
     return grads(b=b)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(r=[1.0]))
 def add_to_a_base_makes_an_old_view_require_grad():
     """from test_autograd.py test_inplace_on_view_modify_base: v = x.select(0, 1); x.add_(r)."""
     r = torch.ones(1, requires_grad=True)
@@ -149,7 +149,7 @@ def add_to_a_base_makes_an_old_view_require_grad():
     return grads(r=r)
 
 
-@case(expect="ok")
+@case(expect="ok", reference=exact(root=[[1.0, 2.0], [1.0, 1.0], [1.0, 1.0]]))
 def mul_a_view_of_a_non_contiguous_clone():
     """from test_autograd.py test_inplace_on_view_non_contig: a strided leaf, view of view."""
     root = torch.ones(2, 3, 2).select(2, 1).t().requires_grad_(True)
