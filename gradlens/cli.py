@@ -297,13 +297,7 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
             "interrupted (Ctrl-C): the report and the files hold what was recorded until then",
             "bold yellow",
         )
-    if lens.record.total_steps == 0:
-        _say(
-            console,
-            "no optimizer stepped while the script ran, so there was nothing to watch "
-            "(gradlens watches optimizer.step() calls)",
-            "yellow",
-        )
+    # With nothing watched, the report itself says so and why (watch_view.NOTHING_WATCHED).
     lens.report(console)
     if checker is not None:
         _report_guard(checker, findings.shown, console)
