@@ -571,9 +571,7 @@ def test_lbfgs_is_measured_after_its_closure(how: str) -> None:
     assert lens.diagnostics == []  # no false no-grad: the closure's gradients are there
     weight = "weight" if how == "model" else "net.weight"
     assert [s.loss for s in lens.steps] == pytest.approx(base["finals"], rel=1e-6)
-    assert [s.grads[weight].grad_norm for s in lens.steps] == pytest.approx(
-        base["grads"], rel=1e-5
-    )
+    assert [s.grads[weight].grad_norm for s in lens.steps] == pytest.approx(base["grads"], rel=1e-5)
     assert [s.optimizer for s in lens.steps] == ["LBFGS"] * 3
 
 
@@ -624,7 +622,8 @@ def test_a_compiled_model_trains_the_same_and_is_named_by_its_variable() -> None
     run, enter = watched()
     assert same(base, compiled_loop(enter))
     assert dict(counters["graph_break"]) == {}
-    assert set(run.lens.steps[0].grads) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    names = {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    assert set(run.lens.steps[0].grads) == names
     assert run.lens.diagnostics == []
 
 
@@ -649,14 +648,13 @@ def test_leaving_by_an_exception_keeps_what_was_recorded(error: type[BaseExcepti
     net = nn.Linear(3, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x = torch.randn(8, 3)
-    with no_hooks_left(), pytest.raises(error):
-        with gradlens.watch(net, opt, live=False) as lens:
-            for step in range(5):
-                opt.zero_grad()
-                net(x).pow(2).mean().backward()
-                if step == 3:
-                    raise error("stop")
-                opt.step()
+    with no_hooks_left(), pytest.raises(error), gradlens.watch(net, opt, live=False) as lens:
+        for step in range(5):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            if step == 3:
+                raise error("stop")
+            opt.step()
     assert [s.step for s in lens.steps] == [0, 1, 2]
     assert lens.record.total_steps == 3
     assert "watch report: 3 of 3 steps kept" in lens_text(lens)
@@ -697,3 +695,93 @@ def test_plot_to_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     accumulate(enter)
     with pytest.raises(GradlensError, match="does not exist"):
         run.lens.plot(tmp_path / "missing" / "plot.png")
+
+
+# ---- records: save and load ------------------------------------------------------------------
+
+
+def test_a_gan_record_saves_and_loads_with_its_optimizers(tmp_path: Path) -> None:
+    from gradlens.records.serialize import from_json_dict, to_json_dict
+
+    run, enter = watched()
+    dcgan(enter, iters=2)
+    record = run.lens.record
+    path = tmp_path / "gan.json"
+    gradlens.save(run.lens, path)
+    loaded = gradlens.load(path)
+    assert isinstance(loaded, gradlens.Lens)
+    assert loaded.record == record
+    assert [s.optimizer for s in loaded.steps] == ["Adam", "Adam#2", "Adam", "Adam#2"]
+    # A file written before steps named their optimizer (and before notes) still loads.
+    old = to_json_dict(record)
+    del old["data"]["notes"]
+    for step in old["data"]["steps"]:
+        del step["optimizer"]
+    for fact in old["data"]["facts"]:
+        fact.pop("optimizer", None)
+    back = from_json_dict(old)
+    assert [s.optimizer for s in back.steps] == [""] * 4
+    assert back.notes == ()
+
+
+# ---- gradlens run script.py on a hand-written loop ---------------------------------------------
+
+HAND_WRITTEN = """\
+import torch
+
+torch.manual_seed(0)
+x = torch.cat([torch.randn(20, 2) + 1.5, torch.randn(20, 2) - 1.5])
+y = torch.cat([torch.zeros(20, 1), torch.ones(20, 1)])
+w = torch.zeros(2, 1, requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+for epoch in range(5):
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+    loss.backward()
+    w.data -= 0.1 * w.grad
+    b.data -= 0.1 * b.grad
+    ZERO
+"""
+
+
+@pytest.mark.parametrize("zero", [True, False])
+def test_gradlens_run_on_a_hand_written_loop(
+    zero: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradlens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    text = HAND_WRITTEN.replace("ZERO", "w.grad.zero_(); b.grad.zero_()" if zero else "pass")
+    (tmp_path / "train.py").write_text(text, encoding="utf-8")
+    code = main(["run", "train.py", "--json", "out.json", "--plot", "out.png"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    record = gradlens.load(tmp_path / "out.json").record
+    assert [(s.optimizer, s.step) for s in record.steps] == [("manual", i) for i in range(5)]
+    assert [p.name for p in record.params] == ["w", "b"]
+    assert all(set(s.grads) == {"w", "b"} for s in record.steps)
+    assert (tmp_path / "out.png").stat().st_size > 0
+    found = [(d.kind, d.name, d.step, d.source) for d in record.diagnostics]
+    if zero:
+        assert found == []
+        assert "no problems found" in out
+    else:
+        backward_line = text.splitlines().index("    loss.backward()") + 1
+        assert found == [("grad-accumulation", "w", 1, f"train.py:{backward_line}")]
+        assert "no problems found" not in out
+
+
+def test_gradlens_run_with_nothing_to_watch_writes_no_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradlens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(
+        "import torch\nw = torch.ones(2, requires_grad=True)\n(w * 2).sum().backward()\n",
+        encoding="utf-8",
+    )
+    main(["run", "train.py", "--plot", "out.png"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing to watch: no optimizer stepped and no parameter was updated in place" in out
+    assert "no problems found" not in out
+    assert not (tmp_path / "out.png").exists()

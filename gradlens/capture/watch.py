@@ -60,7 +60,7 @@ MANUAL = "manual"
 _MAX_BACKWARDS = 512  # backward calls kept for the loss of an optimizer's next step
 _DATA_GET = torch._C.TensorBase.data.__get__  # type: ignore[attr-defined]
 _DATA_SET = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
-_WRITES = (
+_WRITES: tuple[Any, ...] = (
     torch.Tensor.add_,
     torch.Tensor.sub_,
     torch.Tensor.mul_,
@@ -74,8 +74,8 @@ _WRITES = (
     torch.Tensor.__isub__,
     _DATA_SET,
 )
-_FOREACH_WRITES = (torch._foreach_add_, torch._foreach_sub_, torch._foreach_mul_)
-_ZEROS = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
+_FOREACH_WRITES: tuple[Any, ...] = (torch._foreach_add_, torch._foreach_sub_, torch._foreach_mul_)
+_ZEROS: tuple[Any, ...] = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
 
 
 @dataclass(eq=False)
@@ -213,10 +213,8 @@ class Watcher:
                 torch._foreach_zero_: self._on_zero,
                 _DATA_GET: self._on_data,
             }
-            for func in _ZEROS:
-                handlers[func] = self._on_zero
-            for func in (*_WRITES, *_FOREACH_WRITES):
-                handlers[func] = self._on_write
+            handlers.update(dict.fromkeys(_ZEROS, self._on_zero))
+            handlers.update(dict.fromkeys((*_WRITES, *_FOREACH_WRITES), self._on_write))
             self._mode = _Mode(handlers)
             self._mode.__enter__()
             self._started = True
@@ -397,10 +395,10 @@ class Watcher:
                 current = self._current
                 if current is not None:
                     current.touched.add(p.slot)
-                if p.grad_ref is not None and p.stepped_epoch == p.epoch:
-                    # Adding on top of a .grad a step already used: remember where, cheaply.
-                    if p.stale is None or p.stale[0] != p.epoch:
-                        p.stale = (p.epoch, _line(self._backward_frame))
+                # Adding on top of a .grad a step already used: remember where, cheaply.
+                on_top = p.grad_ref is not None and p.stepped_epoch == p.epoch
+                if on_top and (p.stale is None or p.stale[0] != p.epoch):
+                    p.stale = (p.epoch, _line(self._backward_frame))
             except Exception as e:
                 p.broken = True
                 self._broke(f"the gradient of {p.name}", e)
@@ -723,9 +721,7 @@ class Watcher:
             recorded = step % self._every == 0
             detail = recorded and self._detail_every > 0 and m.recorded % self._detail_every == 0
             backs = self._step_backwards(m)
-            m.open = Pending(
-                step, (), detail=detail, backward_calls=len(backs), optimizer=MANUAL
-            )
+            m.open = Pending(step, (), detail=detail, backward_calls=len(backs), optimizer=MANUAL)
             if recorded:
                 scalars, self._scalars = self._scalars, {}
                 logged = scalars.pop("loss", None)

@@ -28,7 +28,7 @@ _MAX_FRAMES = 32
 
 def user_frames(frame: FrameType | None) -> list[FrameType]:
     """Returns the user's frames from ``frame`` outwards (torch's and gradlens's skipped)."""
-    out = []
+    out: list[FrameType] = []
     while frame is not None and len(out) < _MAX_FRAMES:
         if not is_internal(frame.f_code.co_filename):
             out.append(frame)
@@ -48,9 +48,8 @@ def names_in_frames(wanted: dict[int, torch.Tensor], frames: list[FrameType]) ->
                     held = best.get(id(t))
                     if held is None or len(named) > held[0]:
                         best[id(t)] = (len(named), f"{var}.{pname.replace(_COMPILED, '')}")
-        elif isinstance(value, torch.Tensor):
-            if id(value) in wanted and value is wanted[id(value)] and id(value) not in tensors:
-                tensors[id(value)] = var
+        elif isinstance(value, torch.Tensor) and value is wanted.get(id(value)):
+            tensors.setdefault(id(value), var)
     out = {k: name for k, (_, name) in best.items()}
     for k, name in tensors.items():
         out.setdefault(k, name)

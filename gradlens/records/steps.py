@@ -75,7 +75,8 @@ class WatchFact:
 
     ``grad-accumulation``: an optimizer step was about to use a ``.grad`` that still held the
     gradient its previous step used (nothing reset it in between), with backward's new one on
-    top; ``source`` is the backward line that added on top. ``loss-input``: a loss function got the wrong kind of input (``detail`` says which).
+    top; ``source`` is the backward line that added on top. ``loss-input``: a loss function got
+    the wrong kind of input (``detail`` says which).
     ``frozen``: the optimizer holds a parameter that does not require grad.
     """
 
