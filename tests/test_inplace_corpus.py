@@ -74,8 +74,9 @@ _CROSS_DTYPE = (
 )
 _NESTED = "nested tensors (strided or jagged) have no plain memory: gradlens skips what they save"
 _OUT_VIEW = (
-    "out= into a view made inside the call's own arguments under no_grad: the write to the "
-    "saved tensor is not matched"
+    "out= into a view made under no_grad: after the write gradlens reads the view's autograd "
+    "state, which PyTorch refuses for a no_grad view whose base changed; gradlens stops "
+    "checking (its notes say so) and the program runs on unchecked"
 )
 _TRACE_LEAF = "trace() does not record the leaf writes PyTorch refuses (guard does)"
 _TRACE_DATA = "trace() runs without verify checksums and does not record .data/numpy writes"
