@@ -14,8 +14,9 @@ gradients it produced, ``{name: tensor}``. Its label says what PyTorch itself do
   ``mark_dirty`` contract (``"mark-dirty"``), at ``backward()`` on a saved tensor later detached
   in place (``"detached"``) or one a selective checkpoint cached and the program mutated
   (``"checkpoint"``), at the forward op whose saved-tensor pack hook wrote its input
-  (``"pack-hook"``), or at a write to an inference tensor outside inference mode
-  (``"inference"``);
+  (``"pack-hook"``), at a write to an inference tensor outside inference mode
+  (``"inference"``), or at the backward of an in-place ``leaky_relu_`` with a negative slope
+  (``"negative-slope"``);
 * ``"ok"``: PyTorch succeeds and the gradient is right (the write is harmless);
 * ``"silent"``: PyTorch succeeds but the gradient is wrong, because the write changed a saved
   tensor without PyTorch noticing (``.data``, numpy, saved-tensor hooks, a preserved version
@@ -98,6 +99,7 @@ FAILURES: dict[str, Failure] = {
     "checkpoint": Failure(r"cached during selective activation checkpoint has been mutated", "any"),
     "pack-hook": Failure(r"A saved tensor pack hook is modifying its input in place", "elsewhere"),
     "inference": Failure(r"Inplace update to inference tensor outside InferenceMode", "write"),
+    "negative-slope": Failure(r"In-place leakyReLu backward .* negative slope", "backward"),
 }
 
 Grads = dict[str, torch.Tensor]

@@ -445,3 +445,104 @@ def detach_in_place_a_tensor_saved_as_output():
     a.detach_()  # WRITE
     b.backward()
     return grads(leaf=leaf)
+
+
+@case(expect="ok", reference=exact(a=[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+def add_before_the_tensor_requires_grad():
+    """from test_autograd.py test_no_requires_grad_inplace: a.add_(5) while a does not require
+    grad yet, then a.requires_grad = True."""
+    a = torch.tensor([[0.5, 1.0, 2.0], [-1.0, 0.0, 3.0]])
+    a.add_(5.0)  # WRITE
+    a.requires_grad = True
+    a.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="fails", failure="leaf")
+def add_after_the_tensor_requires_grad():
+    """from test_autograd.py test_no_requires_grad_inplace: a.add_(5) once a requires grad."""
+    a = torch.tensor([[0.5, 1.0, 2.0], [-1.0, 0.0, 3.0]])
+    a.requires_grad = True
+    a.add_(5.0)  # WRITE
+    a.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="fails", failure="view-leaf")
+def add_to_an_old_view_after_the_base_requires_grad():
+    """from test_autograd.py test_no_requires_grad_inplace: b = a[:] taken before
+    a.requires_grad = True, then b.add_(5)."""
+    a = torch.tensor([[0.5, 1.0, 2.0], [-1.0, 0.0, 3.0]])
+    b = a[:]
+    a.requires_grad = True
+    b.add_(5.0)  # WRITE
+    a.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="ok")
+def add_a_grad_requiring_tensor_into_a_plain_one():
+    """from test_autograd.py test_requires_grad_inplace: a += b makes a require grad."""
+    a = torch.tensor([[0.5, 1.0], [2.0, -1.0]]) + 0
+    b = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    a += b  # WRITE
+    (a * a).sum().backward()
+    return grads(b=b)
+
+
+@case(expect="ok")
+def scale_a_no_grad_view_of_a_leaf_under_no_grad():
+    """from test_autograd.py test_autograd_print_tensor: b = a[:]; b *= 2, both under no_grad;
+    a is then used normally."""
+    a = torch.tensor([1.0, 3.0], requires_grad=True)
+    with torch.no_grad():
+        b = a[:]
+        b *= 2.0  # WRITE
+    (a * a).sum().backward()
+    return grads(a=a)
+
+
+@case(expect="ok")
+def set_a_parameter_to_its_own_slice_under_no_grad():
+    """from test_autograd.py test_parameter_resize: asd.set_(asd[1:]) under no_grad, twice."""
+    asd = torch.nn.Parameter(torch.arange(1.0, 9.0))
+    for _ in range(2):
+        with torch.no_grad():
+            asd.set_(asd[1:])  # WRITE
+            asd.grad = None
+        m = torch.cat((asd, asd))
+        (m * m).sum().backward()
+    return grads(asd=asd)
+
+
+@case(expect="fails")
+def resize_a_saved_tensor():
+    """from test_autograd.py test_resize_version_bump: resize_ bumps the version; w * x saved x."""
+    w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x = torch.tensor([0.5, 1.5, 2.5])
+    y = w * x
+    x.resize_(2)  # WRITE
+    y.sum().backward()
+    return grads(w=w)
+
+
+@case(expect="fails", failure="negative-slope")
+def leaky_relu_in_place_with_a_negative_slope():
+    """from test_nn.py test_leaky_relu_inplace_with_neg_slope: in-place leaky_relu_ with a
+    negative slope cannot be differentiated; PyTorch says so at backward."""
+    a = torch.tensor([-1.0, 1.0], requires_grad=True)
+    b = a * 1.0
+    torch.nn.functional.leaky_relu_(b, -2.0)  # WRITE
+    b.sum().backward()
+    return grads(a=a)
+
+
+@case(expect="ok")
+def leaky_relu_in_place_with_a_positive_slope():
+    """from test_nn.py test_leaky_relu_inplace_with_neg_slope, with a positive slope (0.1),
+    which backward supports."""
+    a = torch.tensor([-1.0, 1.0], requires_grad=True)
+    b = a * 1.0
+    torch.nn.functional.leaky_relu_(b, 0.1)  # WRITE
+    b.sum().backward()
+    return grads(a=a)

@@ -518,3 +518,52 @@ def add_into_a_view_of_a_clone_after_scaling_it():
     out += y  # WRITE
     (out + b).sum().backward()
     return grads(x=x, y=y)
+
+
+@case(expect="ok")
+def threshold_in_place_on_a_view_then_double_backward():
+    """from test_autograd.py test_inplace_on_view_backward: threshold(inplace=True) on a view,
+    gradient with create_graph=True, then backward of the gradient penalty."""
+    inputs = torch.tensor([[[[0.5, -1.0], [2.0, 0.25]]]], requires_grad=True)
+    tmp1 = (inputs + 1).view_as(inputs)
+    tmp2 = torch.nn.functional.threshold(tmp1, 0.0, 0.0, True)  # WRITE
+    prob = torch.sigmoid(tmp2)
+    (gradients,) = torch.autograd.grad(
+        prob, inputs, grad_outputs=torch.ones(prob.size()), create_graph=True, retain_graph=True
+    )
+    gradients.sum().backward()
+    return grads(inputs=inputs)
+
+
+@case(expect="ok")
+def instance_norm_then_relu_in_place_double_backward():
+    """from test_autograd.py test_inplace_on_view_backward: nn.Sequential(InstanceNorm2d(2),
+    ReLU(True)), gradient with create_graph=True, then its gradient."""
+    net = torch.nn.Sequential(torch.nn.InstanceNorm2d(2), torch.nn.ReLU(True))
+    x = torch.tensor([[[[1.0, 2.0]], [[0.5, -1.0]]]], requires_grad=True)
+    out = net(x)  # WRITE
+    (g,) = torch.autograd.grad(out.pow(2), [x], grad_outputs=x.new_ones(x.shape), create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), [x])
+    return {"g": g.detach(), "gg": gg}
+
+
+@case(expect="fails", failure="view")
+def copy_a_grad_requiring_tensor_into_a_custom_function_view():
+    """from test_autograd.py test_inplace_not_requires_grad: view_a.copy_(b) on a custom view."""
+    a = torch.tensor([[0.5, 1.5]])
+    b = torch.tensor([2.0], requires_grad=True)
+    view_a = _ViewAs.apply(a)
+    view_a.copy_(b)  # WRITE
+    view_a.sum().backward()
+    return grads(b=b)
+
+
+@case(expect="fails", failure="view")
+def copy_a_grad_requiring_tensor_into_an_unbind_output():
+    """from test_autograd.py test_inplace_not_requires_grad: a.unbind()[0].copy_(b)."""
+    a = torch.tensor([[0.5, 1.5]])
+    b = torch.tensor([2.0], requires_grad=True)
+    view_a = a.unbind()[0]
+    view_a.copy_(b)  # WRITE
+    a.sum().backward()
+    return grads(b=b)
