@@ -53,7 +53,11 @@ class Trace:
 
     @staticmethod
     def _finish(record: TraceRecord) -> TraceRecord:
-        diagnostics = [*diagnose(record.events), *explain_violations(record.violations)]
+        diagnostics = list(diagnose(record.events))
+        seen = {(d.kind, d.source) for d in diagnostics}  # inplace-leaf: from events already
+        diagnostics += [
+            d for d in explain_violations(record.violations) if (d.kind, d.source) not in seen
+        ]
         graph = mark_violations(record.graph, record.violations)
         return replace(record, graph=graph, diagnostics=tuple(diagnostics))
 

@@ -24,6 +24,20 @@ __all__ = ["GraphBuilder", "node_name"]
 _META_KEY = "gradlens"
 
 
+def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
+    """Returns the shape autograd expects at a node's input ``i`` (None when it has no single
+    one: a nested tensor's sizes are symbolic)."""
+    try:
+        return tuple(int(d) for d in meta[i].shape)
+    except (RuntimeError, TypeError, AttributeError, ValueError):
+        return None
+
+
+def _label(meta: Any, i: int) -> str | None:
+    shape = _meta_shape(meta, i) if i < len(meta) else None
+    return None if shape is None else format_shape(shape)
+
+
 def node_name(fn: Any) -> str:
     """Returns an autograd Node's class name ("MulBackward0", "AccumulateGrad")."""
     return str(fn.name()).rpartition("::")[2]
@@ -90,7 +104,7 @@ class GraphBuilder:
             nid = self.tensor_node(variable, NodeKind.LEAF)
         else:
             meta = fn._input_metadata
-            shape = tuple(meta[0].shape) if len(meta) == 1 else None
+            shape = _meta_shape(meta, 0) if len(meta) == 1 else None
             dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
         fn.metadata[self._key] = (self._token, nid)
@@ -104,7 +118,7 @@ class GraphBuilder:
             nid = self._new(
                 kind,
                 tensor_key=k,
-                shape=tuple(t.shape),
+                shape=shape_of(t),
                 dtype=str(t.dtype).removeprefix("torch."),
             ).id
             self._by_tensor[(kind, k)] = nid
@@ -119,7 +133,7 @@ class GraphBuilder:
         """Adds ``t`` as an OUTPUT node, walks its graph, and returns the output node id."""
         out = self.tensor_node(t, NodeKind.OUTPUT)
         if t.grad_fn is not None:
-            self.edge(self.node_for(t.grad_fn), out, label=format_shape(t.shape))
+            self.edge(self.node_for(t.grad_fn), out, label=format_shape(shape_of(t)))
             self.walk([t.grad_fn])
         return out
 
@@ -138,8 +152,7 @@ class GraphBuilder:
                     continue
                 known = self.known_id(child) is not None
                 cid = self.node_for(child)
-                meta = child._input_metadata
-                self.edge(cid, nid, label=format_shape(meta[nr].shape) if nr < len(meta) else None)
+                self.edge(cid, nid, label=_label(child._input_metadata, nr))
                 if not known:
                     queue.append(child)
 
@@ -165,8 +178,7 @@ class GraphBuilder:
                 if child is None:
                     continue
                 cid = self.node_for(child)
-                meta = child._input_metadata
-                label = format_shape(meta[nr].shape) if nr < len(meta) else None
+                label = _label(child._input_metadata, nr)
                 self.edge(cid, nid, label=label)
                 if cid not in seen:
                     queue.append(child)

@@ -13,6 +13,7 @@ on something it does not understand, it stops checking, keeps a note, and lets t
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Literal
@@ -26,7 +27,14 @@ from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .inplace import SavedTensors
 from .source import user_frame
 
-__all__ = ["COMPILED_NOTE", "Guard", "InplaceError", "InplaceWarning", "versions_of"]
+__all__ = [
+    "COMPILED_NOTE",
+    "Guard",
+    "InplaceError",
+    "InplaceWarning",
+    "compiled_graphs",
+    "versions_of",
+]
 
 GuardMode = Literal["warn", "strict"]
 _DATA_SETTER = torch._C.TensorBase.data.__set__  # type: ignore[attr-defined]
@@ -55,6 +63,13 @@ class InplaceWarning(UserWarning):
     def __init__(self, message: str, violation: InplaceViolation) -> None:
         super().__init__(message)
         self.violation = violation
+
+
+def compiled_graphs() -> int:
+    """Returns how many graphs ``torch.compile`` has made in this process so far (0 if it was
+    never used): compiled code runs without the torch-function mode seeing its ops."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return 0 if utils is None else int(utils.counters["stats"]["unique_graphs"])
 
 
 def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
@@ -88,8 +103,10 @@ class Guard:
         #: What gradlens could not do (compiled regions, its own failures), said once each.
         self.notes: list[str] = []
         self._off = False  # set when gradlens's own bookkeeping failed: stop checking
+        self._graphs = 0
 
     def __enter__(self) -> Guard:
+        self._graphs = compiled_graphs()
         self._mode = _Mode(self)
         self._mode.__enter__()
         return self
@@ -101,6 +118,8 @@ class Guard:
                 mode.__exit__(*exc)
         finally:
             self.saved.close()
+            if compiled_graphs() > self._graphs:
+                self.note(COMPILED_NOTE)
 
     @property
     def violations(self) -> list[InplaceViolation]:
@@ -116,8 +135,7 @@ class Guard:
         __tracebackhide__ = True
         if self._off:
             return func(*args, **kwargs)
-        if torch.compiler.is_compiling():
-            self.note(COMPILED_NOTE)
+        if torch.compiler.is_compiling():  # dynamo is tracing this handler: change nothing
             return func(*args, **kwargs)
         if func in BACKWARD_CALLS:
             return self._on_backward(func, args, kwargs)
@@ -145,12 +163,14 @@ class Guard:
         self, name: str, out: Any, tensors: list[torch.Tensor], versions: list[int | None]
     ) -> None:
         bumped = [
-            t for t, v in zip(tensors, versions, strict=True) if v is not None and t._version != v
+            (t, v)
+            for t, v in zip(tensors, versions, strict=True)
+            if v is not None and t._version != v
         ]
         if bumped:
             frame, source = user_frame()
-            for t in bumped:
-                self.saved.check_write(t, name, source, frame)
+            for t, v in bumped:
+                self.saved.check_write(t, name, source, frame, v)
         outputs = out if isinstance(out, (list, tuple)) else (out,)
         outputs = [t for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
         if outputs:

@@ -30,17 +30,19 @@ import re
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 import torch
+from torch.autograd.function import BackwardCFunction
 
 from ..records import InplaceViolation
 from .builder import node_name
 from .quiet import quiet
 from .saved import has_saved_introspection, saved_slots, unsupported
-from .source import frame_locals
+from .source import frame_locals, user_frame
+from .summary import grad_fn_of
 
 __all__ = ["SavedTensors"]
 
@@ -63,6 +65,19 @@ class _Saved:
     reported: bool = False
     node_id: str | None = None  # the trace graph's id of the saving node
     maybe: bool = False  # an input/output of a node whose saves Python cannot see
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A write gradlens saw: the memory, the version it moved from and to, the op and line."""
+
+    storage: int
+    start: int
+    end: int
+    before: int | None
+    after: int
+    op: str
+    source: str | None
 
 
 class _Sentinel:
@@ -124,12 +139,15 @@ def _alias(t: torch.Tensor) -> torch.Tensor:
 
 
 def _checksum(t: torch.Tensor) -> str:
-    """Returns a digest of ``t``'s values (conjugate and negative views resolved first)."""
+    """Returns a digest of ``t``'s values (conjugate and negative views resolved first; any
+    strides, broadcast ones included)."""
     with quiet():
-        data = t.detach().resolve_conj().resolve_neg().cpu().contiguous()
+        data = t.detach().resolve_conj().resolve_neg()
         if data.is_complex():
             data = torch.view_as_real(data)
-        raw = data.reshape(-1).view(torch.uint8)
+        flat = torch.empty(data.numel(), dtype=data.dtype)
+        flat.copy_(data.reshape(-1))
+        raw = flat.view(torch.uint8)
         return hashlib.blake2b(raw.numpy().tobytes(), digest_size=16).hexdigest()
 
 
@@ -151,6 +169,9 @@ class SavedTensors:
         self._next = 0
         #: Saved values gradlens could not check, by reason ("nested tensor": 3).
         self.skipped: Counter[str] = Counter()
+        # The last writes seen, to name the culprit when a node found late (a custom Function's,
+        # whose apply() no torch-function mode sees) already holds an overwritten tensor.
+        self._writes: deque[_Write] = deque(maxlen=4096)
 
     # -- saves -----------------------------------------------------------------------------
     def record_saves(
@@ -188,9 +209,16 @@ class SavedTensors:
     def _read(self, fn: Any, op: str | None, source: str | None, visible: set[Any]) -> list[int]:
         ids: list[int] = []
         name = None
+        # A custom autograd.Function saves what its Python code chose (inputs, outputs, or
+        # tensors it made and returned): all of it may be in the user's hands.
+        custom = isinstance(fn, BackwardCFunction)
+        if custom and op is None:
+            source = None  # found behind a later op: its own line is not known
+        hooked = False
         for slot in saved_slots(fn):
             if slot.skipped is not None:
                 self.skipped[slot.skipped] += 1
+                hooked = True
                 continue
             t = slot.tensor
             if t is None:
@@ -200,7 +228,7 @@ class SavedTensors:
                 self.skipped[why] += 1
                 continue
             span = _plain_span(t)
-            if span is None or span[0] not in visible:
+            if span is None or (span[0] not in visible and not custom):
                 continue
             name = name or node_name(fn)
             record = _Saved(
@@ -209,7 +237,45 @@ class SavedTensors:
             )  # fmt: skip
             record.node_id = self.node_id(fn) if self.node_id is not None else None
             ids.append(self._add(record))
+        if custom and ids and not hooked:
+            self._stale_on_arrival(fn, ids)
         return ids
+
+    def _stale_on_arrival(self, fn: Any, ids: list[int]) -> None:
+        """A custom Function's node is first seen after its ``apply`` (no mode sees that call):
+        if PyTorch's own check says a saved tensor was overwritten since, find the write."""
+        try:
+            fn.saved_tensors  # noqa: B018 - unpacking runs PyTorch's version check (no hooks)
+        except RuntimeError as e:
+            match = _MODIFIED.search(str(e))
+            if match is None:
+                return
+            now, then = int(match.group(1)), int(match.group(2))
+            for rid in ids:
+                record = self._records[rid]
+                if record.version == now:
+                    record.version = then
+                    self._late_violation(rid, record)
+
+    def _late_violation(self, rid: int, record: _Saved) -> None:
+        """Keeps as pending the violation of a record found stale, naming the logged write."""
+        write = next(
+            (
+                w
+                for w in reversed(self._writes)
+                if w.storage == record.storage
+                and w.before == record.version
+                and w.start < record.end
+                and record.start < w.end
+            ),
+            None,
+        )
+        frame, _ = user_frame()
+        op, source = (write.op, write.source) if write else ("(a write gradlens did not see)", None)
+        record.reported = True
+        self.pending[rid] = self._violation(
+            "inplace-saved", record, record.alias, op, source, frame
+        )
 
     def _maybe(
         self, fn: Any, tensors: list[torch.Tensor], op: str, source: str | None
@@ -259,7 +325,7 @@ class SavedTensors:
     def close(self) -> None:
         """Lets go of every alias and takes the sentinels off the nodes still alive."""
         queue: deque[Any] = deque(
-            t.grad_fn for ref in self._outputs if (t := ref()) is not None and t.grad_fn
+            fn for ref in self._outputs if (t := ref()) is not None and (fn := grad_fn_of(t))
         )
         while queue:
             fn = queue.popleft()
@@ -304,14 +370,20 @@ class SavedTensors:
 
     # -- writes ----------------------------------------------------------------------------
     def check_write(
-        self, written: torch.Tensor, op: str, source: str | None, frame: FrameType | None
+        self,
+        written: torch.Tensor,
+        op: str,
+        source: str | None,
+        frame: FrameType | None,
+        before: int | None = None,
     ) -> list[InplaceViolation]:
-        """Returns the violations a write to ``written`` just made, kept as pending until a
-        backward reaches the node that saved the tensor (a node no backward reaches never
-        fails, so flagging it then would be a false alarm)."""
+        """Returns the violations a write to ``written`` (at version ``before`` until now) just
+        made, kept as pending until a backward reaches the node that saved the tensor (a node no
+        backward reaches never fails, so flagging it then would be a false alarm)."""
         span = _span(written)
         if span is None:
             return []
+        self._writes.append(_Write(*span, before, written._version, op, source))
         found = []
         for rid in sorted(self._by_storage.get(span[0], ())):
             record = self._records[rid]
@@ -334,11 +406,17 @@ class SavedTensors:
     def confirm(self, ids: Iterable[int]) -> list[InplaceViolation]:
         """Returns (and keeps) the pending violations of records a backward is about to use
         (not the "maybe" ones: only PyTorch's own error can confirm those)."""
-        found = [
-            self.pending.pop(rid)
-            for rid in ids
-            if rid in self.pending and not self._records[rid].maybe
-        ]
+        found = []
+        for rid in ids:
+            if rid not in self.pending or self._records[rid].maybe:
+                continue
+            violation = self.pending.pop(rid)
+            record = self._records[rid]
+            if violation.kind == "inplace-saved" and record.alias._version == record.version:
+                # The version was put back (torch.autograd._unsafe_preserve_version_counter):
+                # PyTorch will not notice, and backward will read the new values.
+                violation = replace(violation, kind="silent-write", version=record.version)
+            found.append(violation)
         self.violations.extend(found)
         return found
 
@@ -384,7 +462,7 @@ class SavedTensors:
     # -- backward --------------------------------------------------------------------------
     def reachable(self, roots: Iterable[torch.Tensor]) -> list[int]:
         """Returns the ids of the records of the nodes a backward from ``roots`` can reach."""
-        queue: deque[Any] = deque(t.grad_fn for t in roots if t.grad_fn is not None)
+        queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
         seen: set[int] = set()
         ids: list[int] = []
         while queue:

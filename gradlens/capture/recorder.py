@@ -28,6 +28,7 @@ from ..records import (
     ErrorEvent,
     Event,
     GradEvent,
+    Graph,
     NodeKind,
     OpEvent,
     TensorRef,
@@ -36,12 +37,12 @@ from ..records import (
 )
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
-from .guard import COMPILED_NOTE
+from .guard import COMPILED_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
-from .summary import summarize, tensor_ref, tensor_status, version_of
+from .summary import grad_fn_of, summarize, tensor_ref, tensor_status, version_of
 
 __all__ = ["Recorder"]
 
@@ -56,6 +57,14 @@ HOST_READS = frozenset(
 _RECORDED_ATTRS = frozenset({"data", "T", "mT", "H", "mH", "real", "imag"})
 # Reads whose result should not make its input look consumed (a sink stays a graph output).
 _PASSIVE = HOST_READS | {"data"}
+
+
+def _readable(t: torch.Tensor) -> bool:
+    try:
+        t.grad_fn  # noqa: B018 - the read is the test
+    except RuntimeError:
+        return False
+    return True
 
 
 def _op_name(func: Any) -> str:
@@ -121,12 +130,14 @@ class Recorder:
         self.on_confirm: Callable[[Any, FrameType | None], None] | None = None
         self._notes: list[str] = []
         self._off = False  # gradlens's own bookkeeping failed: stop recording, run on
+        self._graphs = 0
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Recorder:
         if self._state != "new":
             raise GradlensError("a trace can be entered only once; create a new trace()")
         self._state = "recording"
+        self._graphs = compiled_graphs()
         self._modules.install()
         try:
             self._mode.__enter__()
@@ -143,9 +154,14 @@ class Recorder:
             self._modules = ModuleStack([])  # a finished trace must not keep the model alive
             self._remove_hooks()
             self._state = "done"
+            if compiled_graphs() > self._graphs:
+                self._note(COMPILED_NOTE)
             try:
                 self._names.names_from_frame(user_frame()[0])
                 self._record = self._build(final=True)
+            except Exception as e:  # the user's own exception, if any, must go up unchanged
+                self._fail("the end of the trace", e)
+                self._record = TraceRecord(graph=Graph(nodes=(), edges=()), notes=(*self._notes,))
             finally:
                 self._saved.close()
 
@@ -177,8 +193,7 @@ class Recorder:
         __tracebackhide__ = True
         if self._off:
             return func(*args, **kwargs)
-        if torch.compiler.is_compiling():
-            self._note(COMPILED_NOTE)
+        if torch.compiler.is_compiling():  # dynamo is tracing this handler: change nothing
             return func(*args, **kwargs)
         call = BACKWARD_CALLS.get(func)
         if call is not None:
@@ -260,8 +275,9 @@ class Recorder:
         grad_enabled, inference, has_out = modes
         outputs = tensors_in((out,), {})
         bumped = [t for t, r in refs if version_of(t) != r.version]
-        for t in bumped:
-            self._saved.check_write(t, name, source, frame)
+        for t, r in refs:
+            if version_of(t) != r.version:
+                self._saved.check_write(t, name, source, frame, r.version)
         if not outputs:
             if not bumped and (name not in HOST_READS or not inputs):
                 return  # a read such as .dim() or .is_contiguous(): nothing to record
@@ -328,7 +344,7 @@ class Recorder:
                 return t
         for k, ref in reversed(list(self._outputs.items())):
             t = ref()
-            if k not in self._consumed and t is not None and t.grad_fn is not None:
+            if k not in self._consumed and t is not None and grad_fn_of(t) is not None:
                 return t
         return None
 
@@ -467,11 +483,12 @@ class Recorder:
         sinks = [
             t
             for k, ref in list(self._outputs.items())
-            if k not in self._consumed and (t := ref()) is not None and t.grad_fn is not None
+            if k not in self._consumed and (t := ref()) is not None and grad_fn_of(t) is not None
         ]
         for t in sinks:
             self._builder.add_output(t)
-        alive = self._names.alive()
+        # A view of a multi-output op whose base was written refuses to be read: leave it out.
+        alive = [(k, t) for k, t in self._names.alive() if _readable(t)]
         self._name_grads(alive)
         for k, t in alive:
             if k in self._param_owner:
@@ -480,7 +497,8 @@ class Recorder:
         leaf_grads = {k: summarize(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
         graph = self._builder.build(leaf_grads)
         if final:
-            self._builder.forget_marks([t.grad_fn for _, t in alive if t.grad_fn is not None])
+            fns = [grad_fn_of(t) for _, t in alive]
+            self._builder.forget_marks([fn for fn in fns if fn is not None])
         tensors = {}
         for k, t in alive:
             name = self._names.name(k)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..records import SMALL_NUMEL, TensorRef, TensorStatus, ValueSummary
 from .quiet import quiet
 
-__all__ = ["grad_fn_name", "shape_of", "summarize", "tensor_ref", "tensor_status", "version_of"]
+__all__ = [
+    "grad_fn_name",
+    "grad_fn_of",
+    "shape_of",
+    "summarize",
+    "tensor_ref",
+    "tensor_status",
+    "version_of",
+]
 
 
 def version_of(t: torch.Tensor) -> int:
@@ -61,9 +71,19 @@ def _is_plain(t: torch.Tensor) -> bool:
     return type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, torch.nn.Parameter)
 
 
+def grad_fn_of(t: torch.Tensor) -> Any:
+    """Returns ``t.grad_fn``, or None where reading it raises: a view of a multi-output op
+    whose base was later written in place refuses to give one (PyTorch's own error comes when
+    the user's code reads it, not when gradlens does)."""
+    try:
+        return t.grad_fn
+    except RuntimeError:
+        return None
+
+
 def grad_fn_name(t: torch.Tensor) -> str | None:
     """Returns the name of ``t.grad_fn`` ("MulBackward0"), or None for a leaf."""
-    fn = t.grad_fn
+    fn = grad_fn_of(t)
     return None if fn is None else fn.name()
 
 
