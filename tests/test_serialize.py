@@ -165,7 +165,7 @@ def test_graph_json_dict_is_exact() -> None:
 def test_trace_json_dict_has_its_sections_and_event_kinds() -> None:
     d = to_json_dict(_trace())
     assert (d["format"], d["schema"], d["type"]) == (FORMAT, SCHEMA_VERSION, "trace")
-    assert list(d["data"]) == ["graph", "tensors", "events", "diagnostics", "violations"]
+    assert list(d["data"]) == ["graph", "tensors", "events", "diagnostics", "violations", "notes"]
     assert [e["kind"] for e in d["data"]["events"]] == [
         "op",
         "error",
