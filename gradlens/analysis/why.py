@@ -144,7 +144,10 @@ def find_cuts(events: Sequence[Event], loss: str | None = None) -> list[CutPoint
                 )
             )
         for r in e.outputs:
-            prov[r.name] = frozenset(values) | prov.get(r.name, frozenset())
+            # A leaf made inside the trace (torch.randn(..., requires_grad=True)) is its own
+            # source, as one made before it would be at its first use.
+            own = frozenset({r.name}) if r.is_leaf and r.requires_grad else frozenset()
+            prov[r.name] = frozenset(values) | own | prov.get(r.name, frozenset())
             marks[r.name] = frozenset(seen) | marks.get(r.name, frozenset())
     if loss is not None:
         reached = marks.get(loss, frozenset())
