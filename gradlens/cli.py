@@ -203,7 +203,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if training
         else f"example {args.name!r}: it draws a graph, not plots",
     )
-    result = module.run()
+    with warnings.catch_warnings():
+        # The in-place examples show each violation in their own sections; the warning the
+        # guard issues on the way would print it a second time, raw, before the example.
+        warnings.simplefilter("ignore", InplaceWarning)
+        result = module.run()
     _print(result, console)
     diagram = result.diagram
     for fmt in ("svg", "png", "pdf", "dot"):
@@ -308,10 +312,10 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:
-    """Writes --plot and --json; a file that cannot be written is reported and the others are
+    """Writes --json, then --plot; a file that cannot be written is reported and the other is
     still written. Returns ``code``, or 2 when the script succeeded but a file failed."""
     failed = False
-    for flag in ("plot", "json"):
+    for flag in ("json", "plot"):  # the data first: it is what a failed plot cannot replace
         path = outputs[flag]
         if path is None:
             continue

@@ -376,7 +376,7 @@ def test_unused_parameter_and_sigmoid_into_bce_with_logits(
     ("flags", "message"),
     [
         (["--plot", "out.txt"], "--plot takes a path ending in .png or .svg or .pdf"),
-        (["--plot", "missing_dir/out.png"], "the folder missing_dir does not exist"),
+        (["--plot", "missing_dir/out.png"], "the folder 'missing_dir' does not exist"),
         (["--json", "out.txt"], "--json takes a path ending in .json"),
         (
             ["--svg", "x.svg"],
