@@ -65,11 +65,12 @@ class Outcome:
     lines: set[int] = field(default_factory=set)  # lines of the case's file that ran
 
     def raised_at(self, case: Case) -> int | None:
-        """The innermost line of the case's file in the error's traceback."""
+        """The line of the case function itself where the error left it (the write, the
+        backward call, ...; not a line inside a custom Function or hook the case calls)."""
         line = None
         tb = self.error.__traceback__ if self.error is not None else None
         while tb is not None:
-            if _same_file(tb.tb_frame.f_code.co_filename, case.path):
+            if tb.tb_frame.f_code is case.fn.__code__:
                 line = tb.tb_lineno
             tb = tb.tb_next
         return line
@@ -228,6 +229,10 @@ def _judge_strict(case: Case, plain: Outcome) -> Verdict:
         line = run.raised_at(case)
         if not at_write_failure and line == case.write_line:
             changed.append("InplaceError raised at the write, not just before the backward")
+        elif failure is not None and failure.where == "backward":
+            expected = plain.raised_at(case)
+            if line != expected:
+                changed.append(f"InplaceError raised at line {line}, PyTorch raises at {expected}")
     elif at_write_failure:
         # PyTorch refuses the write itself, before strict could: its own error goes up and
         # what the guard noted at that write counts.
