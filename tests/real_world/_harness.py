@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 import gradlens
 
-RECORDERS = ("plain", "watch", "guard_verify", "guard_strict", "trace")
+RECORDERS = ("plain", "watch", "guard_verify", "guard_strict", "trace", "watch_and_guard_verify")
 Finding = tuple[str, str | None]  # (kind, "file.py:line")
 
 
@@ -136,13 +136,16 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
 
 
 class Rec:
-    """One way to run a case: ``with rec(model, opt):`` opens the recorder (or nothing)."""
+    """One way to run a case: ``with rec(model, opt):`` opens the recorder (or nothing).
+
+    ``watch_guard`` opens ``watch`` with ``guard(verify=True)`` inside it, as a user running
+    ``gradlens run script.py`` on a script that guards its own step does."""
 
     def __init__(self, kind: str) -> None:
         if kind not in RECORDERS:
             raise ValueError(kind)
         self.kind = kind
-        self.obj: Any = None
+        self.objs: list[tuple[str, Any]] = []  # (kind, recorder) of every block opened
         self.opened = 0
 
     def __call__(
@@ -153,34 +156,47 @@ class Rec:
         self.opened += 1
         if self.kind == "plain":
             return contextlib.nullcontext()
-        if self.kind == "watch":
-            self.obj = gradlens.watch(model, opt, live=False)
-        elif self.kind == "guard_verify":
-            self.obj = gradlens.guard(verify=True)
-        elif self.kind == "guard_strict":
-            self.obj = gradlens.guard(mode="strict")
-        else:
-            self.obj = gradlens.trace(model) if model is not None else gradlens.trace()
-        return self.obj  # type: ignore[no-any-return]
+        made = []
+        for kind in self.kind.split("_and_"):
+            if kind == "watch":
+                obj = gradlens.watch(model, opt, live=False)
+            elif kind == "guard_verify":
+                obj = gradlens.guard(verify=True)
+            elif kind == "guard_strict":
+                obj = gradlens.guard(mode="strict")
+            else:
+                obj = gradlens.trace(model) if model is not None else gradlens.trace()
+            made.append((kind, obj))
+        self.objs += made
+        return _entered_in_order([obj for _, obj in made])
 
     @property
     def findings(self) -> list[Finding]:
-        """What the recorder reported: diagnostics (watch, trace) or violations (guard)."""
-        if self.obj is None:
-            return []
-        if self.kind.startswith("guard"):
-            return [(v.kind, v.write_source) for v in self.obj.violations]
-        return [(d.kind, d.source) for d in self.obj.diagnostics]
+        """What the recorders reported: diagnostics (watch, trace) or violations (guard)."""
+        out: list[Finding] = []
+        for kind, obj in self.objs:
+            if kind.startswith("guard"):
+                out += [(v.kind, v.write_source) for v in obj.violations]
+            else:
+                out += [(d.kind, d.source) for d in obj.diagnostics]
+        return out
 
     @property
     def notes(self) -> list[str]:
-        """What the recorder says it could not do (compiled code, values it skipped, its own
-        failures)."""
-        if self.obj is None:
-            return []
-        if self.kind.startswith("guard"):
-            return list(self.obj.notes)
-        return list(self.obj.record.notes)  # trace and watch: on the record
+        """What the recorders say they could not do (compiled code, values they skipped, their
+        own failures)."""
+        out: list[str] = []
+        for kind, obj in self.objs:
+            out += obj.notes if kind.startswith("guard") else obj.record.notes
+        return out
+
+
+@contextlib.contextmanager
+def _entered_in_order(managers: list[Any]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
+        yield
 
 
 # -- what a run leaves behind --------------------------------------------------------------

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import (
     checkpoint,
     checkpoint_sequential,
     create_selective_checkpoint_contexts,
+    set_checkpoint_early_stop,
 )
 
 from ._harness import Case, Outcome, Rec, count_alive, local_hooks
@@ -107,9 +108,44 @@ def selective_checkpoint(rec: Rec) -> Outcome:
     return out
 
 
+def checkpoint_dropout_nested(rec: Rec) -> Outcome:
+    """A checkpointed block with dropout (the RNG state is replayed on recompute) holding a
+    nested checkpoint, and early stop switched off: each forward and re-run counted."""
+    torch.manual_seed(21)
+    inner = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Dropout(0.3), torch.nn.GELU())
+    outer = torch.nn.Linear(6, 6)
+    head = torch.nn.Linear(6, 2)
+    model = torch.nn.ModuleList([inner, outer, head])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    runs = {"inner": 0, "outer": 0}
+
+    def run_inner(h: torch.Tensor) -> torch.Tensor:
+        runs["inner"] += 1
+        return inner(h)
+
+    def run_outer(h: torch.Tensor, *, scale: float) -> torch.Tensor:
+        runs["outer"] += 1
+        h = checkpoint(run_inner, outer(h) * scale, use_reentrant=False)
+        return h + 1
+
+    x, y = data(4, 6), torch.tensor([0, 1, 1, 0])
+    out = Outcome()
+    with out.catch(), rec(model, opt), set_checkpoint_early_stop(False):
+        for _ in range(2):
+            opt.zero_grad()
+            h = checkpoint(run_outer, x, use_reentrant=False, scale=0.5)
+            F.cross_entropy(head(h), y).backward()
+            opt.step()
+    out.keep_model("model", model)
+    out.keep(rng=torch.rand(2))
+    out.counters.update(runs, **local_hooks(model, opt))
+    return out
+
+
 CASES = [
     Case("checkpoint_nonreentrant", checkpoint_nonreentrant),
     Case("checkpoint_reentrant", checkpoint_reentrant),
     Case("checkpoint_sequential", checkpoint_sequential_segments),
     Case("selective_checkpoint", selective_checkpoint),
+    Case("checkpoint_dropout_nested", checkpoint_dropout_nested),
 ]
