@@ -40,7 +40,7 @@ from torch.autograd.function import BackwardCFunction
 from ..records import InplaceViolation
 from .builder import node_name
 from .quiet import quiet
-from .saved import has_saved_introspection, saved_slots, unsupported
+from .saved import SKIP_HOOKED, has_saved_introspection, raw_saved, unsupported
 from .source import frame_locals, user_frame
 from .summary import grad_fn_of
 
@@ -99,6 +99,10 @@ class _Sentinel:
             owner.drop(self.ids)
 
 
+#: The mark of a node seen that saved nothing gradlens keeps (no records to drop when it dies).
+_NOTHING = object()
+
+
 def _span(t: torch.Tensor) -> tuple[int, int, int] | None:
     """Returns ``(storage pointer, first byte, end byte)`` of the memory ``t`` can touch, or
     None for a tensor with no plain memory (see ``saved.unsupported``)."""
@@ -115,8 +119,11 @@ def _plain_span(t: torch.Tensor) -> tuple[int, int, int] | None:
         return None
     size = t.element_size()
     start = int(t.storage_offset()) * size
-    if t.numel() == 0:
+    n = t.numel()
+    if n == 0:
         return ptr, start, start
+    if t.is_contiguous():
+        return ptr, start, start + n * size
     extent = 1 + sum((int(n) - 1) * abs(int(s)) for n, s in zip(t.shape, t.stride(), strict=True))
     return ptr, start, start + extent * size
 
@@ -202,7 +209,7 @@ class SavedTensors:
                 ids = self._read(fn, op if first else None, source, visible)
             else:
                 ids = self._maybe(fn, [*inputs, *outputs], op, source)
-            fn.metadata[self._key] = _Sentinel(self, ids)
+            fn.metadata[self._key] = _Sentinel(self, ids) if ids else _NOTHING
             first = False
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
@@ -215,24 +222,32 @@ class SavedTensors:
         if custom and op is None:
             source = None  # found behind a later op: its own line is not known
         hooked = False
-        for slot in saved_slots(fn):
-            if slot.skipped is not None:
-                self.skipped[slot.skipped] += 1
+        for role, item in raw_saved(fn):
+            if item.unpack_hook is not None:
+                self.skipped[SKIP_HOOKED] += 1
                 hooked = True
                 continue
-            t = slot.tensor
-            if t is None:
+            t = item.data
+            if not isinstance(t, torch.Tensor):
+                continue  # an optional input that was None, or freed
+            # Cheapest test first: most saved values of a composite op are its own
+            # intermediates, in memory no Python code holds.
+            try:
+                ptr = t.untyped_storage().data_ptr()
+            except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+                ptr = None
+            if ptr is not None and ptr not in visible and not custom:
                 continue
             why = unsupported(t)
             if why is not None:
                 self.skipped[why] += 1
                 continue
             span = _plain_span(t)
-            if span is None or (span[0] not in visible and not custom):
+            if span is None:
                 continue
             name = name or node_name(fn)
             record = _Saved(
-                t, t._version, *span, name, op, slot.role, source,
+                t, t._version, *span, name, op, role, source,
                 _checksum(t) if self.verify else None,
             )  # fmt: skip
             record.node_id = self.node_id(fn) if self.node_id is not None else None
@@ -297,7 +312,7 @@ class SavedTensors:
     def saved_shape(self, fn: Any, slot: str) -> tuple[int, ...] | None:
         """Returns the shape of what ``fn`` saved as ``slot``, from the record made at save time."""
         sentinel = fn.metadata.get(self._key)
-        for rid in sentinel.ids if sentinel is not None else ():
+        for rid in sentinel.ids if isinstance(sentinel, _Sentinel) else ():
             record = self._records.get(rid)
             if record is not None and record.slot == slot:
                 return tuple(record.alias.shape)
@@ -471,7 +486,7 @@ class SavedTensors:
                 continue
             seen.add(id(fn))
             sentinel = fn.metadata.get(self._key)
-            if sentinel is not None:
+            if isinstance(sentinel, _Sentinel):
                 ids.extend(sentinel.ids)
             queue.extend(child for child, _ in fn.next_functions if child is not None)
         return [i for i in ids if i in self._records]

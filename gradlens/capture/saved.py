@@ -19,7 +19,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["SKIP_HOOKED", "Slot", "has_saved_introspection", "saved_slots", "unsupported"]
+__all__ = [
+    "SKIP_HOOKED",
+    "Slot",
+    "has_saved_introspection",
+    "raw_saved",
+    "saved_slots",
+    "unsupported",
+]
 
 _RAW = "_raw_saved_"
 # Saved attributes that describe sizes/strides rather than tensors.
@@ -69,6 +76,23 @@ def unsupported(t: torch.Tensor) -> str | None:
     if t.device.type == "meta":
         return "meta tensor"
     return None
+
+
+def raw_saved(fn: Any) -> Iterator[tuple[str, Any]]:
+    """Yields ``(role, SavedTensor)`` for every saved tensor of node ``fn`` (lists give one
+    pair per item), touching nothing: the caller checks ``unpack_hook`` before ``data``."""
+    for attr in _raw_attributes(type(fn)):
+        try:
+            value = getattr(fn, attr)
+        except RuntimeError:  # a custom Function's saved tensors, freed by backward
+            continue
+        role = attr[len(_RAW) :]
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                if isinstance(item, _SavedTensor):
+                    yield role, item
+        elif isinstance(value, _SavedTensor):
+            yield role, value
 
 
 def saved_slots(fn: Any) -> Iterator[Slot]:
