@@ -242,7 +242,7 @@ def write_the_input_of_a_reentrant_checkpoint():
 @case(expect="fails")
 def write_the_input_of_a_non_reentrant_checkpoint():
     """from test_autograd.py test_checkpointing_without_reentrant_correct_grad: the input is
-    written between forward and backward; the recomputed sin saves it at a new version."""
+    written between forward and backward; PyTorch's version check still fires at backward."""
     x = _x()
     h = x * 2.0
     out = checkpoint(torch.sin, h, use_reentrant=False)
