@@ -320,3 +320,50 @@ def test_two_modules_in_a_trace_keep_their_parameter_names() -> None:
     with gradlens.trace(a, b) as t:
         b(a(torch.ones(1, 2))).sum().backward()
     assert {"Linear0.weight", "Linear0.bias", "Linear1.weight", "Linear1.bias"} <= set(t.tensors)
+
+
+class _Cube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        (x,) = ctx.saved_tensors
+        return g * 3 * x**2
+
+
+def _cube_then_an_op() -> None:
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    h = w * 1
+    y = _Cube.apply(h)
+    h.add_(1)  # the custom write
+    y.sum().backward()
+
+
+def _cube_then_backward() -> None:
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    h = w * 1
+    y = _Cube.apply(h)
+    h.add_(1)  # the custom write
+    y.backward(torch.ones(2))  # no op between apply() and backward
+
+
+@pytest.mark.parametrize("program", [_cube_then_an_op, _cube_then_backward])
+def test_a_custom_functions_saved_input_written_after_apply(program: Callable[[], None]) -> None:
+    with pytest.raises(RuntimeError, match=MODIFIED) as plain:
+        program()
+    with pytest.raises(RuntimeError) as warned, gradlens.guard() as g:
+        program()
+    assert str(warned.value) == str(plain.value)
+    (v,) = g.violations
+    assert (v.kind, v.tensor, v.write_op, v.saved_by) == (
+        "inplace-saved",
+        "h",
+        "add_",
+        "_CubeBackward",
+    )
+    assert v.write_source == line(program, "h.add_(1)")
+    with pytest.raises(InplaceError), gradlens.guard(mode="strict"):
+        program()

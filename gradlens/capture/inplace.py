@@ -477,18 +477,27 @@ class SavedTensors:
     # -- backward --------------------------------------------------------------------------
     def reachable(self, roots: Iterable[torch.Tensor]) -> list[int]:
         """Returns the ids of the records of the nodes a backward from ``roots`` can reach."""
+        roots = list(roots)
         queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
         seen: set[int] = set()
         ids: list[int] = []
+        marked = False
         while queue:
             fn = queue.popleft()
             if fn is None or id(fn) in seen:
                 continue
             seen.add(id(fn))
             sentinel = fn.metadata.get(self._key)
+            if sentinel is None and isinstance(fn, BackwardCFunction):
+                # A custom Function whose output went straight to backward: read it now.
+                found = self._read(fn, None, None, set())
+                sentinel = fn.metadata[self._key] = _Sentinel(self, found) if found else _NOTHING
+                marked = True
             if isinstance(sentinel, _Sentinel):
                 ids.extend(sentinel.ids)
             queue.extend(child for child, _ in fn.next_functions if child is not None)
+        if marked:  # so that close() finds the marks again
+            self._outputs.extend(weakref.ref(t) for t in roots)
         return [i for i in ids if i in self._records]
 
     def verify_before_backward(
