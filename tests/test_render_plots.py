@@ -261,3 +261,29 @@ def test_probability_curve() -> None:
     assert ax.collections[0].get_offsets().tolist() == [[0.0, 0.0], [2.0, 1.0]]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("hours", "probability of pass")
     assert ax.xaxis.get_gridlines()[0].get_visible()
+
+
+def _gan_record() -> WatchRecord:
+    def stats(norm: float) -> ParamStats:
+        return ParamStats(norm, 0.0, 0.0, norm, False)
+
+    steps = []
+    for i in range(3):
+        steps.append(StepRecord(i, {"d": stats(1.0 + i)}, loss=2.0 - i / 2, optimizer="Adam"))
+        steps.append(StepRecord(i, {"g": stats(10.0 + i)}, loss=0.5 + i, optimizer="Adam#2"))
+    infos = (ParamInfo("d", (2,), 2), ParamInfo("g", (3,), 3))
+    return WatchRecord(params=infos, steps=tuple(steps), total_steps=6)
+
+
+def test_two_optimizers_get_a_loss_line_each_and_their_own_steps() -> None:
+    loss_ax, grad_ax, _ = panels(training_figure(_gan_record()))
+    lines = {line.get_label(): line for line in loss_ax.get_lines()}
+    assert list(lines) == ["loss (Adam)", "loss (Adam#2)"]
+    assert list(lines["loss (Adam)"].get_xdata()) == [0, 1, 2]
+    assert list(lines["loss (Adam)"].get_ydata()) == [2.0, 1.5, 1.0]
+    assert list(lines["loss (Adam#2)"].get_ydata()) == [0.5, 1.5, 2.5]
+    norms = {line.get_label(): line for line in grad_ax.get_lines()}
+    # Each parameter on its own optimizer's steps: no gap at the other optimizer's steps.
+    assert list(norms["d"].get_xdata()) == [0, 1, 2]
+    assert list(norms["d"].get_ydata()) == [1.0, 2.0, 3.0]
+    assert list(norms["g"].get_ydata()) == [10.0, 11.0, 12.0]

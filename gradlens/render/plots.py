@@ -78,18 +78,20 @@ def training_figure(record: WatchRecord) -> Figure:
     steps = record.steps
     _plot_loss(loss_ax, steps)
     names = _param_names(record)
-    norms = [[s.grads[n].grad_norm if n in s.grads else math.nan for s in steps] for n in names]
+    own = {name: _own_steps(name, steps) for name in names}
+    norms = [[s.grads[n].grad_norm if n in s.grads else math.nan for s in own[n]] for n in names]
     if not names:
         _note(grad_ax, "no gradients recorded")
     elif len(names) <= MAX_LINES:
         for i, (name, ys) in enumerate(zip(names, norms, strict=True)):
-            grad_ax.plot([s.step for s in steps], _finite(ys), label=name, **_style(i, steps))
+            xs = [s.step for s in own[name]]
+            grad_ax.plot(xs, _finite(ys), label=name, **_style(i, steps))
         bad = [s.step for s in steps if any(_bad(s.grads[n]) for n in s.grads)]
         _mark_nonfinite(grad_ax, bad, "nan/inf grad norm")
         _log_or_note(grad_ax, norms, "every gradient norm is nan or inf")
         grad_ax.legend(fontsize="small", ncols=2 if len(names) > 6 else 1)
     else:
-        _heatmap(fig, grad_ax, names, steps, norms)
+        _heatmap(fig, grad_ax, names, own)
     _plot_ratios(ratio_ax, names, steps)
     return fig
 
@@ -258,16 +260,32 @@ def _log_or_note(ax: Axes, series: Sequence[Sequence[float]], empty: str) -> Non
         _note(ax, empty)
 
 
+def _own_steps(name: str, steps: Sequence[StepRecord]) -> list[StepRecord]:
+    """Returns the steps of the optimizer that holds ``name`` (the first to list it, with or
+    without a gradient): its own step numbers, never another optimizer's."""
+    first = next((s for s in steps if name in s.grads or name in s.missing), None)
+    if first is None:
+        return []
+    return [s for s in steps if s.optimizer == first.optimizer]
+
+
 def _plot_loss(ax: Axes, steps: Sequence[StepRecord]) -> None:
+    optimizers = list(dict.fromkeys(s.optimizer for s in steps))
     loss = [(s.step, s.loss) for s in steps if s.loss is not None]
     names = dict.fromkeys(k for s in steps for k in s.scalars if k != "epoch")
     if not loss and not names:
         _note(ax, "no loss recorded: pass lens.log(loss=loss)")
         return
+    for j, optimizer in enumerate(optimizers):  # one line per optimizer: each has its own loss
+        xy = [(s.step, s.loss) for s in steps if s.loss is not None and s.optimizer == optimizer]
+        if not xy:
+            continue
+        label = "loss" if len(optimizers) == 1 else f"loss ({optimizer or 'steps'})"
+        ax.plot([x for x, _ in xy], _finite([y for _, y in xy]), label=label,
+                color="black" if j == 0 else "dimgray", linestyle=("-", "--", ":", "-.")[j % 4],
+                marker=_marker(steps))  # fmt: skip
+        _mark_nonfinite(ax, [x for x, y in xy if not math.isfinite(y)], "nan/inf loss")
     if loss:
-        ys = _finite([y for _, y in loss])
-        ax.plot([x for x, _ in loss], ys, color="black", label="loss", marker=_marker(steps))
-        _mark_nonfinite(ax, [x for x, y in loss if not math.isfinite(y)], "nan/inf loss")
         ax.set_ylabel("loss")
     other = ax.twinx() if loss and names else ax
     for i, name in enumerate(names):
@@ -281,15 +299,26 @@ def _plot_loss(ax: Axes, steps: Sequence[StepRecord]) -> None:
     ax.legend(*handles, fontsize="small")
 
 
-def _heatmap(
-    fig: Figure, ax: Axes, names: list[str], steps: Sequence[StepRecord], norms: list[list[float]]
-) -> None:
+def _heatmap(fig: Figure, ax: Axes, names: list[str], own: dict[str, list[StepRecord]]) -> None:
     """Draws log10 of the norms as a parameters × steps image; nan/inf cells are red, and cells
-    without a gradient (or with a zero norm) are left blank."""
-    xs = [float(s.step) for s in steps]
-    data = np.array(norms, dtype=float)
-    missing = np.array([[n not in s.grads for s in steps] for n in names])
-    bad = np.array([[n in s.grads and _bad(s.grads[n]) for s in steps] for n in names])
+    without a gradient (or with a zero norm) are left blank. Each row reads its own
+    optimizer's steps (a GAN's two optimizers both have a step 0)."""
+    numbers = sorted({s.step for steps in own.values() for s in steps})
+    xs = [float(x) for x in numbers]
+    at = [{s.step: s for s in own[n]} for n in names]
+    cells = [[row.get(x) for x in numbers] for row in at]
+    data = np.array(
+        [[c.grads[n].grad_norm if c and n in c.grads else math.nan for c in row]
+         for n, row in zip(names, cells, strict=True)],
+        dtype=float,
+    )  # fmt: skip
+    missing = np.array(
+        [[c is None or n not in c.grads for c in row] for n, row in zip(names, cells, strict=True)]
+    )
+    bad = np.array(
+        [[c is not None and n in c.grads and _bad(c.grads[n]) for c in row]
+         for n, row in zip(names, cells, strict=True)]
+    )  # fmt: skip
     with np.errstate(divide="ignore"):
         logs = np.ma.masked_invalid(np.log10(np.where(bad | missing, np.nan, data)))
     ys = [float(i) for i in range(len(names))]
@@ -314,7 +343,8 @@ def _plot_ratios(ax: Axes, names: list[str], steps: Sequence[StepRecord]) -> Non
     series: list[list[float]] = []
     bad: set[int] = set()
     for i, name in enumerate(names):
-        xy = [(s.step, s.grads[name].update_ratio) for s in steps if name in s.grads]
+        mine = _own_steps(name, steps)
+        xy = [(s.step, s.grads[name].update_ratio) for s in mine if name in s.grads]
         known = [(x, y) for x, y in xy if y is not None]
         if known:
             series.append([y for _, y in known])
