@@ -785,3 +785,36 @@ def test_gradlens_run_with_nothing_to_watch_writes_no_plot(
     assert "nothing to watch: no optimizer stepped and no parameter was updated in place" in out
     assert "no problems found" not in out
     assert not (tmp_path / "out.png").exists()
+
+
+# ---- sparse gradients ----------------------------------------------------------------------------
+
+
+def sparse_embedding(watching: Watching, zero: str) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    emb, lin = nn.Embedding(10, 3, sparse=True), nn.Linear(3, 1)
+    opt = torch.optim.SGD([*emb.parameters(), *lin.parameters()], lr=0.1)
+    idx = torch.tensor([1, 2, 3, 2])
+    with watching({}):
+        for _ in range(3):
+            if zero != "never":
+                opt.zero_grad(set_to_none=zero == "none")
+            lin(emb(idx)).pow(2).sum().backward()
+            opt.step()
+    return state(emb, lin)
+
+
+@pytest.mark.parametrize("zero", ["none", "zeros"])
+def test_sparse_embedding_gradients_are_watched(zero: str) -> None:
+    base = sparse_embedding(plain, zero)
+    run, enter = watched()
+    assert same(base, sparse_embedding(enter, zero))
+    lens = run.lens
+    assert lens.diagnostics == [] and lens.record.notes == ()
+    assert all(set(s.grads) == {"emb.weight", "lin.weight", "lin.bias"} for s in lens.steps)
+
+
+def test_sparse_embedding_without_zeroing_is_caught() -> None:
+    run, enter = watched()
+    sparse_embedding(enter, "never")
+    assert [(d.kind, d.step) for d in run.lens.diagnostics] == [("grad-accumulation", 1)]

@@ -34,8 +34,14 @@ _DOT_DTYPES = (torch.float32, torch.float64)
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
-    """Returns ``t`` detached, as a real tensor (complex numbers as pairs of reals)."""
+    """Returns ``t`` detached, as a real tensor (complex numbers as pairs of reals).
+
+    A sparse COO gradient (``nn.Embedding(sparse=True)``) becomes its stored values: the sum,
+    sum of squares and max |g| are the same, and the mean still divides by the full size.
+    """
     t = t.detach()
+    if t.layout == torch.sparse_coo:
+        t = t.coalesce().values()
     return torch.view_as_real(t) if t.is_complex() else t
 
 

@@ -283,7 +283,10 @@ class Watcher:
         """Switches ``piece`` off after an error in gradlens's own code, with a note."""
         if piece not in self._off:
             self._off.add(piece)
-            self.notes.append(f"gradlens stopped watching {piece}: {type(error).__name__}: {error}")
+            reason = (str(error).strip().splitlines() or [""])[0]
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            what = type(error).__name__
+            self.notes.append(f"gradlens stopped watching {piece}: {what}: {reason}")
 
     # -- parameters --------------------------------------------------------------------------
     def _watch_param(self, t: torch.Tensor, name: str, *, in_optimizer: bool, late: bool) -> _Param:
@@ -382,7 +385,8 @@ class Watcher:
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
                 self._grad_ptrs.clear()
-            self._grad_ptrs[g.data_ptr()] = p
+            # A sparse gradient has no data_ptr: it is known by its id (checked by identity).
+            self._grad_ptrs[g.data_ptr() if g.layout == torch.strided else id(g)] = p
         return g
 
     def _grad_hook(self, p: _Param) -> Callable[[torch.Tensor], None]:
@@ -449,12 +453,13 @@ class Watcher:
         return func(*args, **kwargs)
 
     def _zeroed(self, t: torch.Tensor) -> None:
-        ptr = t.data_ptr()
-        p = self._grad_ptrs.get(ptr)
+        strided = t.layout == torch.strided
+        key = t.data_ptr() if strided else id(t)
+        p = self._grad_ptrs.get(key)
         if p is None:
             return
         g = p.tensor.grad
-        if g is not None and g.data_ptr() == ptr:
+        if g is not None and (g.data_ptr() == key if strided else g is t):
             p.epoch += 1  # the gradient the last step used is gone
             p.reset_at = self._backward_index
 
