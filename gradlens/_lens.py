@@ -40,9 +40,10 @@ def watch(
 ) -> Lens:
     """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
 
-    Steps are each optimizer's ``step()`` calls (every optimizer that steps when neither is
-    given), counted per optimizer; without an optimizer, each hand-written update of the
-    parameters (a write under ``no_grad`` or through ``.data`` after a backward). ``every=k`` records every
+    Steps are each optimizer's ``step()`` calls, counted per optimizer: ``optimizer``'s; with
+    only a model, those of any optimizer that steps its parameters; with neither, every
+    optimizer that steps. Without any optimizer, each hand-written update of the parameters (a
+    write under ``no_grad`` or through ``.data`` after a backward) is a step. ``every=k`` records every
     k-th step; zero_grad and no-gradient checks still run on every step. ``detail_every=d``
     measures zeros, NaN/Inf counts, weight norms and update ratios on every d-th recorded step
     (default 25; 0: never); norm, mean, std and max |g| are measured on every recorded step.

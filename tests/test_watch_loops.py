@@ -818,3 +818,28 @@ def test_sparse_embedding_without_zeroing_is_caught() -> None:
     run, enter = watched()
     sparse_embedding(enter, "never")
     assert [(d.kind, d.step) for d in run.lens.diagnostics] == [("grad-accumulation", 1)]
+
+
+def test_watch_model_alone_finds_the_optimizer_that_steps_it() -> None:
+    def loop(watching: Watching) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net, other = nn.Linear(3, 1), nn.Linear(3, 1)
+        opt = torch.optim.Adam(net.parameters(), lr=0.01)
+        opt_other = torch.optim.SGD(other.parameters(), lr=0.1)
+        x = torch.randn(8, 3)
+        with watching({"net": net}):
+            for _ in range(3):
+                opt.zero_grad()
+                opt_other.zero_grad()
+                (net(x) + other(x)).pow(2).mean().backward()
+                opt.step()
+                opt_other.step()
+        return state(net, other)
+
+    base = loop(plain)
+    run, enter = watched(lambda o: gradlens.watch(o["net"], live=False))
+    assert same(base, loop(enter))
+    lens = run.lens
+    assert lens.diagnostics == []
+    assert [(s.optimizer, s.step) for s in lens.steps] == [("Adam", 0), ("Adam", 1), ("Adam", 2)]
+    assert [p.name for p in lens.record.params] == ["weight", "bias"]

@@ -201,7 +201,7 @@ class Watcher:
                 self._members(o)
                 self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
                 self._handles.append(opt.register_step_post_hook(self._on_step_post))
-            if self._global:
+            if self._global or not self._given:  # watch(model) alone: its optimizer, found
                 self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
                 self._handles.append(register_optimizer_step_post_hook(self._on_step_post))
             handlers: dict[Any, Callable[..., Any]] = {
@@ -335,6 +335,8 @@ class Watcher:
         if key == o.key:
             return o.members
         tensors = [t for g in opt.param_groups for t in g["params"]]
+        if not self._global and o.late:  # watch(model) alone: only the model's parameters
+            tensors = [t for t in tensors if self._is_watched(t)]
         new = [t for t in tensors if not self._is_watched(t)]
         names = self._new_names(new, opt) if new else {}
         late = o.late or o.steps > 0 or self._backward_index > 0
@@ -563,8 +565,12 @@ class Watcher:
         o = self._opts.get(id(opt))
         if o is not None and o.optimizer is opt:
             return None if o.broken else o
-        if not self._global:
-            return None
+        if self._given:
+            return None  # watch(model, opt): only that optimizer
+        if not self._global and not any(
+            self._is_watched(t) for g in opt.param_groups for t in g["params"]
+        ):
+            return None  # watch(model) alone: an optimizer of other parameters
         return self._adopt(opt, late=True)
 
     def _on_step_pre(self, opt: Optimizer, args: Any, kwargs: Any) -> None:
