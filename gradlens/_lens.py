@@ -43,10 +43,11 @@ def watch(
     Steps are each optimizer's ``step()`` calls, counted per optimizer: ``optimizer``'s; with
     only a model, those of any optimizer that steps its parameters; with neither, every
     optimizer that steps. Without any optimizer, each hand-written update of the parameters (a
-    write under ``no_grad`` or through ``.data`` after a backward) is a step. ``every=k`` records every
-    k-th step; zero_grad and no-gradient checks still run on every step. ``detail_every=d``
-    measures zeros, NaN/Inf counts, weight norms and update ratios on every d-th recorded step
-    (default 25; 0: never); norm, mean, std and max |g| are measured on every recorded step.
+    write under ``no_grad`` or through ``.data`` after a backward) is a step. ``every=k``
+    records every k-th step; zero_grad and no-gradient checks still run on every step.
+    ``detail_every=d`` measures zeros, NaN/Inf counts, weight norms and update ratios on every
+    d-th recorded step (default 25; 0: never); norm, mean, std and max |g| are measured on every
+    recorded step.
     ``live``: a live terminal view (True), nothing (False), or, by default, the live view on a
     terminal and a compact line every 100 steps elsewhere. ``history``: recorded steps kept in
     memory; past it, every other kept step is dropped (the stride doubles).
