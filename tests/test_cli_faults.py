@@ -118,12 +118,12 @@ def loaded_steps(path: Path) -> int:
 # ---- Ctrl-C and other ways out: the report and the files are still there ---------------------
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_still_reports_and_writes_the_files(tmp_path: Path) -> None:
-    write(tmp_path, SLOW, "slow_train.py")
+def interrupt_when_looping(folder: Path, *argv: str) -> tuple[int, str]:
+    """Runs ``python -m gradlens run ARGV`` in ``folder``, sends it SIGINT once the script
+    prints LOOPING, and returns the exit code and everything printed after that line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gradlens", "run", "slow_train.py", "--json", "r.json"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "gradlens", "run", *argv],
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -142,11 +142,17 @@ def test_ctrl_c_still_reports_and_writes_the_files(tmp_path: Path) -> None:
             pytest.fail("the script never reported that it loops:\n" + "".join(seen))
         os.kill(process.pid, signal.SIGINT)
         rest = process.stdout.read()
-        code = process.wait(timeout=120)
+        return process.wait(timeout=120), rest
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_still_reports_and_writes_the_files(tmp_path: Path) -> None:
+    write(tmp_path, SLOW, "slow_train.py")
+    code, rest = interrupt_when_looping(tmp_path, "slow_train.py", "--json", "r.json")
     out = " ".join(rest.split())
     assert code == 130, rest
     assert "gradlens report" in out
@@ -364,3 +370,68 @@ def test_markup_in_tensor_and_module_names(
     assert code == 0, out
     assert "[bold].weight" in out and "[/].weight" in out  # in the live line and the report
     assert "[/].bias" in out[out.index("gradlens report") :]
+
+
+# ---- a real training loop, stopped with Ctrl-C ------------------------------------------------
+
+# pytorch/examples dcgan's training loop (the models are the real ones, made small): the
+# discriminator on real and detached fake images, then the generator through the updated
+# discriminator. It is correct, so nothing may be reported about it.
+DCGAN = """\
+import sys
+
+import torch
+from torch import nn, optim
+
+sys.path.insert(0, {tests!r})
+from real_world._models import Discriminator, Generator, weights_init
+
+torch.manual_seed(0)
+netG, netD = Generator(), Discriminator()
+netG.apply(weights_init)
+netD.apply(weights_init)
+criterion = nn.BCELoss()
+optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+real_label, fake_label = 1.0, 0.0
+iteration = 0
+while True:
+    real = torch.randn(6, 1, 8, 8).tanh()
+    netD.zero_grad()
+    label = torch.full((6,), real_label)
+    errD_real = criterion(netD(real), label)
+    errD_real.backward()
+    noise = torch.randn(6, 4, 1, 1)
+    fake = netG(noise)
+    label.fill_(fake_label)
+    errD_fake = criterion(netD(fake.detach()), label)
+    errD_fake.backward()
+    optimizerD.step()
+    netG.zero_grad()
+    label.fill_(real_label)
+    errG = criterion(netD(fake), label)
+    errG.backward()
+    optimizerG.step()
+    iteration += 1
+    if iteration == 8:
+        print("LOOPING", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_on_the_dcgan_loop_under_guard(tmp_path: Path) -> None:
+    tests = str(Path(__file__).resolve().parent)
+    write(tmp_path, DCGAN.format(tests=tests), "dcgan.py")
+    code, rest = interrupt_when_looping(tmp_path, "dcgan.py", "--guard", "--json", "r.json")
+    out = " ".join(rest.split())
+    assert code == 130, rest
+    assert "no in-place write touched a tensor saved for backward" in out
+    assert "Traceback" not in out and "inplace-saved" not in out
+    lens = gradlens.load(tmp_path / "r.json")
+    assert isinstance(lens, gradlens.Lens)
+    # Both optimizers step once per iteration: at least 8 iterations were watched.
+    assert lens.record.total_steps >= 16
+    layers = sorted(p.name.rpartition("main.")[2] for p in lens.record.params)
+    generator = ["0.weight", "1.bias", "1.weight", "3.weight"]
+    discriminator = ["0.weight", "2.weight", "3.bias", "3.weight", "5.weight"]
+    assert layers == sorted(generator + discriminator)
