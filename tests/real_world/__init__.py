@@ -9,6 +9,7 @@ from . import (
     cases_functions,
     cases_hooks,
     cases_modes,
+    cases_more,
     cases_tensors,
     cases_training,
 )
@@ -23,4 +24,5 @@ CASES: list[Case] = [
     *cases_autograd.CASES,
     *cases_amp_compile.CASES,
     *cases_training.CASES,
+    *cases_more.CASES,
 ]

@@ -291,6 +291,7 @@ class Case:
     write: str | None = None
     compiled: bool = False
     raises: str | None = None
+    isolate: bool = False  # run in a child process: the recorder may crash the interpreter
 
 
 def planted(marker: str, kind: str = "inplace-saved", count: int = 1) -> dict[str, Any]:
@@ -303,3 +304,37 @@ def planted(marker: str, kind: str = "inplace-saved", count: int = 1) -> dict[st
         "write": marker,
         "raises": "modified by an inplace operation",
     }
+
+
+class Isolated:
+    """What a run in a child process reported: the Outcome and the recorder's findings."""
+
+    def __init__(self, case: Case, kind: str) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "out.pt")
+            proc = subprocess.run(
+                [sys.executable, "-m", "real_world._child", case.name, kind, path],
+                cwd=os.path.dirname(os.path.dirname(__file__)),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+                raise AssertionError(f"{kind} run ended with code {proc.returncode}:\n{tail}")
+            got = torch.load(path, weights_only=False)
+        self.outcome = Outcome(
+            tensors=got["tensors"],
+            error=got["error"],
+            error_frames=got["error_frames"],
+            counters=got["counters"],
+        )
+        self.findings: list[Finding] = got["findings"]
+        self.notes: list[str] = got["notes"]
+        self.opened: int = got["opened"]
+        self.warnings: list[tuple[str, str]] = got["warnings"]
+        self.state_ok, self.state_before, self.state_after = got["state"]
