@@ -25,6 +25,7 @@ from gradlens.records import (
     ValueSummary,
 )
 from gradlens.render.terminal import (
+    diagnostics_list,
     diagnostics_table,
     event_log,
     format_diagnostics,
@@ -309,3 +310,60 @@ def test_diagnostics_list_reads_at_any_width() -> None:
         "warning  no-grad  b\n"
         "  [red]b got no gradient\n"
     )
+
+
+# ---- names that look like rich markup are printed as they are ----------------------------------
+
+
+def test_markup_in_names_messages_and_modules_is_printed_as_it_is() -> None:
+    import contextlib
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    import gradlens
+    from gradlens.render.inplace_view import violations_table
+    from gradlens.render.why_view import why_table
+
+    model = nn.ModuleDict({"[/]": nn.Linear(2, 2), "[link=x]": nn.Linear(2, 1)})
+    w = torch.ones(2, requires_grad=True)
+    with gradlens.trace(model, **{"[bold]": w}) as t:
+        h = torch.sigmoid(model["[/]"](w))
+        out = model["[link=x]"](h).sum() * w.sum()
+        out.backward()
+        h2 = torch.sigmoid(model["[/]"](w))
+        h2.mul_(2)  # breaks sigmoid's saved output: a violation
+        with contextlib.suppress(RuntimeError):  # PyTorch's own error, as without gradlens
+            model["[link=x]"](h2).sum().backward()
+    record = t.record
+    status = to_text(status_table(record.tensors), 200)
+    assert "[bold]" in status  # the tensor given as trace(**{"[bold]": w})
+    tree = to_text(graph_tree(record.graph), 200)
+    assert "[bold]" in tree and ".grad = [" in tree
+    events = to_text(event_log(record.events), 200)
+    assert "linear in ModuleDict.[/]" in events and "linear in ModuleDict.[link=x]" in events
+    assert "[link=x].weight v1" in events
+    (violation,) = record.violations
+    marked = dataclasses.replace(violation, tensor="[bold]h[/]", write_source="[link=x]a.py:1")
+    table = to_text(violations_table([marked]), 200)
+    assert "[bold]h[/]" in table and "[link=x]a.py:1" in table
+    finding = Diagnostic(
+        kind="nan-grad",
+        severity=Severity.ERROR,
+        message="[bold]w[/] got NaN",
+        name="[link=x]",
+        fix="[/] fix",
+        source="[bold]train.py:3",
+    )
+    for text in (
+        to_text(diagnostics_table([finding]), 200),
+        to_text(diagnostics_list([finding]), 200),
+    ):
+        for part in ("[bold]w[/] got NaN", "[link=x]", "[/] fix", "[bold]train.py:3"):
+            assert part in text, (part, text)
+    why = gradlens.explain(out, params={"[bold]": w}, trace=t)
+    titled = dataclasses.replace(why.record, loss="[link=x]loss[/]")
+    text = to_text(why_table(titled), 200)
+    assert "parameters of [link=x]loss[/]" in text
+    assert "[bold]" in text
