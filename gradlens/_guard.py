@@ -105,7 +105,7 @@ class Guard:
     @property
     def skipped(self) -> dict[str, int]:
         """Returns the saved values gradlens could not check, counted by reason."""
-        return dict(self._capture.saved.skipped)
+        return self._capture.skipped
 
     @property
     def notes(self) -> list[str]:

@@ -14,6 +14,7 @@ on something it does not understand, it stops checking, keeps a note, and lets t
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .inplace import SavedTensors
 from .source import user_frame
+from .writes import WriteLog
 
 __all__ = [
     "COMPILED_NOTE",
@@ -72,6 +74,9 @@ def compiled_graphs() -> int:
     return 0 if utils is None else int(utils.counters["stats"]["unique_graphs"])
 
 
+_next_seq = torch._C._autograd._get_sequence_nr
+
+
 def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
     """Returns each tensor's version (None for inference tensors, which have no counter)."""
     try:
@@ -95,7 +100,10 @@ class Guard:
 
     def __init__(self, *, mode: GuardMode = "warn", verify: bool = False) -> None:
         self.mode = mode
+        #: verify=True needs each saved value at save time (a checksum): read every new node
+        #: as it is made. Otherwise only writes are logged, and judged at backward.
         self.saved = SavedTensors(verify=verify)
+        self.log: WriteLog | None = None if verify else WriteLog()
         self._mode: _Mode | None = None
         self.explain: Any = None  # violation -> message, set by the api layer
         #: Called with each violation as it is confirmed, and the user's frame (api: a warning).
@@ -104,6 +112,7 @@ class Guard:
         self.notes: list[str] = []
         self._off = False  # set when gradlens's own bookkeeping failed: stop checking
         self._graphs = 0
+        self._found: list[InplaceViolation] = []
 
     def __enter__(self) -> Guard:
         self._graphs = compiled_graphs()
@@ -118,13 +127,21 @@ class Guard:
                 mode.__exit__(*exc)
         finally:
             self.saved.close()
+            if self.log is not None:
+                self.log.close()
             if compiled_graphs() > self._graphs:
                 self.note(COMPILED_NOTE)
 
     @property
     def violations(self) -> list[InplaceViolation]:
-        """Returns the confirmed violations, in the order backward reached them."""
-        return list(self.saved.violations)
+        """Returns the confirmed violations, in the order they were confirmed."""
+        return list(self._found)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Returns the saved values that could not be checked, counted by reason."""
+        counts = self.saved.skipped + (self.log.skipped if self.log is not None else Counter())
+        return dict(counts)
 
     def note(self, text: str) -> None:
         """Keeps ``text`` (once) among the notes."""
@@ -147,6 +164,7 @@ class Guard:
         try:
             tensors = tensors_in(args, kwargs)
             versions = versions_of(tensors)
+            seq = _next_seq()  # nodes made before this op have smaller numbers
         except Exception as e:
             self._fail(name, e)
             return func(*args, **kwargs)
@@ -156,35 +174,53 @@ class Guard:
             if SavedTensors.is_leaf_error(e):
                 self._safely(name, self._leaf_write, tensors, name)
             raise
-        self._safely(name, self._after, name, out, tensors, versions)
+        self._safely(name, self._after, name, out, tensors, versions, seq)
         return out
 
     def _after(
-        self, name: str, out: Any, tensors: list[torch.Tensor], versions: list[int | None]
+        self,
+        name: str,
+        out: Any,
+        tensors: list[torch.Tensor],
+        versions: list[int | None],
+        seq: int,
     ) -> None:
         bumped = [
             (t, v)
             for t, v in zip(tensors, versions, strict=True)
             if v is not None and t._version != v
         ]
+        log = self.log
         if bumped:
             frame, source = user_frame()
             for t, v in bumped:
-                self.saved.check_write(t, name, source, frame, v)
+                if log is not None:
+                    log.log_write(t, name, source, v, seq)
+                else:
+                    self.saved.check_write(t, name, source, frame, v)
         outputs = out if isinstance(out, (list, tuple)) else (out,)
         outputs = [t for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
         if outputs:
             _, source = user_frame()
-            self.saved.record_saves(outputs, name, source, tensors)
+            if log is not None:
+                log.stamp(outputs, name, source)
+            else:
+                self.saved.record_saves(outputs, name, source, tensors)
 
     def _leaf_write(self, tensors: list[torch.Tensor], name: str) -> None:
         frame, source = user_frame()
         leaf = next((t for t in tensors if t.is_leaf and t.requires_grad), tensors[0])
-        self.saved.leaf_write(leaf, name, source, frame)
+        self._found.append(self.saved.leaf_write(leaf, name, source, frame))
 
     def _on_set(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """``t.data = new``: records that alias ``t`` itself will read the new values."""
+        """``t.data = new``: what saved ``t`` itself will read the new values."""
         __tracebackhide__ = True
+        if self.log is not None:
+            seq = _next_seq()
+            out = func(*args, **kwargs)
+            _, source = user_frame()
+            self._safely("data =", self.log.log_data_set, args[0], source, seq)
+            return out
         ids = self._safely("data =", self.saved.same_tensor, args[0]) or []
         out = func(*args, **kwargs)
         if ids:
@@ -201,9 +237,12 @@ class Guard:
         try:
             parsed = parse_backward(func, args, kwargs)
             retain = parsed.retain_graph
-            ids = self.saved.reachable(parsed.roots)
-            self.saved.verify_before_backward(ids, source, frame)
-            found = self.saved.confirm(ids)
+            if self.log is not None:
+                found = self.log.check_backward(parsed.roots, frame)
+            else:
+                ids = self.saved.reachable(parsed.roots)
+                found = self.saved.verify_before_backward(ids, source, frame)
+                found += self.saved.confirm(ids)
         except Exception as e:
             self._fail("backward", e)
         self._confirmed(found, frame)
@@ -212,7 +251,11 @@ class Guard:
         try:
             out = func(*args, **kwargs)
         except RuntimeError as e:
-            late = self._safely("backward", self.saved.confirm_from_error, ids, e) or []
+            if self.log is not None:
+                late = [] if found else self._safely("backward", self.log.confirm_from_error, e)
+            else:
+                late = self._safely("backward", self.saved.confirm_from_error, ids, e)
+            late = late or []
             self._confirmed(late, frame)
             if late and self.mode == "strict":
                 raise InplaceError(self._message(late[0]), late[0]) from e
@@ -222,6 +265,7 @@ class Guard:
         return out
 
     def _confirmed(self, found: list[InplaceViolation], frame: FrameType | None) -> None:
+        self._found.extend(found)
         if self.on_confirm is not None:
             for v in found:
                 self.on_confirm(v, frame)

@@ -31,7 +31,7 @@ __all__ = [
 _RAW = "_raw_saved_"
 # Saved attributes that describe sizes/strides rather than tensors.
 _SKIP_SUFFIXES = ("_sym_sizes", "_sym_strides", "_sizes", "_strides", "_options")
-_SavedTensor = torch._C._autograd.SavedTensor
+_SavedTensor: Any = torch._C._autograd.SavedTensor
 
 #: The reason given for values owned by saved-tensor hooks.
 SKIP_HOOKED = (
@@ -56,10 +56,14 @@ def _raw_attributes(node_type: type) -> tuple[str, ...]:
     return tuple(a for a in dir(node_type) if a.startswith(_RAW) and not a.endswith(_SKIP_SUFFIXES))
 
 
+def _type(fn: Any) -> Any:
+    return type(fn)
+
+
 def has_saved_introspection(fn: Any) -> bool:
     """Returns False for nodes whose saved values Python cannot see (the generic
     ``CppFunction`` of ``torch._foreach_*`` and other ops without generated bindings)."""
-    return bool(_raw_attributes(type(fn))) or type(fn).__name__ != "CppFunction"
+    return bool(_raw_attributes(_type(fn))) or type(fn).__name__ != "CppFunction"
 
 
 def unsupported(t: torch.Tensor) -> str | None:
@@ -81,7 +85,7 @@ def unsupported(t: torch.Tensor) -> str | None:
 def raw_saved(fn: Any) -> Iterator[tuple[str, Any]]:
     """Yields ``(role, SavedTensor)`` for every saved tensor of node ``fn`` (lists give one
     pair per item), touching nothing: the caller checks ``unpack_hook`` before ``data``."""
-    for attr in _raw_attributes(type(fn)):
+    for attr in _raw_attributes(_type(fn)):
         try:
             value = getattr(fn, attr)
         except RuntimeError:  # a custom Function's saved tensors, freed by backward
@@ -98,7 +102,7 @@ def raw_saved(fn: Any) -> Iterator[tuple[str, Any]]:
 def saved_slots(fn: Any) -> Iterator[Slot]:
     """Yields every saved value of autograd node ``fn`` (lists give one slot per tensor),
     without running unpack hooks or PyTorch's version check."""
-    for attr in _raw_attributes(type(fn)):
+    for attr in _raw_attributes(_type(fn)):
         role = attr[len(_RAW) :]
         try:
             value = getattr(fn, attr)

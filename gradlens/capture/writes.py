@@ -1,0 +1,297 @@
+"""The guard's fast path: log the writes, judge them only when a backward is about to run.
+
+``SavedTensors`` (``inplace.py``) reads what every new node saved, right after each op: needed
+for ``verify=True`` (a checksum must be taken at save time) and by a trace (which draws saved
+tensors), but it costs a walk over every new node, several per op for composite ops such as
+``lstm_cell``. ``WriteLog`` does the same job with work only where a write happened:
+
+* after each op, the node that made each output is stamped with the op and line (one dict entry
+  per op), and the newest autograd sequence number seen is kept;
+* each write (a bumped version, a ``.data`` assignment) is logged: memory, versions, op, line,
+  and that sequence number, which tells which nodes existed before the write;
+* before each backward, the nodes it will reach that are older than some write are read
+  (``_raw_saved_*``, without unpacking), and only a saved tensor in written memory is judged:
+  PyTorch's own version check (an unpack with no hook attached, which runs nothing else) says
+  whether it is stale (``inplace-saved``, the logged write whose version it expected names the
+  line); a logged write after the save that left the version alone is a ``silent-write``.
+
+Nothing is read at op time, and a loop whose writes all come before its forward (an optimizer
+step) costs one walk per backward with a comparison per node.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections import Counter, deque
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.autograd.function import BackwardCFunction
+
+from ..records import InplaceViolation
+from .builder import node_name
+from .inplace import _name_in, _plain_span, _span
+from .saved import SKIP_HOOKED, raw_saved, unsupported
+from .source import user_frame
+from .summary import grad_fn_of
+
+__all__ = ["WriteLog"]
+
+_MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
+_PER_STORAGE = 64  # writes kept per memory block (the newest)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    n: int  # position in the log
+    seq: int  # the autograd sequence number the writing op started at: older nodes have less
+    storage: int
+    start: int
+    end: int
+    before: int | None  # the version it moved from (None: a .data assignment)
+    after: int | None
+    op: str
+    source: str | None
+    written: weakref.ref[torch.Tensor] | None
+
+
+@dataclass(slots=True)
+class _Mark:
+    """Lives in a stamped node's ``metadata``: the op and line that made it, and how far into
+    the log it has been judged (so a retained graph is not judged twice for one write)."""
+
+    op: str | None
+    source: str | None
+    checked: int = -1
+
+
+class WriteLog:
+    """Logs writes and judges them at backward (see the module doc); same outputs as
+    ``SavedTensors``: ``violations``, ``skipped``."""
+
+    def __init__(self) -> None:
+        self.violations: list[InplaceViolation] = []
+        self.skipped: Counter[str] = Counter()
+        self._key = f"gradlens.writes.{id(self)}"
+        self._max_write_seq = -1
+        self._count = 0
+        self._by_storage: dict[int, deque[_Write]] = {}
+        self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
+
+    # -- op time ---------------------------------------------------------------------------
+    def stamp(self, outputs: list[torch.Tensor], op: str, source: str | None) -> None:
+        """Notes the op and line of the nodes that made ``outputs`` (which have a grad_fn)."""
+        if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+            self.skipped[SKIP_HOOKED] += 1  # what these nodes saved belongs to the hooks
+        stamped = False
+        for t in outputs:
+            fn: Any = t.grad_fn
+            if self._key not in fn.metadata:
+                fn.metadata[self._key] = _Mark(op, source)
+                stamped = True
+        if stamped:
+            self._outputs.append(weakref.ref(outputs[0]))
+
+    def log_write(
+        self, written: torch.Tensor, op: str, source: str | None, before: int | None, seq: int
+    ) -> None:
+        """Logs a write that moved ``written``'s version from ``before``, by an op that started
+        at autograd sequence number ``seq`` (``torch._C._autograd._get_sequence_nr()``)."""
+        span = _span(written)
+        if span is None:
+            self.skipped[
+                f"writes to a {unsupported(written) or 'tensor with no plain memory'}"
+            ] += 1
+        else:
+            self._log(span, before, written._version, op, source, weakref.ref(written), seq)
+
+    def log_data_set(self, t: torch.Tensor, source: str | None, seq: int) -> None:
+        """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
+        ``t`` itself now reads the new values; one that saved a view of the old memory does not."""
+        span = _span(t)
+        if span is not None:
+            self._log(span, None, None, ".data =", source, weakref.ref(t), seq)
+
+    def _log(
+        self,
+        span: tuple[int, int, int],
+        before: int | None,
+        after: int | None,
+        op: str,
+        source: str | None,
+        ref: weakref.ref[torch.Tensor] | None,
+        seq: int,
+    ) -> None:
+        write = _Write(self._count, seq, *span, before, after, op, source, ref)
+        self._count += 1
+        self._max_write_seq = max(self._max_write_seq, seq)
+        kept = self._by_storage.get(span[0])
+        if kept is None:
+            kept = self._by_storage[span[0]] = deque(maxlen=_PER_STORAGE)
+        kept.append(write)
+
+    # -- backward --------------------------------------------------------------------------
+    def check_backward(
+        self, roots: list[torch.Tensor], frame: FrameType | None
+    ) -> list[InplaceViolation]:
+        """Returns (and keeps) the violations a backward from ``roots`` is about to meet."""
+        if not self._by_storage:
+            return []
+        found: list[InplaceViolation] = []
+        queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
+        seen: set[int] = set()
+        judged = False
+        while queue:
+            fn = queue.popleft()
+            if id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            seq = fn._sequence_nr()
+            if seq < self._max_write_seq:  # made before some write: judge it
+                found.extend(self._judge(fn, seq, frame))
+                judged = True
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        if judged:  # so that close() finds the marks again
+            self._outputs.extend(weakref.ref(t) for t in roots)
+        self.violations.extend(found)
+        return found
+
+    def _judge(self, fn: Any, seq: int, frame: FrameType | None) -> list[InplaceViolation]:
+        mark = fn.metadata.get(self._key)
+        if mark is None:  # a node inside a composite op, or made by a call no mode saw
+            mark = fn.metadata[self._key] = _Mark(None, None)
+        if mark.checked >= self._count - 1:
+            return []
+        checked, mark.checked = mark.checked, self._count - 1
+        out = []
+        for role, item in raw_saved(fn):
+            if item.unpack_hook is not None:
+                continue  # counted when the op ran
+            t = item.data
+            if not isinstance(t, torch.Tensor):
+                continue
+            try:
+                writes = self._by_storage.get(t.untyped_storage().data_ptr())
+            except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+                writes = None
+            if not writes:
+                continue
+            why = unsupported(t)
+            if why is not None:
+                self.skipped[why] += 1
+                continue
+            span = _plain_span(t)
+            if span is None:
+                continue
+            after_save = [
+                w
+                for w in writes
+                if w.n > checked and w.seq > seq and w.start < span[2] and span[1] < w.end
+            ]
+            if after_save:
+                out.append(self._verdict(fn, role, t, mark, after_save, frame))
+        return [v for v in out if v is not None]
+
+    def _verdict(
+        self,
+        fn: Any,
+        role: str,
+        t: torch.Tensor,
+        mark: _Mark,
+        writes: list[_Write],
+        frame: FrameType | None,
+    ) -> InplaceViolation | None:
+        """Returns what the logged ``writes`` after the save did to the saved ``t``."""
+        stale = _stale_versions(fn, role)
+        if stale is not None:  # PyTorch will refuse: the write that left the saved version
+            now, then = stale
+            culprit = next((w for w in writes if w.before == then), None)
+            if culprit is None:
+                return None  # moved by a write gradlens did not see: PyTorch will say so
+            kind, saved_version, version = "inplace-saved", then, now
+        else:  # PyTorch will not notice: a write through another version counter
+            culprit = writes[-1]
+            kind, saved_version, version = "silent-write", t._version, t._version
+        written = culprit.written() if culprit.written is not None else None
+        return InplaceViolation(
+            kind=kind,  # type: ignore[arg-type]
+            tensor=_name_in(frame, written if written is not None else t),
+            write_op=culprit.op,
+            write_source=culprit.source,
+            saved_by=node_name(fn),
+            saved_op=mark.op,
+            saved_as=role,
+            saved_source=mark.source,
+            saved_version=saved_version,
+            version=version,
+            shape=tuple(t.shape),
+        )
+
+    def confirm_from_error(self, error: BaseException) -> list[InplaceViolation]:
+        """Returns (and keeps) the write PyTorch's own "modified by an inplace operation"
+        ``error`` is about, when nothing was reported before it (a node whose saves Python
+        cannot see, such as ``torch._foreach_*``'s): the logged write from its expected version
+        to one that is the tensor's version now."""
+        match = _MODIFIED.search(str(error)) if isinstance(error, RuntimeError) else None
+        if match is None:
+            return []
+        now, then = int(match.group(1)), int(match.group(2))
+        hits = [
+            w
+            for writes in self._by_storage.values()
+            for w in writes
+            if w.before == then and writes[-1].after == now
+        ]
+        # One write (or one call writing several tensors, as _foreach_add_ does) is the
+        # culprit; writes from several lines could not be told apart: say nothing untrue.
+        if not hits or len({(w.op, w.source) for w in hits}) != 1:
+            return []
+        frame, _ = user_frame()
+        found = []
+        for w in hits:
+            written = w.written() if w.written is not None else None
+            found.append(
+                InplaceViolation(
+                    kind="inplace-saved",
+                    tensor=_name_in(frame, written) if written is not None else "a tensor",
+                    write_op=w.op,
+                    write_source=w.source,
+                    saved_version=then,
+                    version=now,
+                    shape=tuple(written.shape) if written is not None else (),
+                )
+            )
+        self.violations.extend(found)
+        return found
+
+    def close(self) -> None:
+        """Takes the marks off the nodes still alive and forgets the log."""
+        queue: deque[Any] = deque(
+            fn for ref in self._outputs if (t := ref()) is not None and (fn := grad_fn_of(t))
+        )
+        while queue:
+            fn = queue.popleft()
+            if fn is None or self._key not in fn.metadata:
+                continue
+            del fn.metadata[self._key]
+            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        self._outputs.clear()
+        self._by_storage.clear()
+
+
+def _stale_versions(fn: Any, role: str) -> tuple[int, int] | None:
+    """Returns ``(version now, version saved)`` when PyTorch's own check refuses the saved
+    value ``role`` of ``fn`` (an unpack with no hook attached: it runs nothing else)."""
+    try:
+        if isinstance(fn, BackwardCFunction):
+            fn.saved_tensors  # noqa: B018 - the read is the check
+        else:
+            getattr(fn, "_saved_" + role)
+    except RuntimeError as e:
+        match = _MODIFIED.search(str(e))
+        if match is not None:
+            return int(match.group(1)), int(match.group(2))
+    return None
