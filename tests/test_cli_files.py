@@ -237,3 +237,24 @@ def test_unwritable_paths_are_gradlens_errors(
                 lens.plot(path)
         assert str(path.parent.name) in str(e.value)
     assert afile.read_text(encoding="utf-8") == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_is_written_in_place_not_replaced(
+    trace: gradlens.Trace, tmp_path: Path
+) -> None:
+    # Like /dev/stdout or /dev/null: a file that is not a regular file cannot be swapped for
+    # a temporary one (that would replace the device itself); it is written as it is.
+    import threading
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    check_writable(fifo)
+    gradlens.save(trace, fifo)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert b'"format": "gradlens"' in received[0]
+    assert leftovers(tmp_path) == []

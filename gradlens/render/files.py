@@ -41,6 +41,10 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
             f"cannot write {str(path)!r}: it is a folder; give a file name inside it "
             f"(for example {str(path / ('out' + (path.suffix or '.json')))!r})"
         )
+    if _is_special(path):  # /dev/stdout, a named pipe: written in place, nothing to probe
+        if not os.access(path, os.W_OK):
+            raise GradlensError(f"cannot write {str(path)!r}: permission denied")
+        return path
     target = _target(path)
     try:
         fd, temp = _create_temp(target)
@@ -67,6 +71,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     problem = _folder_problem(path)
     if problem is not None:
         raise GradlensError(problem)
+    if _is_special(path):  # a device or a pipe cannot be replaced: it is written as it is
+        try:
+            yield path
+        except OSError as error:
+            raise _write_error(path, error, kept=False) from error
+        return
     target = _target(path)
     try:
         fd, temp = _create_temp(target)
@@ -120,6 +130,15 @@ def _target(path: Path) -> Path:
     if path.is_symlink():
         return Path(os.path.realpath(path))
     return path
+
+
+def _is_special(target: Path) -> bool:
+    """Returns whether ``target`` exists and is not a regular file (a device, a pipe)."""
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
