@@ -132,7 +132,7 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
     "write_saved_input_under_identity_hooks": _every(_HOOKS),
     "write_saved_output_under_save_on_cpu": _every(_HOOKS),
     "pack_hook_writes_its_input": _every(_PACK_HOOK),
-    "write_the_input_of_a_non_reentrant_checkpoint": _every(_CHECKPOINT),
+    "write_the_input_of_a_non_reentrant_checkpoint": {"guard": _CHECKPOINT, "trace": _CHECKPOINT},
     "mutate_a_cached_output_of_selective_checkpoint": _every(_SAC),
     "add_after_nested_sum_saved_its_input": _every(_NESTED),
     "add_to_an_inference_tensor_outside_inference_mode": _every(_INFERENCE),
@@ -141,7 +141,13 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
 
 # (tool, case name) -> why the tool breaks the program or reports something untrue there; each
 # is marked xfail(strict=True), so a fix shows up as an XPASS to remove here.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("strict", "write_one_view_while_a_disjoint_view_is_saved"): (
+        "gradlens false alarm: without verify the violation names 'a tensor' of shape () saved "
+        "by no node, but PyTorch's error names the [2] slice that w * base[2:4] saved (guard "
+        "with verify=True and trace report it right: MulBackward0, other, shape (2,))"
+    ),
+}
 
 
 # ---------------------------------------------------------------------------------------------

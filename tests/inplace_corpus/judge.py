@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -190,8 +191,37 @@ def _judge_reports(case: Case, reports: list[tuple[str, str | None]]) -> tuple[b
     return found, alarms
 
 
-def _run_warn(tool: str, case: Case) -> tuple[Outcome, list[tuple[str, str | None]], list[str]]:
-    """Runs the case under guard (warn) or trace: (outcome, reports, the tool's own crash)."""
+_PYTORCH_VERSION_ERROR = re.compile(
+    r"\[\S+ \[([\d, ]*)\]\](?:, which is output \d+ of \w+,)? is at version (\d+); "
+    r"expected version (\d+) instead"
+)
+
+
+def _disagrees_with_pytorch(case: Case, plain: Outcome, violations: list[Any]) -> list[str]:
+    """For a case PyTorch fails at backward's version check: at least one inplace-saved report
+    at the write line must name the tensor PyTorch names (its shape, its version now and the
+    version it was saved at), else the report is not the truth."""
+    if case.failure != "saved" or plain.error is None:
+        return []
+    m = _PYTORCH_VERSION_ERROR.search(str(plain.error))
+    if m is None:  # a nested tensor's sizes print as a tensor: nothing to compare
+        return []
+    shape = tuple(int(d) for d in m.group(1).split(",") if d.strip())
+    now, then = int(m.group(2)), int(m.group(3))
+    mine = [v for v in violations if v.kind == "inplace-saved" and _at_write(v.write_source, case)]
+    # The write line may write more than once (``h[1:] += 1`` adds, then copies back): the
+    # version reported is the one after the line's first write, at most PyTorch's.
+    if not mine or any(
+        tuple(v.shape) == shape and v.saved_version == then and then < (v.version or 0) <= now
+        for v in mine
+    ):
+        return []
+    said = [(tuple(v.shape), v.version, v.saved_version) for v in mine]
+    return [f"reported (shape, version, saved version) {said}; PyTorch says {(shape, now, then)}"]
+
+
+def _run_warn(tool: str, case: Case) -> tuple[Outcome, list[Any], list[str]]:
+    """Runs the case under guard (warn) or trace: (outcome, violations, the tool's own crash)."""
     run = Outcome()
     crashed: list[str] = []
     violations: list[Any] = []
@@ -206,7 +236,7 @@ def _run_warn(tool: str, case: Case) -> tuple[Outcome, list[tuple[str, str | Non
             violations = list(t.record.violations)
     except Exception as e:
         crashed.append(f"the tool itself raised {e!r}"[:300])
-    return run, [(v.kind, v.write_source) for v in violations if v.kind in FLAGS], crashed
+    return run, [v for v in violations if v.kind in FLAGS], crashed
 
 
 def _judge_strict(case: Case, plain: Outcome) -> Verdict:
@@ -222,10 +252,10 @@ def _judge_strict(case: Case, plain: Outcome) -> Verdict:
     raised = run.error if isinstance(run.error, gradlens.InplaceError) else None
     failure = FAILURES[case.failure] if case.failure else None
     at_write_failure = failure is not None and failure.where == "write"
-    reports: list[tuple[str, str | None]] = []
+    violations: list[Any] = []
     changed: list[str] = crashed
     if raised is not None:
-        reports.append((raised.violation.kind, raised.violation.write_source))
+        violations.append(raised.violation)
         line = run.raised_at(case)
         if not at_write_failure and line == case.write_line:
             changed.append("InplaceError raised at the write, not just before the backward")
@@ -236,11 +266,13 @@ def _judge_strict(case: Case, plain: Outcome) -> Verdict:
     elif at_write_failure:
         # PyTorch refuses the write itself, before strict could: its own error goes up and
         # what the guard noted at that write counts.
-        reports += [(v.kind, v.write_source) for v in noted if v.kind in FLAGS]
+        violations += [v for v in noted if v.kind in FLAGS]
         changed += _changed_result(plain, run)
     else:
         changed += _changed_result(plain, run)
+    reports = [(v.kind, v.write_source) for v in violations]
     found, alarms = _judge_reports(case, reports)
+    alarms += _disagrees_with_pytorch(case, plain, violations)
     return Verdict("strict", case, None if case.expect == "ok" else found, reports, alarms, changed)
 
 
@@ -250,8 +282,10 @@ def _judge(tool: str, name: str) -> Verdict:
     plain = _plain(name)
     if tool == "strict":
         return _judge_strict(case, plain)
-    run, reports, crashed = _run_warn(tool, case)
+    run, violations, crashed = _run_warn(tool, case)
+    reports = [(v.kind, v.write_source) for v in violations]
     found, alarms = _judge_reports(case, reports)
+    alarms += _disagrees_with_pytorch(case, plain, violations)
     changed = crashed or _changed_result(plain, run)
     return Verdict(tool, case, None if case.expect == "ok" else found, reports, alarms, changed)
 
