@@ -31,6 +31,7 @@ from .writes import WriteLog
 
 __all__ = [
     "COMPILED_NOTE",
+    "JIT_NOTE",
     "Guard",
     "InplaceError",
     "InplaceWarning",
@@ -75,6 +76,10 @@ def compiled_graphs() -> int:
 
 
 _next_seq = torch._C._autograd._get_sequence_nr
+_jit_tracing = torch._C._get_tracing_state
+
+#: Said once when ``torch.jit.trace`` runs inside a guard or trace.
+JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
 
 
 def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
@@ -153,6 +158,9 @@ class Guard:
         if self._off:
             return func(*args, **kwargs)
         if torch.compiler.is_compiling():  # dynamo is tracing this handler: change nothing
+            return func(*args, **kwargs)
+        if _jit_tracing() is not None:  # our own ops would land in the TorchScript graph
+            self.note(JIT_NOTE)
             return func(*args, **kwargs)
         if func in BACKWARD_CALLS:
             return self._on_backward(func, args, kwargs)

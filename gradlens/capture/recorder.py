@@ -37,7 +37,7 @@ from ..records import (
 )
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
-from .guard import COMPILED_NOTE, compiled_graphs
+from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .modules import ModuleStack
 from .names import TensorNames, named_params
@@ -194,6 +194,9 @@ class Recorder:
         if self._off:
             return func(*args, **kwargs)
         if torch.compiler.is_compiling():  # dynamo is tracing this handler: change nothing
+            return func(*args, **kwargs)
+        if torch._C._get_tracing_state() is not None:  # ours would land in the jit graph
+            self._note(JIT_NOTE)
             return func(*args, **kwargs)
         call = BACKWARD_CALLS.get(func)
         if call is not None:

@@ -68,7 +68,10 @@ def summarize(t: torch.Tensor | None) -> ValueSummary | None:
 
 
 def _is_plain(t: torch.Tensor) -> bool:
-    return type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, torch.nn.Parameter)
+    """Returns whether ``t``'s values can be read: not a subclass, and not a tensor wrapped by a
+    ``torch.func`` transform (``vmap``, ``grad``), whose values exist only per sample."""
+    plain = type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, torch.nn.Parameter)
+    return plain and not torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 def grad_fn_of(t: torch.Tensor) -> Any:
