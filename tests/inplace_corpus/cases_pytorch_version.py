@@ -546,3 +546,56 @@ def leaky_relu_in_place_with_a_positive_slope():
     torch.nn.functional.leaky_relu_(b, 0.1)  # WRITE
     b.sum().backward()
     return grads(a=a)
+
+
+@case(expect="ok")
+def break_a_branch_that_autograd_grad_does_not_need():
+    """from test_autograd.py test_grad_unreachable / test_will_engine_execute_node: grad(loss, w)
+    runs only the nodes on w's path; the broken sigmoid branch is never executed."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    w = torch.tensor([2.0, 3.0], requires_grad=True)
+    s = x.clone().sigmoid()
+    loss = (s * 1.5).sum() + (w * w).sum()
+    s.mul_(2.0)  # WRITE
+    (gw,) = torch.autograd.grad(loss, [w])
+    return {"w": gw}
+
+
+@case(expect="ok")
+def break_a_branch_that_backward_with_inputs_skips():
+    """from test_autograd.py test_backward_with_inputs: loss.backward(inputs=[w]) runs only the
+    nodes on w's path; the broken sigmoid branch is never executed."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    w = torch.tensor([2.0, 3.0], requires_grad=True)
+    s = x.clone().sigmoid()
+    loss = (s * 1.5).sum() + (w * w).sum()
+    s.mul_(2.0)  # WRITE
+    loss.backward(inputs=[w])
+    return grads(w=w)
+
+
+@case(expect="fails")
+def break_a_branch_that_backward_with_inputs_needs():
+    """from test_autograd.py test_backward_with_inputs: backward(inputs=[x]) does run the broken
+    sigmoid branch."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    w = torch.tensor([2.0, 3.0], requires_grad=True)
+    s = x.clone().sigmoid()
+    loss = (s * 1.5).sum() + (w * w).sum()
+    s.mul_(2.0)  # WRITE
+    loss.backward(inputs=[x])
+    return grads(x=x)
+
+
+@case(expect="ok")
+def write_a_tensor_whose_saving_node_is_gone():
+    """from test_autograd.py test_no_unnecessary_save's idea: t = a * w saved a, but t (and its
+    node) is freed before a.mul_(2); nothing that saved a is left."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    w = torch.tensor([2.0, 3.0], requires_grad=True)
+    a = x * 1.0
+    t = a * w
+    del t
+    a.mul_(2.0)  # WRITE
+    (a * 3.0).sum().backward()
+    return grads(x=x)
