@@ -599,3 +599,15 @@ def write_a_tensor_whose_saving_node_is_gone():
     a.mul_(2.0)  # WRITE
     (a * 3.0).sum().backward()
     return grads(x=x)
+
+
+@case(expect="ok")
+def break_a_node_below_the_tensor_autograd_grad_stops_at():
+    """from test_autograd.py test_grad_nonleaf / test_grad_to_node: grad(loss, h) stops at h;
+    the broken sigmoid node below h is never run."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    s = x.clone().sigmoid()
+    h = s + 1.0
+    s.mul_(2.0)  # WRITE
+    (gh,) = torch.autograd.grad((h * h).sum(), [h])
+    return {"h": gh}
