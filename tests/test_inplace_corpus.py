@@ -82,6 +82,10 @@ _OUT_VIEW = (
     "state, which PyTorch refuses for a no_grad view whose base changed; gradlens stops "
     "checking (its notes say so) and the program runs on unchecked"
 )
+_IN_BACKWARD = (
+    "the write runs inside a backward (an optimizer step in a post-accumulate-grad hook) and "
+    "breaks a node of the retained graph that the next backward runs: not matched"
+)
 _TRACE_LEAF = "trace() does not record the leaf writes PyTorch refuses (guard does)"
 _TRACE_DATA = "trace() runs without verify checksums and does not record .data/numpy writes"
 _TRACE_FOREACH = (
@@ -134,6 +138,7 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
     "pack_hook_writes_its_input": _every(_PACK_HOOK),
     "write_the_input_of_a_non_reentrant_checkpoint": {"guard": _CHECKPOINT, "trace": _CHECKPOINT},
     "mutate_a_cached_output_of_selective_checkpoint": _every(_SAC),
+    "optimizer_step_in_a_hook_then_a_retained_second_backward": _every(_IN_BACKWARD),
     "add_after_nested_sum_saved_its_input": _every(_NESTED),
     "add_to_an_inference_tensor_outside_inference_mode": _every(_INFERENCE),
     "mul_a_jagged_nested_tensor_sin_saved": _every(_NESTED),

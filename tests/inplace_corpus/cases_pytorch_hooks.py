@@ -323,3 +323,72 @@ def add_to_the_output_of_a_no_grad_checkpoint():
     out += a  # WRITE
     out.sum().backward()
     return grads(a=a)
+
+
+@case(expect="ok")
+def optimizer_step_inside_post_accumulate_grad_hooks():
+    """from test_autograd.py test_post_accumulate_grad_hook_e2e: each parameter's SGD step runs
+    in its post-accumulate-grad hook, inside backward, three steps in a row."""
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]]))
+        model.bias.copy_(torch.tensor([0.1, -0.2]))
+    inp = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]])
+    optims = {p: torch.optim.SGD([p], lr=0.1) for p in model.parameters()}
+
+    def step_in_backward(param: torch.Tensor) -> None:
+        optims[param].step()  # WRITE
+        optims[param].zero_grad()
+
+    handles = [p.register_post_accumulate_grad_hook(step_in_backward) for p in model.parameters()]
+    try:
+        for _ in range(3):
+            (model(inp) ** 2).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    return {"weight": model.weight.detach().clone(), "bias": model.bias.detach().clone()}
+
+
+@case(expect="ok")
+def leaf_updated_in_place_by_its_own_post_accumulate_hooks():
+    """from test_autograd.py test_post_accumulate_grad_hook_multiple_hooks: tensor.sub_(grad)
+    then tensor.mul_(4) in two hooks on a leaf, during backward."""
+    tensor = torch.tensor([0.5, 1.5, -1.0], requires_grad=True)
+
+    def hook1(t: torch.Tensor) -> None:
+        assert t.grad is not None
+        t.sub_(t.grad)  # WRITE
+
+    def hook2(t: torch.Tensor) -> None:
+        t.mul_(4.0)
+
+    tensor.register_post_accumulate_grad_hook(hook1)
+    tensor.register_post_accumulate_grad_hook(hook2)
+    (tensor * tensor).sum().backward()
+    return {"tensor": tensor.detach().clone(), "grad": grads(tensor=tensor)["tensor"]}
+
+
+@case(expect="fails")
+def optimizer_step_in_a_hook_then_a_retained_second_backward():
+    """from test_autograd.py test_post_accumulate_grad_hook_e2e, with retain_graph=True and a
+    second backward: the first backward's in-hook step wrote the weight that addmm saved."""
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]]))
+        model.bias.copy_(torch.tensor([0.1, -0.2]))
+    inp = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], requires_grad=True)
+    opt = torch.optim.SGD([model.weight], lr=0.1)
+
+    def step_in_backward(param: torch.Tensor) -> None:
+        opt.step()  # WRITE
+        opt.zero_grad()
+
+    handle = model.weight.register_post_accumulate_grad_hook(step_in_backward)
+    try:
+        loss = (model(inp) ** 2).sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+    finally:
+        handle.remove()
+    return grads(inp=inp)
