@@ -383,8 +383,8 @@ import sys
 import torch
 from torch import nn, optim
 
-sys.path.insert(0, {tests!r})
-from real_world._models import Discriminator, Generator, weights_init
+sys.path.insert(0, {models!r})
+from _models import Discriminator, Generator, weights_init
 
 torch.manual_seed(0)
 netG, netD = Generator(), Discriminator()
@@ -413,15 +413,15 @@ while True:
     errG.backward()
     optimizerG.step()
     iteration += 1
-    if iteration == 8:
+    if iteration == 3:
         print("LOOPING", flush=True)
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_on_the_dcgan_loop_under_guard(tmp_path: Path) -> None:
-    tests = str(Path(__file__).resolve().parent)
-    write(tmp_path, DCGAN.format(tests=tests), "dcgan.py")
+    models = str(Path(__file__).resolve().parent / "real_world")  # _models.py alone
+    write(tmp_path, DCGAN.format(models=models), "dcgan.py")
     code, rest = interrupt_when_looping(tmp_path, "dcgan.py", "--guard", "--json", "r.json")
     out = " ".join(rest.split())
     assert code == 130, rest
@@ -429,8 +429,8 @@ def test_ctrl_c_on_the_dcgan_loop_under_guard(tmp_path: Path) -> None:
     assert "Traceback" not in out and "inplace-saved" not in out
     lens = gradlens.load(tmp_path / "r.json")
     assert isinstance(lens, gradlens.Lens)
-    # Both optimizers step once per iteration: at least 8 iterations were watched.
-    assert lens.record.total_steps >= 16
+    # Both optimizers step once per iteration: at least 3 iterations were watched.
+    assert lens.record.total_steps >= 6
     layers = sorted(p.name.rpartition("main.")[2] for p in lens.record.params)
     generator = ["0.weight", "1.bias", "1.weight", "3.weight"]
     discriminator = ["0.weight", "2.weight", "3.bias", "3.weight", "5.weight"]
