@@ -611,3 +611,31 @@ def break_a_node_below_the_tensor_autograd_grad_stops_at():
     s.mul_(2.0)  # WRITE
     (gh,) = torch.autograd.grad((h * h).sum(), [h])
     return {"h": gh}
+
+
+@case(expect="fails")
+def write_between_a_gradient_and_its_gradient():
+    """from test_autograd.py test_hessian_vector / test_grad: g = grad(x ** 3, create_graph=True)
+    saved x in g's own graph; x.mul_(2) under no_grad breaks g.sum().backward()."""
+    leaf = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    x = leaf.clone()
+    y = x**3
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with torch.no_grad():
+        x.mul_(2.0)  # WRITE
+    g.sum().backward()
+    return grads(leaf=leaf)
+
+
+@case(expect="ok", reference=exact(leaf=[3.0, -6.0, 12.0]))
+def write_after_the_gradient_of_the_gradient():
+    """from test_autograd.py test_hessian_vector: the same write once g.sum().backward() ran:
+    d/dx of 3x^2 is 6x."""
+    leaf = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    x = leaf.clone()
+    y = x**3
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    g.sum().backward()
+    with torch.no_grad():
+        x.mul_(2.0)  # WRITE
+    return grads(leaf=leaf)
