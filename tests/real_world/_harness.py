@@ -280,18 +280,18 @@ class Case:
     line that ends in ``# marker`` (None: any line); every other recorder must find nothing.
     ``write``: the marker of a planted write that breaks backward: ``guard(mode="strict")``
     must raise ``InplaceError`` naming that line, from the line PyTorch raises from (None:
-    strict mode must behave exactly as plain). ``compiled``: the run has compiled regions,
-    which trace and guard must say once they do not record. ``raises``: a part of the message
-    PyTorch raises when the program runs plainly (None: it runs without error).
+    strict mode must behave exactly as plain). ``unrecorded``: the run has regions gradlens
+    cannot see ("torch.compile", "torch.jit.trace"): trace and guard must say so once, in a
+    note. ``raises``: a part of the message PyTorch raises when the program runs plainly
+    (None: it runs without error).
     """
 
     name: str
     run: Callable[[Rec], Outcome]
     expect: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
     write: str | None = None
-    compiled: bool = False
+    unrecorded: str | None = None
     raises: str | None = None
-    isolate: bool = False  # run in a child process: the recorder may crash the interpreter
 
 
 def planted(marker: str, kind: str = "inplace-saved", count: int = 1) -> dict[str, Any]:
@@ -304,37 +304,3 @@ def planted(marker: str, kind: str = "inplace-saved", count: int = 1) -> dict[st
         "write": marker,
         "raises": "modified by an inplace operation",
     }
-
-
-class Isolated:
-    """What a run in a child process reported: the Outcome and the recorder's findings."""
-
-    def __init__(self, case: Case, kind: str) -> None:
-        import subprocess
-        import sys
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "out.pt")
-            proc = subprocess.run(
-                [sys.executable, "-m", "real_world._child", case.name, kind, path],
-                cwd=os.path.dirname(os.path.dirname(__file__)),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
-                raise AssertionError(f"{kind} run ended with code {proc.returncode}:\n{tail}")
-            got = torch.load(path, weights_only=False)
-        self.outcome = Outcome(
-            tensors=got["tensors"],
-            error=got["error"],
-            error_frames=got["error_frames"],
-            counters=got["counters"],
-        )
-        self.findings: list[Finding] = got["findings"]
-        self.notes: list[str] = got["notes"]
-        self.opened: int = got["opened"]
-        self.warnings: list[tuple[str, str]] = got["warnings"]
-        self.state_ok, self.state_before, self.state_after = got["state"]

@@ -237,7 +237,11 @@ def hessian_of_energy(rec: Rec) -> Outcome:
 
 
 CASES = [
-    Case("jit_traced_model", jit_traced_model, isolate=True),
+    Case(
+        "jit_traced_model",
+        jit_traced_model,
+        unrecorded="torch.jit.trace",
+    ),
     Case("tensor_subclass", tensor_subclass),
     Case("weight_and_spectral_norm", weight_norm_parametrized),
     Case("sparse_embedding_sparseadam", sparse_embedding),
