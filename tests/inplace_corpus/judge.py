@@ -257,7 +257,9 @@ def _judge_strict(case: Case, plain: Outcome) -> Verdict:
     if raised is not None:
         violations.append(raised.violation)
         line = run.raised_at(case)
-        if not at_write_failure and line == case.write_line:
+        if case.expect == "ok":
+            changed.append("InplaceError raised in a program PyTorch runs correctly")
+        elif not at_write_failure and line == case.write_line:
             changed.append("InplaceError raised at the write, not just before the backward")
         elif failure is not None and failure.where == "backward":
             expected = plain.raised_at(case)
