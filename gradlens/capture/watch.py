@@ -26,7 +26,6 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -37,16 +36,28 @@ from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
-from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from ..records import ParamInfo, StepRecord, WatchFact
 from . import gradstats
 from .calls import parse_backward
-from .pending import Group, Pending, to_records
-from .source import format_location, is_internal, user_source
+from .pending import Pending, to_records
+from .source import format_location, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
 from .watch_names import names_in_frames, user_frames
+from .watch_state import (
+    BackwardCall,
+    OptState,
+    ParamState,
+    RoutingMode,
+    group_name,
+    group_stats,
+    losses_of,
+    lr_value,
+    own_ops,
+    sum_losses,
+    user_line,
+)
 
 __all__ = ["DETAIL_EVERY", "MANUAL", "Watcher"]
 
@@ -78,68 +89,6 @@ _FOREACH_WRITES: tuple[Any, ...] = (torch._foreach_add_, torch._foreach_sub_, to
 _ZEROS: tuple[Any, ...] = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
 
 
-@dataclass(eq=False)
-class _Param:
-    slot: int
-    tensor: torch.Tensor
-    info: ParamInfo
-    hooked: bool = False
-    late: bool = False  # hooked late: backward calls before the hook were not counted
-    broken: bool = False
-    epoch: int = 0  # bumped whenever .grad is found reset
-    adds: int = 0  # gradients backward added to .grad
-    grad_ref: weakref.ref[torch.Tensor] | None = None  # the .grad object last seen
-    reset_at: int = 0  # the last backward call before .grad was last reset
-    fresh: bool = True  # .grad was None when last seen: the next one continues this epoch
-    stepped_epoch: int = -1  # the epoch in which some step last used .grad
-    stale: tuple[int, tuple[str, int] | None] | None = None  # (epoch, backward line) on top
-    frozen_noted: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-
-@dataclass(eq=False)
-class _Backward:
-    index: int
-    loss: torch.Tensor | None
-    touched: set[int] = field(default_factory=set)  # slots of the parameters it reached
-
-
-@dataclass(eq=False)
-class _Opt:
-    label: str
-    optimizer: Optimizer | None  # None: hand-written steps
-    late: bool = False  # adopted at its first step (after that step's backward ran)
-    steps: int = 0
-    recorded: int = 0
-    seen: dict[int, tuple[int, int, bool]] = field(default_factory=dict)  # slot -> epoch, adds
-    last_backward: int = 0
-    members: list[_Param] = field(default_factory=list)
-    slots: set[int] = field(default_factory=set)
-    key: tuple[tuple[int, int], ...] = ()
-    open: Pending | None = None
-    closure: bool = False
-    written: set[int] = field(default_factory=set)  # hand-written: parameters written this step
-    stale: list[_Param] = field(default_factory=list)  # hand-written: found stale this step
-    broken: bool = False
-
-
-class _Mode(TorchFunctionMode):
-    """Passes every call through; only the handled ones reach the watcher."""
-
-    def __init__(self, handlers: dict[Any, Callable[..., Any]]) -> None:
-        super().__init__()
-        self._handlers = handlers
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        handler = self._handlers.get(func)
-        if handler is None:
-            return func(*args, **(kwargs or {}))
-        return handler(func, args, kwargs or {})
-
-
 class Watcher:
     """Hooks a training loop (``start``/``stop``); ``flush`` returns new records.
 
@@ -158,29 +107,29 @@ class Watcher:
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
     ) -> None:
-        self._params: dict[int, _Param] = {}  # id(tensor) -> _Param
-        self._order: list[_Param] = []
+        self._params: dict[int, ParamState] = {}  # id(tensor) -> ParamState
+        self._order: list[ParamState] = []
         self._names = dict(named)
         self._used_names: set[str] = set()
         self._given: list[Optimizer] = list(optimizers)
-        self._opts: dict[int, _Opt] = {}  # id(optimizer) -> _Opt, in adoption order
-        self._manual: _Opt | None = None
+        self._opts: dict[int, OptState] = {}  # id(optimizer) -> OptState, in adoption order
+        self._manual: OptState | None = None
         self._global = global_hooks
         self._every = every
         self._detail_every = detail_every
         self._handles: list[RemovableHandle] = []
-        self._mode: _Mode | None = None
+        self._mode: RoutingMode | None = None
         self._started = False
         self.steps_seen = 0
         self._backward_index = 0
-        self._backs: list[_Backward] = []
-        self._current: _Backward | None = None
+        self._backs: list[BackwardCall] = []
+        self._current: BackwardCall | None = None
         self._backward_frame: FrameType | None = None
         self._in_grad_call = 0
         self._last_step_backward = 0  # backward count at the last step of any optimizer
         self._scalars: dict[str, torch.Tensor | float] = {}
         self._pending: list[Pending] = []
-        self._grad_ptrs: dict[int, _Param] = {}  # data_ptr of a .grad -> its parameter
+        self._grad_ptrs: dict[int, ParamState] = {}  # data_ptr of a .grad -> its parameter
         self._aliases: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._off: set[str] = set()  # pieces switched off after an internal error
         #: Called after every step with the number of recorded steps waiting on the device.
@@ -215,7 +164,7 @@ class Watcher:
             }
             handlers.update(dict.fromkeys(_ZEROS, self._on_zero))
             handlers.update(dict.fromkeys((*_WRITES, *_FOREACH_WRITES), self._on_write))
-            self._mode = _Mode(handlers)
+            self._mode = RoutingMode(handlers)
             self._mode.__enter__()
             self._started = True
         except BaseException:
@@ -289,13 +238,15 @@ class Watcher:
             self.notes.append(f"gradlens stopped watching {piece}: {what}: {reason}")
 
     # -- parameters --------------------------------------------------------------------------
-    def _watch_param(self, t: torch.Tensor, name: str, *, in_optimizer: bool, late: bool) -> _Param:
+    def _watch_param(
+        self, t: torch.Tensor, name: str, *, in_optimizer: bool, late: bool
+    ) -> ParamState:
         known = self._params.get(id(t))
         if known is not None and known.tensor is t:
             return known
         name = self._distinct(name)
         info = ParamInfo(name, tuple(t.shape), t.numel(), t.requires_grad, in_optimizer)
-        p = _Param(len(self._order), t, info)
+        p = ParamState(len(self._order), t, info)
         self._params[id(t)] = p
         self._order.append(p)
         self._hook(p, late=late)
@@ -309,24 +260,24 @@ class Watcher:
         self._used_names.add(out)
         return out
 
-    def _hook(self, p: _Param, *, late: bool) -> None:
+    def _hook(self, p: ParamState, *, late: bool) -> None:
         if p.hooked or not p.tensor.requires_grad:
             return
         self._handles.append(p.tensor.register_hook(self._grad_hook(p)))
         p.hooked = True
         p.late = late
 
-    def _adopt(self, opt: Optimizer, *, late: bool) -> _Opt:
+    def _adopt(self, opt: Optimizer, *, late: bool) -> OptState:
         o = self._opts.get(id(opt))
         if o is not None and o.optimizer is opt:
             return o
         cls = type(opt).__name__
         same = sum(1 for x in self._opts.values() if x.label.split("#")[0] == cls)
-        o = _Opt(cls if same == 0 else f"{cls}#{same + 1}", opt, late=late)
+        o = OptState(cls if same == 0 else f"{cls}#{same + 1}", opt, late=late)
         self._opts[id(opt)] = o
         return o
 
-    def _members(self, o: _Opt) -> list[_Param]:
+    def _members(self, o: OptState) -> list[ParamState]:
         """Returns the optimizer's parameters as watched ones, adopting any new ones (a group
         added by ``add_param_group``, or the whole optimizer at its first step)."""
         opt = o.optimizer
@@ -366,10 +317,10 @@ class Watcher:
             out.update(names_in_frames(wanted, user_frames(sys._getframe(1))))
         for t in tensors:
             if id(t) not in out:
-                out[id(t)] = _group_name(t, opt)
+                out[id(t)] = group_name(t, opt)
         return out
 
-    def _sync(self, p: _Param, in_backward: bool = False) -> torch.Tensor | None:
+    def _sync(self, p: ParamState, in_backward: bool = False) -> torch.Tensor | None:
         """Notes a reset ``.grad`` (None or another tensor than last seen); returns ``.grad``."""
         g = p.tensor.grad
         ref = p.grad_ref
@@ -391,7 +342,7 @@ class Watcher:
             self._grad_ptrs[g.data_ptr() if g.layout == torch.strided else id(g)] = p
         return g
 
-    def _grad_hook(self, p: _Param) -> Callable[[torch.Tensor], None]:
+    def _grad_hook(self, p: ParamState) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
             if p.broken or self._in_grad_call:
                 return
@@ -404,7 +355,7 @@ class Watcher:
                 # Adding on top of a .grad a step already used: remember where, cheaply.
                 on_top = p.grad_ref is not None and p.stepped_epoch == p.epoch
                 if on_top and (p.stale is None or p.stale[0] != p.epoch):
-                    p.stale = (p.epoch, _line(self._backward_frame))
+                    p.stale = (p.epoch, user_line(self._backward_frame))
             except Exception as e:
                 p.broken = True
                 self._broke(f"the gradient of {p.name}", e)
@@ -418,10 +369,10 @@ class Watcher:
                 if self._manual is not None and self._manual.open is not None:
                     self._finish(self._manual)  # a new backward ends a hand-written step
                 roots = [r for r in parse_backward(func, args, kwargs).roots if r.numel() == 1]
-                with _own_ops():
-                    loss = _sum([r.detach().reshape(()) for r in roots])
+                with own_ops():
+                    loss = sum_losses([r.detach().reshape(()) for r in roots])
                 self._backward_index += 1
-                self._current = _Backward(self._backward_index, loss)
+                self._current = BackwardCall(self._backward_index, loss)
                 self._backs.append(self._current)
                 if len(self._backs) > _MAX_BACKWARDS:
                     del self._backs[: len(self._backs) - _MAX_BACKWARDS]
@@ -445,7 +396,7 @@ class Watcher:
     def _on_zero(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._grad_ptrs and "zeroing" not in self._off:
             try:
-                with _own_ops():
+                with own_ops():
                     targets = args[0] if func is torch._foreach_zero_ else args[:1]
                     for t in targets:
                         if isinstance(t, torch.Tensor):
@@ -481,7 +432,7 @@ class Watcher:
     def _on_write(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self._opts and args and "hand-written updates" not in self._off:
             try:
-                with _own_ops():
+                with own_ops():
                     targets = args[0] if func in _FOREACH_WRITES else args[:1]
                     for t in targets if isinstance(targets, (list, tuple)) else ():
                         if isinstance(t, torch.Tensor):
@@ -561,7 +512,7 @@ class Watcher:
         self.facts.append(WatchFact(kind, step, param, source, detail, optimizer))
 
     # -- optimizer steps ---------------------------------------------------------------------
-    def _opt(self, opt: Optimizer) -> _Opt | None:
+    def _opt(self, opt: Optimizer) -> OptState | None:
         o = self._opts.get(id(opt))
         if o is not None and o.optimizer is opt:
             return None if o.broken else o
@@ -582,7 +533,7 @@ class Watcher:
             closure = args[1] if len(args) > 1 else kwargs.get("closure")
             o.closure = closure is not None
             if not o.closure:  # the gradients are the ones backward left: measure them now
-                with _own_ops():
+                with own_ops():
                     self._measure(o)
         except Exception as e:
             o.broken, o.open = True, None
@@ -593,7 +544,7 @@ class Watcher:
         if o is None:
             return
         try:
-            with _own_ops():
+            with own_ops():
                 if o.closure:  # gradients and loss of the closure's last evaluation
                     self._measure(o)
                 self._finish(o)
@@ -601,13 +552,13 @@ class Watcher:
             o.broken, o.open = True, None
             self._broke(f"optimizer {o.label}", e)
 
-    def _measure(self, o: _Opt) -> None:
+    def _measure(self, o: OptState) -> None:
         """Checks and measures what an optimizer step is about to use (its open Pending)."""
         members = self._members(o)
         step = o.steps
         missing: list[str] = []
-        stale: list[_Param] = []
-        with_grad: list[_Param] = []
+        stale: list[ParamState] = []
+        with_grad: list[ParamState] = []
         for p in members:
             g = self._sync(p)
             if not p.tensor.requires_grad:
@@ -647,20 +598,20 @@ class Watcher:
                 backward_calls=len(backs),
                 optimizer=o.label,
             )
-            by_device: dict[torch.device, list[_Param]] = {}
+            by_device: dict[torch.device, list[ParamState]] = {}
             for p in with_grad:
                 by_device.setdefault(p.tensor.device, []).append(p)
             with torch.no_grad():
                 for group in by_device.values():
-                    pending.groups.append(_group_stats(group, detail, snapshot=not o.closure))
+                    pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
-                pending.lr = _lr(lr)
+                pending.lr = lr_value(lr)
             scalars, self._scalars = self._scalars, {}
             logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
             if o.closure:  # LBFGS evaluates the closure many times: its last loss is the one
                 backs = [b for b in backs if b.loss is not None][-1:]
-            pending.loss = logged if logged is not None else _sum(_losses(backs))
+            pending.loss = logged if logged is not None else sum_losses(losses_of(backs))
             pending.scalars = scalars
             o.recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
@@ -670,7 +621,7 @@ class Watcher:
         self._last_step_backward = self._backward_index
         self._prune()
 
-    def _stale(self, o: _Opt, step: int, stale: list[_Param]) -> None:
+    def _stale(self, o: OptState, step: int, stale: list[ParamState]) -> None:
         lines = [p.stale[1] for p in stale if p.stale is not None and p.stale[0] == p.epoch]
         line = next((x for x in lines if x is not None), None)
         self._fact(
@@ -682,7 +633,7 @@ class Watcher:
             o.label,
         )
 
-    def _step_backwards(self, o: _Opt) -> list[_Backward]:
+    def _step_backwards(self, o: OptState) -> list[BackwardCall]:
         """The backward calls since this optimizer's previous step that reached it."""
         if o.optimizer is None:  # hand-written: every backward since the last one
             return [b for b in self._backs if b.index > o.last_backward]
@@ -700,7 +651,7 @@ class Watcher:
         if self._backs and self._backs[0].index <= oldest:
             self._backs = [b for b in self._backs if b.index > oldest]
 
-    def _finish(self, o: _Opt) -> None:
+    def _finish(self, o: OptState) -> None:
         if o.stale:
             stale, o.stale = o.stale, []
             self._stale(o, o.steps, stale)
@@ -721,12 +672,12 @@ class Watcher:
             self.on_step(len(self._pending))
 
     # -- hand-written steps ------------------------------------------------------------------
-    def _manual_step(self, p: _Param) -> None:
+    def _manual_step(self, p: ParamState) -> None:
         """A write to ``p`` after it got a gradient, with no optimizer: part of the current
         hand-written step (opened by the first such write after a backward)."""
         m = self._manual
         if m is None:
-            m = self._manual = _Opt(MANUAL, None)
+            m = self._manual = OptState(MANUAL, None)
         if m.open is None:
             step = m.steps
             recorded = step % self._every == 0
@@ -736,7 +687,7 @@ class Watcher:
             if recorded:
                 scalars, self._scalars = self._scalars, {}
                 logged = scalars.pop("loss", None)
-                m.open.loss = logged if logged is not None else _sum(_losses(backs))
+                m.open.loss = logged if logged is not None else sum_losses(losses_of(backs))
                 m.open.scalars = scalars
                 m.recorded += 1
             m.last_backward = self._backward_index
@@ -762,7 +713,7 @@ class Watcher:
             p.stepped_epoch = p.epoch
         if new and m.open.step % self._every == 0:
             with torch.no_grad():
-                m.open.groups.append(_group_stats([p], m.open.detail, snapshot=False))
+                m.open.groups.append(group_stats([p], m.open.detail, snapshot=False))
 
     # -- to the host -------------------------------------------------------------------------
     def flush(self) -> list[StepRecord]:
@@ -771,57 +722,3 @@ class Watcher:
         if not pending:
             return []
         return to_records(pending)
-
-
-def _group_stats(group: list[_Param], detail: bool, *, snapshot: bool) -> Group:
-    grads = [p.tensor.grad for p in group]
-    weights = [p.tensor for p in group]
-    out = Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
-    out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
-    if detail:
-        out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
-        if snapshot:
-            out.snapshot = gradstats.clone_weights(weights)
-    return out
-
-
-def _own_ops() -> Any:
-    """Returns a context in which gradlens's own tensor ops skip every torch-function mode
-    (its own and the user's): they are bookkeeping, not the user's computation."""
-    return torch._C.DisableTorchFunction()
-
-
-def _sum(losses: list[torch.Tensor]) -> torch.Tensor | None:
-    if not losses:
-        return None
-    return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-
-
-def _losses(backs: list[_Backward]) -> list[torch.Tensor]:
-    return [b.loss for b in backs if b.loss is not None]
-
-
-def _lr(lr: Any) -> torch.Tensor | float | None:
-    if isinstance(lr, torch.Tensor):
-        return lr.detach().reshape(())
-    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-        return float(lr)
-    return None
-
-
-def _group_name(t: torch.Tensor, opt: Optimizer | None) -> str:
-    if opt is not None:
-        for g, group in enumerate(opt.param_groups):
-            for i, x in enumerate(group["params"]):
-                if x is t:
-                    return f"param_groups[{g}][{i}]"
-    return f"tensor{tuple(t.shape)}"
-
-
-def _line(frame: FrameType | None) -> tuple[str, int] | None:
-    """Returns the file and line of the first user frame at or above ``frame``."""
-    while frame is not None:
-        if not is_internal(frame.f_code.co_filename):
-            return frame.f_code.co_filename, frame.f_lineno
-        frame = frame.f_back
-    return None
