@@ -37,6 +37,8 @@ __all__ = [
 
 @dataclass(eq=False)
 class ParamState:
+    """A watched parameter: its hook's counts and what the last reset and step of .grad were."""
+
     slot: int
     tensor: torch.Tensor
     info: ParamInfo
@@ -59,6 +61,8 @@ class ParamState:
 
 @dataclass(eq=False)
 class BackwardCall:
+    """One ``backward()`` call: its loss (on the device) and the parameters it reached."""
+
     index: int
     loss: torch.Tensor | None
     touched: set[int] = field(default_factory=set)  # slots of the parameters it reached
@@ -66,6 +70,8 @@ class BackwardCall:
 
 @dataclass(eq=False)
 class OptState:
+    """One optimizer (or the hand-written updates): its own steps, loss and ``seen`` state."""
+
     label: str
     optimizer: Optimizer | None  # None: hand-written steps
     late: bool = False  # adopted at its first step (after that step's backward ran)
