@@ -843,3 +843,63 @@ def test_watch_model_alone_finds_the_optimizer_that_steps_it() -> None:
     assert lens.diagnostics == []
     assert [(s.optimizer, s.step) for s in lens.steps] == [("Adam", 0), ("Adam", 1), ("Adam", 2)]
     assert [p.name for p in lens.record.params] == ["weight", "bias"]
+
+
+# ---- pytorch/examples word_language_model: clipping, then an update by hand -------------------
+
+
+class RNNModel(nn.Module):
+    def __init__(self, ntoken: int = 12, ninp: int = 6, nhid: int = 6) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnn = nn.LSTM(ninp, nhid, 1)
+        self.decoder = nn.Linear(nhid, ntoken)
+
+    def forward(
+        self, x: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        output, hidden = self.rnn(self.encoder(x), hidden)
+        return self.decoder(output).view(-1, 12), hidden
+
+
+def word_language_model(watching: Watching) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = RNNModel()
+    criterion = nn.NLLLoss()
+    data = torch.randint(0, 12, (4 * 5 + 1, 2))  # (tokens, batch)
+    lr, clip = 5.0, 0.25
+    hidden = (torch.zeros(1, 2, 6), torch.zeros(1, 2, 6))
+    losses = []
+    with watching({"model": model}):
+        for i in range(0, 4 * 5, 5):
+            source, targets = data[i : i + 5], data[i + 1 : i + 6].reshape(-1)
+            hidden = tuple(h.detach() for h in hidden)  # repackage_hidden
+            model.zero_grad()
+            output, hidden = model(source, hidden)
+            loss = criterion(nn.functional.log_softmax(output, dim=-1), targets)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-lr)
+            losses.append(loss.item())
+    return {"state": state(model), "losses": losses}
+
+
+@pytest.mark.parametrize("how", ["everything", "model"])
+def test_word_language_model_updates_by_hand(how: str) -> None:
+    base = word_language_model(plain)
+    run, enter = watched(
+        (lambda o: gradlens.watch(o["model"], live=False))
+        if how == "model"
+        else (lambda _: gradlens.watch(live=False))
+    )
+    out = word_language_model(enter)
+    assert same(base["state"], out["state"])
+    lens = run.lens
+    assert lens.diagnostics == []
+    assert [(s.optimizer, s.step) for s in lens.steps] == [("manual", i) for i in range(4)]
+    assert [s.loss for s in lens.steps] == pytest.approx(base["losses"], rel=1e-6)
+    prefix = "" if how == "model" else "model."
+    assert set(lens.steps[0].grads) == {
+        f"{prefix}{name}" for name, _ in RNNModel().named_parameters()
+    }
