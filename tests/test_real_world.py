@@ -47,7 +47,26 @@ _SUBCLASS = (
     "gradlens calls torch functions on the user's Tensor subclass (property reads __get__, "
     "numel, is_inference, ...), so the subclass's own __torch_function__ sees extra calls"
 )
+_FASTPATH = (
+    "nn.TransformerEncoderLayer in eval() under no_grad takes PyTorch's fast path "
+    "(_transformer_encoder_layer_fwd) only when no torch-function override is active; the "
+    "recorder's TorchFunctionMode (watch's small one too) sends it down the slow path, so "
+    "the evaluated output differs in the last bits (max |diff| 2.4e-7)"
+)
+_BN_RUNNING = (
+    "guard(verify=True) reports silent-write on BatchNorm's running_mean and running_var "
+    "(2 per BatchNorm) when the module runs twice before backward, and warns 'backward will "
+    "run and compute wrong gradients': false, training-mode BatchNorm backward uses the saved "
+    "batch statistics (the case checks its gradients equal those with momentum=0)"
+)
 XFAIL: dict[tuple[str, str], str] = {
+    ("transformer_encoder_layer", "watch"): _FASTPATH,
+    ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
+    ("transformer_encoder_layer", "guard_strict"): _FASTPATH,
+    ("transformer_encoder_layer", "trace"): _FASTPATH,
+    ("two_views_batchnorm", "guard_verify"): _BN_RUNNING,
+    ("dcgan_step_before_backward", "guard_verify"): _BN_RUNNING
+    + " (here 4 false silent-writes next to the 4 true inplace-saved at the opt_d.step() line)",
     ("tensor_subclass", "watch"): _SUBCLASS + " (watch: one extra numel before backward)",
     ("tensor_subclass", "guard_verify"): _SUBCLASS + " (37 calls instead of 5)",
     ("tensor_subclass", "guard_strict"): _SUBCLASS + " (23 calls instead of 5)",
@@ -136,6 +155,8 @@ def test_plain_run_is_deterministic(case: Case) -> None:
     assert second.error == first.error
     assert differences(second.counters, first.counters) == []
     assert first.tensors or first.error, "a case must produce something to compare"
+    claims = {k: v for k, v in first.counters.items() if k.startswith("claim_")}
+    assert all(claims.values()), f"the case's own check of PyTorch failed: {claims}"
     if case.raises is None:
         assert first.error is None, first.error_frames
     else:

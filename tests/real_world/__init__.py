@@ -10,6 +10,7 @@ from . import (
     cases_hooks,
     cases_modes,
     cases_more,
+    cases_nets,
     cases_tensors,
     cases_training,
 )
@@ -25,4 +26,5 @@ CASES: list[Case] = [
     *cases_amp_compile.CASES,
     *cases_training.CASES,
     *cases_more.CASES,
+    *cases_nets.CASES,
 ]

@@ -125,7 +125,7 @@ def retain_graph_twice(rec: Rec) -> Outcome:
         first = w.grad.clone()
         b.backward()
     out.keep(first=first, total=w.grad)
-    out.counters["exact"] = bool(
+    out.counters["claim_exact"] = bool(
         torch.equal(first, 2 * w.detach()) and torch.equal(w.grad, 8 * w.detach())
     )
     return out
@@ -196,7 +196,7 @@ def hooks_change_values(rec: Rec) -> Outcome:
         y.sum().backward()
     out.keep(grad=a.grad)
     out.counters.update(calls)
-    out.counters["doubled"] = bool(torch.equal(a.grad, 4 * a.detach()))
+    out.counters["claim_doubled"] = bool(torch.equal(a.grad, 4 * a.detach()))
     return out
 
 

@@ -232,7 +232,7 @@ def hessian_of_energy(rec: Rec) -> Outcome:
         hess = torch.autograd.functional.hessian(energy, p)
         jac = torch.autograd.functional.jacobian(lambda q: q.tanh() * 3.0, p, create_graph=False)
     out.keep(hess=hess, jac=jac)
-    out.counters["symmetric"] = bool(torch.allclose(hess, hess.t()))
+    out.counters["claim_symmetric"] = bool(torch.allclose(hess, hess.t()))
     return out
 
 
