@@ -182,7 +182,10 @@ class Guard:
             if SavedTensors.is_leaf_error(e):
                 self._safely(name, self._leaf_write, tensors, name)
             raise
-        self._safely(name, self._after, name, out, tensors, versions, seq)
+        try:
+            self._after(name, out, tensors, versions, seq)
+        except Exception as e:
+            self._fail(name, e)
         return out
 
     def _after(
@@ -199,17 +202,21 @@ class Guard:
             if v is not None and t._version != v
         ]
         log = self.log
-        if bumped:
-            frame, source = user_frame()
-            for t, v in bumped:
-                if log is not None:
-                    log.log_write(t, name, source, v, seq)
-                else:
-                    self.saved.check_write(t, name, source, frame, v)
-        outputs = out if isinstance(out, (list, tuple)) else (out,)
-        outputs = [t for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        frame, source = user_frame() if bumped else (None, None)
+        for t, v in bumped:
+            if log is not None:
+                log.log_write(t, name, source, v, seq)
+            else:
+                self.saved.check_write(t, name, source, frame, v)
+        if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
+            outputs = [out] if out.grad_fn is not None else []
+        elif isinstance(out, (list, tuple)):
+            outputs = [t for t in out if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        else:
+            return
         if outputs:
-            _, source = user_frame()
+            if not bumped:
+                _, source = user_frame()
             if log is not None:
                 log.stamp(outputs, name, source)
             else:

@@ -364,6 +364,7 @@ class Recorder:
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         parsed = parse_backward(func, args, kw)
