@@ -42,6 +42,7 @@ __all__ = ["WriteLog"]
 
 _MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
 _PER_STORAGE = 64  # writes kept per memory block (the newest)
+_KEPT = 65536  # writes kept in all: older ones are forgotten (a finding lost, never a false one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class WriteLog:
         self._max_write_seq = -1
         self._count = 0
         self._by_storage: dict[int, deque[_Write]] = {}
+        self._order: deque[tuple[int, int]] = deque()  # (storage, n) of each write, oldest first
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
 
     # -- op time ---------------------------------------------------------------------------
@@ -130,8 +132,18 @@ class WriteLog:
         self._max_write_seq = max(self._max_write_seq, seq)
         kept = self._by_storage.get(span[0])
         if kept is None:
-            kept = self._by_storage[span[0]] = deque(maxlen=_PER_STORAGE)
+            kept = self._by_storage[span[0]] = deque()
+        elif len(kept) == _PER_STORAGE:
+            kept.popleft()  # its entry in _order goes stale, and is skipped when it comes up
         kept.append(write)
+        self._order.append((span[0], write.n))
+        if len(self._order) > _KEPT:
+            storage, n = self._order.popleft()
+            writes = self._by_storage.get(storage)
+            if writes and writes[0].n == n:
+                writes.popleft()
+                if not writes:
+                    del self._by_storage[storage]
 
     # -- backward --------------------------------------------------------------------------
     def check_backward(
@@ -280,6 +292,7 @@ class WriteLog:
             queue.extend(child for child, _ in fn.next_functions if child is not None)
         self._outputs.clear()
         self._by_storage.clear()
+        self._order.clear()
 
 
 def _stale_versions(fn: Any, role: str) -> tuple[int, int] | None:
