@@ -154,7 +154,7 @@ def test_plain_run_is_deterministic(case: Case) -> None:
     assert differences(second.tensors, first.tensors) == []
     assert second.error == first.error
     assert differences(second.counters, first.counters) == []
-    assert first.tensors or first.error, "a case must produce something to compare"
+    assert first.tensors or first.error or first.counters, "a case must produce something"
     claims = {k: v for k, v in first.counters.items() if k.startswith("claim_")}
     assert all(claims.values()), f"the case's own check of PyTorch failed: {claims}"
     if case.raises is None:

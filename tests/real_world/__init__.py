@@ -6,11 +6,13 @@ from . import (
     cases_amp_compile,
     cases_autograd,
     cases_checkpoint,
+    cases_extra,
     cases_functions,
     cases_hooks,
     cases_modes,
     cases_more,
     cases_nets,
+    cases_sched,
     cases_tensors,
     cases_training,
 )
@@ -27,4 +29,6 @@ CASES: list[Case] = [
     *cases_training.CASES,
     *cases_more.CASES,
     *cases_nets.CASES,
+    *cases_extra.CASES,
+    *cases_sched.CASES,
 ]
