@@ -60,6 +60,11 @@ _BN_RUNNING = (
     "batch statistics (the case checks its gradients equal those with momentum=0)"
 )
 XFAIL: dict[tuple[str, str], str] = {
+    ("nanogpt_causal_attention", "trace"): (
+        "trace reports non-finite ('masked_fill produced NaN/Inf ... from finite inputs') at "
+        "nanoGPT's att.masked_fill(mask == 0, float('-inf')): an intended -inf mask before "
+        "softmax; every gradient is finite (the case checks)"
+    ),
     ("transformer_encoder_layer", "watch"): _FASTPATH,
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
     ("transformer_encoder_layer", "guard_strict"): _FASTPATH,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     cases_amp_compile,
+    cases_attention,
     cases_autograd,
     cases_checkpoint,
     cases_extra,
@@ -31,4 +32,5 @@ CASES: list[Case] = [
     *cases_nets.CASES,
     *cases_extra.CASES,
     *cases_sched.CASES,
+    *cases_attention.CASES,
 ]
