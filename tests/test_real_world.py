@@ -60,6 +60,12 @@ _BN_RUNNING = (
     "batch statistics (the case checks its gradients equal those with momentum=0)"
 )
 XFAIL: dict[tuple[str, str], str] = {
+    ("mixture_of_experts", "watch"): (
+        "watch warns no-grad (WARNING, 'it is not used in the loss, or its path to the loss was "
+        "cut') for every expert routing skipped at step 0, experts.3 included though it is "
+        "used from step 1 on: 6 warnings on a correct MoE; an intermittently used parameter "
+        "is routing, not a bug"
+    ),
     ("nanogpt_causal_attention", "trace"): (
         "trace reports non-finite ('masked_fill produced NaN/Inf ... from finite inputs') at "
         "nanoGPT's att.masked_fill(mask == 0, float('-inf')): an intended -inf mask before "

@@ -151,18 +151,19 @@ def grad_scaler_fp16(rec: Rec) -> Outcome:
 
 
 def mixture_of_experts(rec: Rec) -> Outcome:
-    """Top-1 routing over three experts: an expert no token picks gets no gradient that step
-    (expected in MoE; its .grad is None after zero_grad and the optimizer skips it)."""
+    """Top-1 routing of three tokens over four experts: an expert no token picks gets no
+    gradient that step (normal in MoE: its .grad is None after zero_grad and Adam skips it);
+    here expert 3 is picked from step 1 on, experts 0 and 1 never."""
     torch.manual_seed(17)
-    gate = nn.Linear(4, 3)
-    experts = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+    gate = nn.Linear(4, 4)
+    experts = nn.ModuleList(nn.Linear(4, 4) for _ in range(4))
     model = nn.ModuleDict({"gate": gate, "experts": experts})
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    x = data(6, 4)
+    x = data(3, 4)
     picks: list[list[int]] = []
     out = Outcome()
     with out.catch(), rec(model, opt):
-        for _ in range(2):
+        for _ in range(3):
             opt.zero_grad()
             weights = F.softmax(gate(x), dim=-1)
             choice = weights.argmax(-1)
