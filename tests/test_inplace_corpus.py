@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 from inplace_corpus import CASES, CASES_BY_NAME, FAILURES, FAMILIES, Case
-from inplace_corpus.judge import TOOLS, judge, run_plain, text_table
+from inplace_corpus.judge import TOOLS, judge, markdown_table, run_plain, text_table
 
 # ---------------------------------------------------------------------------------------------
 # What the tools miss, and why (case name -> {tool: reason})
@@ -265,6 +265,20 @@ def test_misses_are_exactly_the_expected_ones() -> None:
     for line in lines:
         print(line)
     assert not lines, "\n".join(lines)
+
+
+def test_tables_count_every_case_once() -> None:
+    for by, rows in (("family", FAMILIES), ("row", sorted({c.row for c in CASES}))):
+        lines = markdown_table(by=by).splitlines()
+        assert lines[0].startswith(f"| {by} | cases |")
+        body = {line.split(" | ")[0].strip("| *"): line for line in lines[2:]}
+        assert set(body) == {*rows, "all"}, sorted(body)
+        counts = {k: int(v.split(" | ")[1]) for k, v in body.items()}
+        assert counts["all"] == len(CASES) == sum(n for k, n in counts.items() if k != "all")
+        positives = sum(c.expect != "ok" for c in CASES)
+        assert (
+            f" {sum(judge('guard', c).found is True for c in CASES)}/{positives} |" in body["all"]
+        )
 
 
 def test_expected_misses_and_known_bugs_name_real_cases() -> None:
