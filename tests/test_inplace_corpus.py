@@ -52,8 +52,8 @@ _HOOKS = (
     "hooked saved values (reading them would run the user's hooks)"
 )
 _CHECKPOINT = (
-    "activation checkpointing saves through its own hooks (non-reentrant) or a custom Function "
-    "(reentrant): gradlens skips those saved values, PyTorch's own check still fires"
+    "non-reentrant checkpointing saves through its own saved-tensor hooks: guard and trace skip "
+    "those saved values (strict matches the write when PyTorch's check fires)"
 )
 _SAC = (
     "selective checkpointing's cache is checked by PyTorch during recomputation; gradlens skips "
@@ -91,7 +91,10 @@ _DOUBLE_BACKWARD = (
     "reaches gradlens: guard and trace do not match the write (strict does)"
 )
 _TRACE_LEAF = "trace() does not record the leaf writes PyTorch refuses (guard does)"
-_TRACE_DATA = "trace() runs without verify checksums and does not record .data/numpy writes"
+_TRACE_DATA = (
+    "trace() runs without verify checksums: NumPy writes, and a .data assignment to a saved "
+    "leaf, are not seen"
+)
 _TRACE_FOREACH = (
     "trace() does not confirm torch._foreach_* writes (their nodes show no saved tensors to "
     "Python; guard confirms them through PyTorch's own error)"
