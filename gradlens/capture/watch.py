@@ -119,6 +119,7 @@ class Watcher:
         self._detail_every = detail_every
         self._handles: list[RemovableHandle] = []
         self._mode: RoutingMode | None = None
+        self._handlers: dict[Any, Callable[..., Any]] = {}  # the mode's, by torch function
         self._started = False
         self.steps_seen = 0
         self._backward_index = 0
@@ -160,10 +161,12 @@ class Watcher:
                 F.binary_cross_entropy: self._on_bce,
                 F.binary_cross_entropy_with_logits: self._on_bce_logits,
                 torch._foreach_zero_: self._on_zero,
-                _DATA_GET: self._on_data,
             }
             handlers.update(dict.fromkeys(_ZEROS, self._on_zero))
-            handlers.update(dict.fromkeys((*_WRITES, *_FOREACH_WRITES), self._on_write))
+            if not self._opts:  # hand-written updates matter only while no optimizer steps
+                handlers[_DATA_GET] = self._on_data
+                handlers.update(dict.fromkeys((*_WRITES, *_FOREACH_WRITES), self._on_write))
+            self._handlers = handlers
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
             self._started = True
@@ -275,6 +278,8 @@ class Watcher:
         same = sum(1 for x in self._opts.values() if x.label.split("#")[0] == cls)
         o = OptState(cls if same == 0 else f"{cls}#{same + 1}", opt, late=late)
         self._opts[id(opt)] = o
+        for func in (_DATA_GET, *_WRITES, *_FOREACH_WRITES):  # an optimizer steps from now on:
+            self._handlers.pop(func, None)  # writes to parameters are its own, not by hand
         return o
 
     def _members(self, o: OptState) -> list[ParamState]:
@@ -347,7 +352,9 @@ class Watcher:
             if p.broken or self._in_grad_call:
                 return
             try:
-                self._sync(p, in_backward=self._current is not None)
+                g, ref = p.tensor.grad, p.grad_ref
+                if g is None or ref is None or ref() is not g:  # else: the .grad last seen
+                    self._sync(p, in_backward=self._current is not None)
                 p.adds += 1
                 current = self._current
                 if current is not None:
@@ -560,7 +567,10 @@ class Watcher:
         stale: list[ParamState] = []
         with_grad: list[ParamState] = []
         for p in members:
-            g = self._sync(p)
+            g = p.tensor.grad
+            ref = p.grad_ref
+            if g is None or ref is None or ref() is not g:  # else: the .grad last seen
+                g = self._sync(p)
             if not p.tensor.requires_grad:
                 if not p.frozen_noted:
                     p.frozen_noted = True
@@ -646,6 +656,8 @@ class Watcher:
         return [b for b in self._backs if b.index > since and not b.touched.isdisjoint(slots)]
 
     def _prune(self) -> None:
+        if len(self._backs) < 16:  # a few backward calls kept longer cost nothing
+            return
         opts = [*self._opts.values(), *([self._manual] if self._manual else [])]
         oldest = min(o.last_backward for o in opts) if opts else 0
         if self._backs and self._backs[0].index <= oldest:
@@ -657,7 +669,8 @@ class Watcher:
             self._stale(o, o.steps, stale)
         pending, o.open = o.open, None
         if pending is not None:
-            members = {p.name: p.tensor for p in o.members}
+            snapshots = any(group.snapshot is not None for group in pending.groups)
+            members = {p.name: p.tensor for p in o.members} if snapshots else {}
             for group in pending.groups:
                 if group.snapshot is not None:
                     with torch.no_grad():

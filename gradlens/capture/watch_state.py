@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ParamState:
     """A watched parameter: its hook's counts and what the last reset and step of .grad were."""
 
@@ -59,7 +59,7 @@ class ParamState:
         return self.info.name
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BackwardCall:
     """One ``backward()`` call: its loss (on the device) and the parameters it reached."""
 
@@ -68,7 +68,7 @@ class BackwardCall:
     touched: set[int] = field(default_factory=set)  # slots of the parameters it reached
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class OptState:
     """One optimizer (or the hand-written updates): its own steps, loss and ``seen`` state."""
 
