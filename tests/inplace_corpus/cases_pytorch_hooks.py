@@ -392,3 +392,28 @@ def optimizer_step_in_a_hook_then_a_retained_second_backward():
     finally:
         handle.remove()
     return grads(inp=inp)
+
+
+class _SinWritesItsSave(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        x.add_(1)  # writes what the pack hook handed over, not the input
+        return grad_output
+
+
+@case(expect="ok")
+def backward_writes_a_saved_tensor_the_pack_hook_replaced():
+    """from test_autograd.py test_saved_tensors_hook_version_counter_not_shared: the pack hook
+    saves a clone instead of a; the custom backward writes that clone."""
+    a = torch.tensor(1.0, requires_grad=True)
+    replacement = a.detach().clone()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: replacement, lambda t: t):
+        b = _SinWritesItsSave.apply(a)  # WRITE
+    b.backward()
+    return {"a": grads(a=a)["a"], "replacement": replacement}
