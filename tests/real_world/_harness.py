@@ -74,6 +74,19 @@ class Outcome:
             self.tensors[f"{prefix}.{name}(buffer)"] = _snapshot(b)
 
 
+def record_truth(out: Outcome, model: nn.Module) -> None:
+    """Appends this step's true gradient norm and max |g| per parameter (call it just before
+    ``optimizer.step()``) to ``out.counters["truth"]``; the test compares watch's records."""
+    truth = out.counters.setdefault("truth", {})
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.detach()
+            row = truth.setdefault(name, {"grad_norm": [], "grad_max": []})
+            wide = g.to(torch.complex128 if g.is_complex() else torch.float64)
+            row["grad_norm"].append(float(torch.linalg.vector_norm(wide)))
+            row["grad_max"].append(float(g.abs().max()))
+
+
 def _snapshot(value: Any) -> Any:
     """A detached copy (so later writes do not change what was stored), kept structure."""
     if value is None or isinstance(value, (int, float, bool, str)):

@@ -7,7 +7,7 @@ import torch._dynamo
 import torch.nn.functional as F
 from torch._dynamo.utils import counters as dynamo_counters
 
-from ._harness import Case, Outcome, Rec, local_hooks
+from ._harness import Case, Outcome, Rec, local_hooks, record_truth
 from ._models import data, mlp
 
 
@@ -25,6 +25,7 @@ def autocast_bf16_clip(rec: Rec) -> Outcome:
                 loss = F.cross_entropy(logits, target)
             loss.backward()
             norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5))
+            record_truth(out, model)  # watch measures after clipping, just before the step
             opt.step()
     out.keep_model("model", model)
     out.keep(norms=norms, logits=logits, loss=loss)

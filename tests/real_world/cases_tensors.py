@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._harness import Case, Outcome, Rec, count_alive, local_hooks, planted
+from ._harness import Case, Outcome, Rec, count_alive, local_hooks, planted, record_truth
 from ._models import data, mlp
 
 
@@ -139,6 +139,24 @@ def complex_conj_view_written(rec: Rec) -> Outcome:
     return out
 
 
+def complex_parameters(rec: Rec) -> Outcome:
+    """A complex-valued layer (nn.Linear(dtype=cfloat)) trained with Adam for 26 steps (past
+    watch's detail step 25), the loss |y|^2."""
+    torch.manual_seed(71)
+    lin = torch.nn.Linear(3, 2, dtype=torch.cfloat)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.01)
+    x = torch.complex(data(4, 3), data(4, 3, seed=6))
+    out = Outcome()
+    with out.catch(), rec(lin, opt):
+        for _ in range(26):
+            opt.zero_grad()
+            lin(x).abs().pow(2).mean().backward()
+            record_truth(out, lin)
+            opt.step()
+    out.keep_model("lin", lin)
+    return out
+
+
 def meta_forward(rec: Rec) -> Outcome:
     """Shape inference on the meta device (no data), forward and loss, as model sizing does."""
     with torch.device("meta"):
@@ -170,5 +188,6 @@ CASES = [
         complex_conj_view_written,
         **planted("WRITE: conj view"),
     ),
+    Case("complex_parameters", complex_parameters),
     Case("meta_forward", meta_forward),
 ]
