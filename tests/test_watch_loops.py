@@ -903,3 +903,35 @@ def test_word_language_model_updates_by_hand(how: str) -> None:
     assert set(lens.steps[0].grads) == {
         f"{prefix}{name}" for name, _ in RNNModel().named_parameters()
     }
+
+
+# ---- gradients set by hand (autograd.grad, then p.grad = g), two steps on one gradient ------
+
+
+def grads_by_hand(watching: Watching, *, reset: bool = True) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.randn(8, 3)
+    with watching({}):
+        for _ in range(3):
+            if reset:
+                opt.zero_grad()
+            loss = net(x).pow(2).mean()
+            grads = torch.autograd.grad(loss, list(net.parameters()))
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.grad = g.clone() if reset or p.grad is None else p.grad + g
+            opt.step()
+            opt.step()  # a second step on the same gradient: no new one, but not "no gradient"
+    return state(net)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_gradients_set_by_hand_are_new_gradients(reset: bool) -> None:
+    base = grads_by_hand(plain, reset=reset)
+    run, enter = watched()
+    assert same(base, grads_by_hand(enter, reset=reset))
+    lens = run.lens
+    assert lens.diagnostics == []
+    steps = [(s.step, sorted(s.grads)) for s in lens.steps if s.grads]
+    assert steps == [(i, ["net.bias", "net.weight"]) for i in (0, 2, 4)]

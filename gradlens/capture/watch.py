@@ -325,20 +325,28 @@ class Watcher:
                 out[id(t)] = group_name(t, opt)
         return out
 
-    def _sync(self, p: ParamState, in_backward: bool = False) -> torch.Tensor | None:
-        """Notes a reset ``.grad`` (None or another tensor than last seen); returns ``.grad``."""
+    def _sync(self, p: ParamState, hook: bool = False) -> torch.Tensor | None:
+        """Notes a reset ``.grad`` (None, or another tensor than last seen); returns ``.grad``.
+
+        ``hook``: called by the gradient hook, just before backward adds to ``.grad``. A tensor
+        that replaced ``.grad`` outside backward (``p.grad = g`` after ``autograd.grad``) is a
+        reset *and* a new gradient, since no hook announced it.
+        """
         g = p.tensor.grad
         ref = p.grad_ref
+        in_backward = hook and self._current is not None
         if g is None:
             if ref is not None:
                 p.epoch += 1
                 p.reset_at = self._backward_index - in_backward
                 p.grad_ref = None
-            p.fresh = True  # the next .grad is this epoch's, made by accumulating onto None
+            p.fresh = hook  # backward is about to make this epoch's .grad from None
         elif ref is None or ref() is not g:
             if not p.fresh:
                 p.epoch += 1
                 p.reset_at = self._backward_index - in_backward
+                if not hook:
+                    p.adds += 1  # set by hand: a gradient no backward announced
             p.fresh = False
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
@@ -354,7 +362,7 @@ class Watcher:
             try:
                 g, ref = p.tensor.grad, p.grad_ref
                 if g is None or ref is None or ref() is not g:  # else: the .grad last seen
-                    self._sync(p, in_backward=self._current is not None)
+                    self._sync(p, hook=True)
                 p.adds += 1
                 current = self._current
                 if current is not None:
@@ -587,7 +595,8 @@ class Watcher:
             else:
                 new = p.adds > seen[1]
             if not new:
-                missing.append(p.name)
+                if g is None or seen is None or seen[0] != p.epoch:
+                    missing.append(p.name)  # (not when it steps again on the same gradient)
             else:
                 with_grad.append(p)
                 if seen is not None and seen[2] and seen[0] == p.epoch:
