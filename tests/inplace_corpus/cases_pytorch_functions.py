@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 from ._helpers import exact, grads
 from ._registry import case
@@ -452,3 +453,88 @@ def write_the_output_of_a_function_that_saved_nothing():
     y.mul_(3.0)  # WRITE
     y.sum().backward()
     return grads(x=x)
+
+
+class _OnceDifferentiable(Function):
+    @staticmethod
+    def forward(ctx: Any, t1: torch.Tensor, scalar: float, t2: torch.Tensor) -> torch.Tensor:
+        ctx.scalar = scalar
+        ctx.save_for_backward(t1, t2)
+        return t1 + scalar * t2 + t1 * t2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, Any, Any]:
+        t1, t2 = ctx.saved_tensors
+        return g + g * t2, None, g * ctx.scalar + g * t1
+
+
+@case(expect="fails")
+def write_an_input_a_once_differentiable_function_saved():
+    """from test_autograd.py test_once_differentiable: save_for_backward(t1, t2), t2 written."""
+    x = torch.tensor([[0.5, 1.0], [2.0, -1.0]], requires_grad=True)
+    y = torch.tensor([[1.0, 2.0], [0.5, 0.25]], requires_grad=True)
+    t2 = y.clone()
+    out = _OnceDifferentiable.apply(x, 2, t2)
+    t2.mul_(3.0)  # WRITE
+    out.sum().backward()
+    return grads(x=x, y=y)
+
+
+class _DirtyAndSaved(Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(2)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * 2 + 0 * x
+
+
+@case(expect="ok")
+def function_saves_the_input_it_marked_dirty():
+    """from test_autograd.py test_custom_function_saving_mutated_view_no_leak: mark_dirty(x) and
+    save_for_backward(x) of a view input; backward runs."""
+    leaf = torch.tensor([1.0, -2.0], requires_grad=True)
+    x = leaf.clone().view_as(leaf)
+    y = _DirtyAndSaved.apply(x)  # WRITE
+    y.sum().backward()
+    return grads(leaf=leaf)
+
+
+@case(expect="fails")
+def write_the_dirty_output_a_function_saved():
+    """from test_autograd.py test_custom_function_saving_mutated_view_no_leak, then the returned
+    (dirty, saved) tensor is written again before backward."""
+    leaf = torch.tensor([1.0, -2.0], requires_grad=True)
+    x = leaf.clone()
+    y = _DirtyAndSaved.apply(x)
+    y.add_(1.0)  # WRITE
+    y.sum().backward()
+    return grads(leaf=leaf)
+
+
+class _ReturnsInput(Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2
+
+
+@case(expect="fails", failure="view")
+def write_the_output_of_a_function_that_returns_its_input():
+    """from test_autograd.py test_function_returns_input: MyFunction.apply(v.clone()) returns
+    its input as-is, which autograd treats as a view made inside a custom Function: scaling
+    it in place is refused."""
+    v = torch.ones(2, requires_grad=True)
+    out = _ReturnsInput.apply(v.clone())
+    out.mul_(3.0)  # WRITE
+    out.sum().backward()
+    return grads(v=v)
