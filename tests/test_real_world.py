@@ -268,14 +268,17 @@ def _insane(step: int, param: str, st: Any) -> str | None:
     return f"step {step} {param}: {', '.join(problems)}" if problems else None
 
 
-def _untrue(steps: list[Any], truth: dict[str, dict[str, list[float]]]) -> list[str]:
-    """Where watch's recorded norm or max |g| differs from the case's own measurement."""
+def _untrue(steps: list[Any], truth: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    """Where watch's recorded norm or max |g| differs from the case's own measurement, or
+    watch recorded a gradient the parameter did not have."""
     wrong = []
     for step in steps:
         for param, stats in step.grads.items():
             for field, values in truth.get(param, {}).items():
-                got, want = getattr(stats, field), values[step.step]
-                if not math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-12):
+                got, want = getattr(stats, field), values.get(step.step)
+                if want is None:
+                    wrong.append(f"step {step.step} {param}.{field}: {got}, but it had no grad")
+                elif not math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-12):
                     wrong.append(f"step {step.step} {param}.{field}: {got} (true {want})")
     return wrong
 

@@ -75,16 +75,19 @@ class Outcome:
 
 
 def record_truth(out: Outcome, model: nn.Module) -> None:
-    """Appends this step's true gradient norm and max |g| per parameter (call it just before
-    ``optimizer.step()``) to ``out.counters["truth"]``; the test compares watch's records."""
+    """Records this step's true gradient norm and max |g| per parameter that has a gradient
+    (call it just before ``optimizer.step()``, once per step) in ``out.counters["truth"]``:
+    ``{param: {field: {step: value}}}``; the test compares watch's records with it."""
     truth = out.counters.setdefault("truth", {})
+    step = out.counters.get("truth_steps", 0)
+    out.counters["truth_steps"] = step + 1
     for name, p in model.named_parameters():
         if p.grad is not None:
             g = p.grad.detach()
-            row = truth.setdefault(name, {"grad_norm": [], "grad_max": []})
             wide = g.to(torch.complex128 if g.is_complex() else torch.float64)
-            row["grad_norm"].append(float(torch.linalg.vector_norm(wide)))
-            row["grad_max"].append(float(g.abs().max()))
+            row = truth.setdefault(name, {"grad_norm": {}, "grad_max": {}})
+            row["grad_norm"][step] = float(torch.linalg.vector_norm(wide))
+            row["grad_max"][step] = float(g.abs().max())
 
 
 def _snapshot(value: Any) -> Any:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from ._harness import Case, Outcome, Rec, local_hooks
+from ._harness import Case, Outcome, Rec, local_hooks, record_truth
 from ._models import data, mlp
 
 
@@ -120,6 +120,7 @@ def tied_weights(rec: Rec) -> Outcome:
             opt.zero_grad()
             logits = decoder(torch.tanh(encoder(tokens[:-1])))
             F.cross_entropy(logits, tokens[1:]).backward()
+            record_truth(out, model)
             opt.step()
     out.keep_model("model", model)
     out.counters["params"] = len(list(model.parameters()))
@@ -142,6 +143,7 @@ def grad_scaler_fp16(rec: Rec) -> Outcome:
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            record_truth(out, model)
             scaler.step(opt)
             scaler.update()
     out.keep_model("model", model)

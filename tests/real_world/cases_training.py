@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._harness import Case, Outcome, Rec, count_alive, local_hooks
+from ._harness import Case, Outcome, Rec, count_alive, local_hooks, record_truth
 from ._models import (
     Discriminator,
     Generator,
@@ -85,6 +85,7 @@ def mnist_steps(rec: Rec) -> Outcome:
             opt.zero_grad()
             loss = F.nll_loss(model(images), target)
             loss.backward()
+            record_truth(out, model)
             opt.step()
             sched.step()
         model.eval()
@@ -172,6 +173,7 @@ def add_param_group_mid_run(rec: Rec) -> Outcome:
                 opt.add_param_group({"params": list(backbone.parameters()), "lr": 0.01})
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
+            record_truth(out, model)
             opt.step()
     out.keep_model("model", model)
     out.counters["groups"] = len(opt.param_groups)
@@ -239,6 +241,7 @@ def gradient_accumulation(rec: Rec) -> Outcome:
             opt.zero_grad()
             for xb, yb in zip(x.chunk(4), y.chunk(4), strict=True):
                 (F.mse_loss(model(xb), yb) / 4).backward()
+            record_truth(out, model)
             opt.step()
     out.keep_model("model", model)
     out.counters.update(local_hooks(model, opt))
@@ -258,6 +261,7 @@ def freeze_mid_run(rec: Rec) -> Outcome:
                 model[0].requires_grad_(False)
             opt.zero_grad()
             F.mse_loss(model(x), y).backward()
+            record_truth(out, model)
             opt.step()
     out.keep_model("model", model)
     out.counters.update(local_hooks(model, opt))
@@ -282,6 +286,7 @@ def lstm_cell_loop(rec: Rec) -> Outcome:
                 preds.append(head(h))
             loss = F.mse_loss(torch.stack(preds), target)
             loss.backward()
+            record_truth(out, model)
             opt.step()
     out.keep_model("model", model)
     out.keep(h=h, c=c)
