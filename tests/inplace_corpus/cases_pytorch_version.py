@@ -639,3 +639,17 @@ def write_after_the_gradient_of_the_gradient():
     with torch.no_grad():
         x.mul_(2.0)  # WRITE
     return grads(leaf=leaf)
+
+
+@case(expect="fails")
+def add_after_pow_with_warnings_as_errors():
+    """from test_autograd.py test_anomaly_grad_warnings (second half): the same write and
+    grad with warnings.simplefilter("error"); PyTorch still raises its RuntimeError."""
+    a = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.25], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d1 = a + 1.0
+        d2 = d1**2
+        d1 += 1.0  # WRITE
+        (g,) = torch.autograd.grad(d2.sum(), a)
+    return {"a": g}
