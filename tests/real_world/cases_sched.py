@@ -4,12 +4,17 @@ optimizer's steps and warns when the order looks wrong), ReduceLROnPlateau, and 
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
-from ._harness import Case, Outcome, Rec, local_hooks
+from ._harness import Case, Outcome, Rec, local_hooks, record_truth
 from ._models import data, mlp
 
 
@@ -70,7 +75,35 @@ def stochastic_weight_averaging(rec: Rec) -> Outcome:
     return out
 
 
+def ddp_single_process(rec: Rec) -> Outcome:
+    """DistributedDataParallel on one CPU process (gloo): its reducer's hooks and all-reduce
+    run with the recorder's; the process group is torn down even if the run fails."""
+    store = tempfile.NamedTemporaryFile(delete=False)  # noqa: SIM115 - the group owns it
+    store.close()
+    dist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(53)
+        net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+        model = DDP(net)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = data(6, 4), torch.tensor([0, 1, 1, 0, 1, 0])
+        out = Outcome()
+        with out.catch(), rec(model, opt):
+            for _ in range(2):
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                record_truth(out, model)
+                opt.step()
+        out.keep_model("net", net)
+        out.counters.update(local_hooks(net, opt))
+    finally:
+        dist.destroy_process_group()
+        os.unlink(store.name)
+    return out
+
+
 CASES = [
     Case("one_cycle_and_plateau", one_cycle_and_plateau),
     Case("stochastic_weight_averaging", stochastic_weight_averaging),
+    Case("ddp_single_process", ddp_single_process),
 ]
