@@ -653,3 +653,22 @@ def add_after_pow_with_warnings_as_errors():
         d1 += 1.0  # WRITE
         (g,) = torch.autograd.grad(d2.sum(), a)
     return {"a": g}
+
+
+def _data_mul_reference():
+    x = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    torch.sigmoid(x).sum().backward()
+    return grads(x=x)
+
+
+@case(expect="silent", reference=_data_mul_reference)
+def data_write_with_warnings_as_errors():
+    """from test_autograd.py test_version_counter (a .data write keeps the version) run with
+    warnings.simplefilter("error"), as test_anomaly_grad_warnings does: PyTorch runs on."""
+    x = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = torch.sigmoid(x)
+        s.data.mul_(2.0)  # WRITE
+        s.sum().backward()
+    return grads(x=x)
