@@ -200,6 +200,41 @@ def hooks_change_values(rec: Rec) -> Outcome:
     return out
 
 
+def batched_grads(rec: Rec) -> Outcome:
+    """A Jacobian by autograd.grad(is_grads_batched=True) (vmap inside the engine), the same
+    by functional.jacobian(vectorize=True), and grad(allow_unused, materialize_grads)."""
+    model = mlp(3, 4, 2, seed=9)
+    x = data(3).requires_grad_()
+    unused = torch.zeros(2, requires_grad=True)
+    jac = jac2 = g_x = g_unused = None
+    out = Outcome()
+    with out.catch(), rec(model):
+        y = model(x)
+        (jac,) = torch.autograd.grad(y, x, torch.eye(2), is_grads_batched=True, retain_graph=True)
+        jac2 = torch.autograd.functional.jacobian(model, x.detach(), vectorize=True)
+        g_x, g_unused = torch.autograd.grad(
+            y.sum(), [x, unused], allow_unused=True, materialize_grads=True
+        )
+    out.keep(jac=jac, jac2=jac2, g_x=g_x, g_unused=g_unused)
+    return out
+
+
+def eval_under_inference_mode(rec: Rec) -> Outcome:
+    """An evaluation script: the whole loop under inference_mode (BatchNorm and dropout in
+    eval), softmax probabilities, top-1 accuracy."""
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3))
+    model.eval()
+    batches = [data(5, 4, seed=s) for s in range(3)]
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    out = Outcome()
+    with out.catch(), torch.inference_mode(), rec(model):
+        probs = [F.softmax(model(b), dim=1) for b in batches]
+        acc = [(p.argmax(1) == labels).float().mean() for p in probs]
+    out.keep(probs=probs, acc=acc)
+    return out
+
+
 CASES = [
     Case("wgan_gradient_penalty", wgan_gradient_penalty),
     Case("per_sample_grads_vmap", per_sample_grads),
@@ -215,4 +250,6 @@ CASES = [
     Case("mark_dirty_function", mark_dirty_function),
     Case("forward_mode_ad", forward_mode_ad),
     Case("saved_hooks_change_values", hooks_change_values),
+    Case("batched_grads", batched_grads),
+    Case("eval_under_inference_mode", eval_under_inference_mode),
 ]
