@@ -66,6 +66,11 @@ _COMPLEX_ADAM = (
     'of its base has been modified inplace with grad mode enabled ...)"'
 )
 XFAIL: dict[tuple[str, str], str] = {
+    ("grad_scaler_overflow", "trace"): (
+        "trace reports inf-grad (ERROR) when GradScaler's scaled loss overflows float16: true "
+        "of the scaled gradients, but that is GradScaler working (it skips the step and "
+        "lowers the scale; watch says nothing, rightly); debatable, listed for the lead"
+    ),
     ("batched_grads", "trace"): (
         "trace breaks torch.autograd.grad(..., is_grads_batched=True): the program raises "
         'RuntimeError "Batching rule not implemented for aten::detach; the fallback path '

@@ -152,6 +152,29 @@ def grad_scaler_fp16(rec: Rec) -> Outcome:
     return out
 
 
+def grad_scaler_overflow(rec: Rec) -> Outcome:
+    """GradScaler's normal start: the first scale overflows float16, the gradients are inf,
+    scaler.step skips optimizer.step and halves the scale, until it fits: no bug."""
+    model = mlp(4, 6, 3, seed=20)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**30, growth_interval=1)
+    x, y = data(5, 4) * 100, torch.tensor([0, 2, 1, 1, 0])
+    scales = []
+    out = Outcome()
+    with out.catch(), rec(model, opt):
+        for _ in range(4):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+    out.keep_model("model", model)
+    out.counters["scales"] = scales
+    return out
+
+
 def mixture_of_experts(rec: Rec) -> Outcome:
     """Top-1 routing of three tokens over four experts: an expert no token picks gets no
     gradient that step (normal in MoE: its .grad is None after zero_grad and Adam skips it);
@@ -250,6 +273,7 @@ CASES = [
     Case("sparse_embedding_sparseadam", sparse_embedding),
     Case("tied_weights", tied_weights),
     Case("grad_scaler_fp16", grad_scaler_fp16),
+    Case("grad_scaler_overflow", grad_scaler_overflow),
     Case("mixture_of_experts", mixture_of_experts),
     Case("several_losses_zero_not_none", several_losses_no_set_to_none),
     Case("maml_inner_loop", maml_inner_loop),
