@@ -133,6 +133,59 @@ def adam_foreach_and_fused(rec: Rec) -> Outcome:
     return out
 
 
+@torch.library.custom_op("gradlens_real_world::scaled_tanh", mutates_args=())
+def scaled_tanh(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A custom operator (torch.library.custom_op) with its autograd formula registered."""
+    return torch.tanh(x) * scale
+
+
+@scaled_tanh.register_fake
+def _(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _scaled_tanh_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    _, scale = inputs
+    ctx.scale = scale
+    ctx.save_for_backward(output)
+
+
+def _scaled_tanh_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    (out,) = ctx.saved_tensors
+    return grad * (ctx.scale - out * out / ctx.scale), None
+
+
+scaled_tanh.register_autograd(_scaled_tanh_backward, setup_context=_scaled_tanh_setup)
+
+
+def library_custom_op(rec: Rec) -> Outcome:
+    """A model using a torch.library custom op, trained two steps."""
+    model = mlp(3, 4, seed=13)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = data(2, 3)
+    out = Outcome()
+    with out.catch(), rec(model, opt):
+        for _ in range(2):
+            opt.zero_grad()
+            scaled_tanh(model(x), 2.0).pow(2).mean().backward()
+            opt.step()
+    out.keep_model("model", model)
+    return out
+
+
+def library_custom_op_output_written(rec: Rec) -> Outcome:
+    """The custom op's output, saved by its backward, scaled in place before backward."""
+    w = data(4).requires_grad_()
+    out = Outcome()
+    with out.catch(), rec():
+        y = scaled_tanh(w * 1.5, 2.0)
+        loss = y.sum()
+        y.mul_(0.5)  # WRITE: custom op output
+        loss.backward()
+    out.keep(w_grad=w.grad)
+    return out
+
+
 CASES = [
     Case("custom_function_correct", custom_function_correct),
     Case(
@@ -147,4 +200,10 @@ CASES = [
         **planted("WRITE: foreach add_", count=3),
     ),
     Case("adam_foreach_and_fused", adam_foreach_and_fused),
+    Case("library_custom_op", library_custom_op),
+    Case(
+        "library_custom_op_output_written",
+        library_custom_op_output_written,
+        **planted("WRITE: custom op output"),
+    ),
 ]
