@@ -1,16 +1,19 @@
 """Do no harm: real-world programs run plainly and under every gradlens recorder.
 
 Each case in ``tests/real_world`` (activation checkpointing, saved-tensor hooks, dispatch modes,
-nested / sparse / complex / meta / inference tensors, custom autograd Functions, foreach ops,
-AMP, torch.compile, training loops shaped like pytorch/examples) runs five ways: plain, under
-``watch``, ``guard(verify=True)``, ``guard(mode="strict")`` and ``trace``. For every recorder:
+nested / sparse / complex / meta / inference tensors, custom autograd Functions and custom ops,
+foreach ops, AMP, torch.compile, jit.trace, DDP, training loops shaped like pytorch/examples)
+runs six ways: plain, under ``watch``, ``guard(verify=True)``, ``guard(mode="strict")``,
+``trace``, and ``watch`` with ``guard(verify=True)`` inside it. For every recorder:
 
 - every tensor the program produced is bit-identical (dtype, shape, layout, bits);
 - the same exception (type, message, raised from the same lines of the program);
 - the same counters (forward re-runs, hook calls, FLOPs, the user's own op log, RNG draws,
   hooks left on modules and optimizers, tensors still alive after the block);
-- no process-wide hook, mode or flag left behind, no new warning;
-- exactly the expected findings: none for a correct program, the planted write at its line.
+- no process-wide hook, mode or flag left behind, no new warning, no note that it gave up;
+- exactly the expected findings: none for a correct program, a planted mistake at its line;
+- watch's statistics are possible, and equal to the case's own norm and max |g| where it
+  measures them.
 
 A pair that fails because gradlens is still broken is an ``xfail(strict=True)`` in ``XFAIL``
 with the exact symptom, so it turns into a failure the moment it is fixed.
