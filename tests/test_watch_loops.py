@@ -935,3 +935,20 @@ def test_gradients_set_by_hand_are_new_gradients(reset: bool) -> None:
     assert lens.diagnostics == []
     steps = [(s.step, sorted(s.grads)) for s in lens.steps if s.grads]
     assert steps == [(i, ["net.bias", "net.weight"]) for i in (0, 2, 4)]
+
+
+def test_an_error_in_the_loss_input_check_is_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradlens.capture import watch as watch_module
+
+    def broken(x: Any) -> str:
+        raise ValueError("no producer")
+
+    base = dcgan(plain, iters=2)
+    monkeypatch.setattr(watch_module, "producer", broken)
+    run, enter = watched()
+    with no_hooks_left():
+        out = dcgan(enter, iters=2)
+    assert same(base["state"], out["state"])
+    note = "gradlens stopped watching loss inputs: ValueError: no producer"
+    assert run.lens.record.notes == (note,)
+    assert run.lens.diagnostics == [] and len(run.lens.steps) == 4

@@ -475,20 +475,12 @@ class Watcher:
         self._manual_step(p)
 
     def _on_bce(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        x = args[0] if args else kwargs.get("input")
-        made_by = producer(x)
-        if made_by is not None and made_by.startswith(SCORE_NODES):
-            self._fact(
-                "loss-input",
-                self.steps_seen,
-                None,
-                user_source(),
-                f"BCELoss got raw scores (made by {made_by}), not probabilities",
-            )
+        self._loss_input(args, kwargs, SCORE_NODES, "BCELoss got raw scores (made by {}), not "
+                         "probabilities")  # fmt: skip
         try:
             return func(*args, **kwargs)
         except RuntimeError as e:
-            if BCE_RANGE_ERROR in str(e):
+            if BCE_RANGE_ERROR in str(e) and "loss inputs" not in self._off:
                 self._fact(
                     "loss-input",
                     self.steps_seen,
@@ -499,17 +491,24 @@ class Watcher:
             raise  # PyTorch's own error, unchanged
 
     def _on_bce_logits(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        x = args[0] if args else kwargs.get("input")
-        made_by = producer(x)
-        if made_by is not None and made_by.startswith("Sigmoid"):
-            self._fact(
-                "loss-input",
-                self.steps_seen,
-                None,
-                user_source(),
-                "BCEWithLogitsLoss got sigmoid outputs (a double sigmoid)",
-            )
+        self._loss_input(
+            args, kwargs, ("Sigmoid",), "BCEWithLogitsLoss got sigmoid outputs (a double sigmoid)"
+        )
         return func(*args, **kwargs)
+
+    def _loss_input(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], wrong: tuple[str, ...], detail: str
+    ) -> None:
+        """Notes a loss input made by one of the ``wrong`` ops (``detail`` names it at ``{}``)."""
+        if "loss inputs" in self._off:
+            return
+        try:
+            made_by = producer(args[0] if args else kwargs.get("input"))
+            if made_by is not None and made_by.startswith(wrong):
+                message = detail.format(made_by)
+                self._fact("loss-input", self.steps_seen, None, user_source(), message)
+        except Exception as e:
+            self._broke("loss inputs", e)
 
     def _fact(
         self,
