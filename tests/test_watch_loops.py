@@ -952,3 +952,22 @@ def test_an_error_in_the_loss_input_check_is_a_note(monkeypatch: pytest.MonkeyPa
     note = "gradlens stopped watching loss inputs: ValueError: no producer"
     assert run.lens.record.notes == (note,)
     assert run.lens.diagnostics == [] and len(run.lens.steps) == 4
+
+
+def test_a_finished_hand_written_watch_keeps_no_tensor_alive() -> None:
+    import gc
+    import weakref
+
+    def loop() -> tuple[gradlens.Lens, list[weakref.ref[torch.Tensor]]]:
+        w = torch.zeros(2, 1, requires_grad=True)
+        x = torch.randn(8, 2)
+        with gradlens.watch(live=False) as lens:
+            for _ in range(3):
+                (x @ w).pow(2).mean().backward()
+                w.data.add_(w.grad, alpha=-0.1)  # no zeroing: a finding, with its line
+        return lens, [weakref.ref(w), weakref.ref(x)]
+
+    lens, refs = loop()
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert [d.kind for d in lens.diagnostics] == ["grad-accumulation"]

@@ -194,6 +194,7 @@ class Watcher:
                 o.open = None  # a step that raised between its hooks: drop its weight copy
                 o.optimizer = None
                 o.members = []
+                o.stale = []
             self._params.clear()
             self._order.clear()
             self._given.clear()
