@@ -52,7 +52,7 @@ class Outcome:
         """Records (and swallows) an exception raised inside, with the case's line."""
         try:
             yield
-        except Exception as e:
+        except (Exception, KeyboardInterrupt) as e:  # a Ctrl-C the case raises itself
             self.error = (f"{type(e).__module__}.{type(e).__qualname__}", str(e))
             self.error_obj = e
             self.error_frames = [

@@ -4,6 +4,7 @@ convolutions, Grad-CAM (activation hooks), magnitude pruning (torch.nn.utils.pru
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -156,6 +157,77 @@ def magnitude_pruning(rec: Rec) -> Outcome:
     return out
 
 
+def keyboard_interrupt_midstep(rec: Rec) -> Outcome:
+    """Ctrl-C in the middle of the second step's backward (raised from a gradient hook, as a
+    signal handler would): the KeyboardInterrupt goes through unchanged, hooks are gone."""
+    model = mlp(3, 4, 1, seed=47)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = {"hook": 0}
+
+    def interrupt(g: torch.Tensor) -> None:
+        calls["hook"] += 1
+        if calls["hook"] == 2:
+            raise KeyboardInterrupt
+
+    handle = model[0].weight.register_hook(interrupt)
+    x = data(4, 3)
+    out = Outcome()
+    with out.catch(), rec(model, opt):
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    handle.remove()
+    out.keep_model("model", model)
+    out.counters.update(calls, **local_hooks(model, opt))
+    return out
+
+
+def two_blocks_in_a_row(rec: Rec) -> Outcome:
+    """Pre-training, then fine-tuning with a new optimizer, each phase in its own block."""
+    model = mlp(3, 5, 2, seed=48)
+    x, y = data(6, 3), data(6, 2, seed=4)
+    out = Outcome()
+    with out.catch():
+        for phase, lr in enumerate((0.1, 0.01)):
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            with rec(model, opt):
+                for _ in range(2):
+                    opt.zero_grad()
+                    F.mse_loss(model(x) * (phase + 1), y).backward()
+                    opt.step()
+            out.counters[f"hooks_after_phase_{phase}"] = local_hooks(model, opt)
+    out.keep_model("model", model)
+    return out
+
+
+def training_in_a_thread(rec: Rec) -> Outcome:
+    """The loop runs in a worker thread (as notebook and actor frameworks do) while the block
+    is open in the main thread."""
+    model = mlp(3, 4, 2, seed=49)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = data(5, 3), data(5, 2, seed=6)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(2):
+                opt.zero_grad()
+                F.mse_loss(model(x), y).backward()
+                opt.step()
+        except BaseException as e:  # the thread's error, reported below
+            errors.append(e)
+
+    out = Outcome()
+    with out.catch(), rec(model, opt):
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+    out.keep_model("model", model)
+    out.counters["thread_errors"] = [repr(e) for e in errors]
+    return out
+
+
 CASES = [
     Case("recorder_keeps_nothing", keeps_nothing),
     Case("user_raises_midstep", user_raises_midstep, raises="batch out of range"),
@@ -163,4 +235,7 @@ CASES = [
     Case("channels_last_conv", channels_last_conv),
     Case("grad_cam", grad_cam),
     Case("magnitude_pruning", magnitude_pruning),
+    Case("keyboard_interrupt_midstep", keyboard_interrupt_midstep, raises=""),  # no message
+    Case("two_blocks_in_a_row", two_blocks_in_a_row),
+    Case("training_in_a_thread", training_in_a_thread),
 ]

@@ -333,6 +333,23 @@ def reinforce_policy(rec: Rec) -> Outcome:
     return out
 
 
+def long_loop(rec: Rec) -> Outcome:
+    """70 steps: past watch's batched flush to the host (every 64 steps) and three of its
+    detail steps (0, 25, 50); every step's norm and max |g| compared with the truth."""
+    model = mlp(2, 3, 1, seed=50)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = data(4, 2), data(4, 1, seed=2)
+    out = Outcome()
+    with out.catch(), rec(model, opt):
+        for _ in range(70):
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            record_truth(out, model)
+            opt.step()
+    out.keep_model("model", model)
+    return out
+
+
 CASES = [
     Case("dcgan", dcgan_steps),
     Case("mnist", mnist_steps),
@@ -349,5 +366,6 @@ CASES = [
         expect={"watch": [("frozen", None)] * 2},
     ),
     Case("lstm_cell_loop", lstm_cell_loop),
+    Case("long_loop_70_steps", long_loop),
     Case("reinforce_policy", reinforce_policy),
 ]
