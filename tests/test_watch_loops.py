@@ -971,3 +971,21 @@ def test_a_finished_hand_written_watch_keeps_no_tensor_alive() -> None:
     gc.collect()
     assert all(r() is None for r in refs)
     assert [d.kind for d in lens.diagnostics] == ["grad-accumulation"]
+
+
+def test_a_loss_input_finding_counts_iterations_not_both_optimizers_steps() -> None:
+    torch.manual_seed(0)
+    netG, netD = nn.Linear(2, 2), nn.Linear(2, 1)
+    optG = torch.optim.SGD(netG.parameters(), lr=0.1)
+    optD = torch.optim.SGD(netD.parameters(), lr=0.1)
+    criterion = nn.BCEWithLogitsLoss()
+    with gradlens.watch(live=False) as lens:
+        for i in range(3):
+            out = netD(netG(torch.randn(4, 2)).detach())
+            optD.zero_grad()
+            criterion(torch.sigmoid(out) if i == 2 else out, torch.ones(4, 1)).backward()
+            optD.step()
+            optG.zero_grad()
+            criterion(netD(netG(torch.randn(4, 2))), torch.zeros(4, 1)).backward()
+            optG.step()
+    assert [(d.kind, d.step) for d in lens.diagnostics] == [("loss-input", 2)]

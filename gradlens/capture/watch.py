@@ -484,7 +484,7 @@ class Watcher:
             if BCE_RANGE_ERROR in str(e) and "loss inputs" not in self._off:
                 self._fact(
                     "loss-input",
-                    self.steps_seen,
+                    self._step_now(),
                     None,
                     user_source(),
                     "BCELoss got values outside [0, 1]",
@@ -507,9 +507,15 @@ class Watcher:
             made_by = producer(args[0] if args else kwargs.get("input"))
             if made_by is not None and made_by.startswith(wrong):
                 message = detail.format(made_by)
-                self._fact("loss-input", self.steps_seen, None, user_source(), message)
+                self._fact("loss-input", self._step_now(), None, user_source(), message)
         except Exception as e:
             self._broke("loss inputs", e)
+
+    def _step_now(self) -> int:
+        """The step the loop is in: the furthest optimizer's own count (a GAN's D and G steps
+        are one iteration, not two)."""
+        opts = [*self._opts.values(), *([self._manual] if self._manual else [])]
+        return max((o.steps for o in opts), default=0)
 
     def _fact(
         self,
