@@ -989,3 +989,50 @@ def test_a_loss_input_finding_counts_iterations_not_both_optimizers_steps() -> N
             criterion(netD(netG(torch.randn(4, 2))), torch.zeros(4, 1)).backward()
             optG.step()
     assert [(d.kind, d.step) for d in lens.diagnostics] == [("loss-input", 2)]
+
+
+# ---- pytorch/examples mnist: Adadelta, StepLR, log_softmax + nll_loss ---------------------------
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, 1)
+        self.dropout = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(4 * 3 * 3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(nn.functional.relu(self.conv1(x)), 2)
+        x = torch.flatten(self.dropout(x), 1)
+        return nn.functional.log_softmax(self.fc1(x), dim=1)
+
+
+def mnist(watching: Watching) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    batches = [(torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))) for _ in range(2)]
+    lrs = []
+    with watching({"model": model, "opt": optimizer}):
+        for _epoch in range(2):
+            model.train()
+            for data, target in batches:
+                optimizer.zero_grad()
+                loss = nn.functional.nll_loss(model(data), target)
+                loss.backward()
+                lrs.append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+            scheduler.step()
+    return {"state": state(model), "lrs": lrs}
+
+
+def test_mnist_example_loop() -> None:
+    base = mnist(plain)
+    run, enter = watched(lambda o: gradlens.watch(o["model"], o["opt"], live=False))
+    out = mnist(enter)
+    assert same(base["state"], out["state"])
+    lens = run.lens
+    assert lens.diagnostics == []
+    assert [s.lr for s in lens.steps] == pytest.approx(out["lrs"])
+    assert [s.step for s in lens.steps] == [0, 1, 2, 3]
