@@ -26,22 +26,27 @@ def strict_message(v: InplaceViolation) -> str:
 
 
 def warn_confirmed(v: InplaceViolation, frame: FrameType | None) -> None:
-    """Issues an ``InplaceWarning`` for ``v`` at the user's line (the backward about to fail)."""
+    """Issues an ``InplaceWarning`` for ``v`` at the user's line (the backward about to fail).
+
+    Never raises: where the user's filters turn warnings into errors (``-W error``), the
+    warning is shown instead, so that gradlens never stops a program that runs without it.
+    """
     d = explain_violation(v)
     text = f"{d.message}\nfix: {d.fix}" if d.fix else d.message
-    if frame is None:
-        warnings.warn(InplaceWarning(text, v), stacklevel=2)
-        return
-    module = frame.f_globals.get("__name__", "<string>")
-    registry = frame.f_globals.setdefault("__warningregistry__", {})
-    warnings.warn_explicit(
-        InplaceWarning(text, v),
-        InplaceWarning,
-        frame.f_code.co_filename,
-        frame.f_lineno,
-        module=module,
-        registry=registry,
-    )
+    warning = InplaceWarning(text, v)
+    filename = frame.f_code.co_filename if frame is not None else "<unknown>"
+    lineno = frame.f_lineno if frame is not None else 0
+    try:
+        if frame is None:
+            warnings.warn(warning, stacklevel=2)
+        else:
+            registry = frame.f_globals.setdefault("__warningregistry__", {})
+            module = frame.f_globals.get("__name__", "<string>")
+            warnings.warn_explicit(
+                warning, InplaceWarning, filename, lineno, module=module, registry=registry
+            )
+    except Warning:
+        warnings.showwarning(warning, InplaceWarning, filename, lineno)
 
 
 def skipped_text(skipped: Mapping[str, int], notes: list[str]) -> Text | None:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._guard import warn_confirmed
 from .analysis import diagnose
 from .analysis.inplace import explain_violations, mark_violations
 from .capture import Recorder
@@ -26,6 +27,7 @@ class Trace:
 
     def __init__(self, *modules: Any, **named_tensors: Any) -> None:
         self._recorder: Recorder | None = Recorder(*modules, **named_tensors)
+        self._recorder.on_confirm = warn_confirmed  # as guard() does, before PyTorch's error
         self._record: TraceRecord | None = None
 
     @classmethod

@@ -367,3 +367,19 @@ def test_a_custom_functions_saved_input_written_after_apply(program: Callable[[]
     assert v.write_source == line(program, "h.add_(1)")
     with pytest.raises(InplaceError), gradlens.guard(mode="strict"):
         program()
+
+
+def test_warnings_as_errors_never_stop_a_program_that_runs_without_gradlens(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under python -W error
+        plain = data_write()
+        with gradlens.guard() as g:
+            guarded = data_write()
+        with pytest.raises(RuntimeError, match=MODIFIED), gradlens.trace():
+            sigmoid_then_mul()  # PyTorch's own error, not gradlens's warning
+    assert torch.equal(plain.grad, guarded.grad)
+    assert [v.kind for v in g.violations] == ["silent-write"]
