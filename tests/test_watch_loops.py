@@ -1036,3 +1036,23 @@ def test_mnist_example_loop() -> None:
     assert lens.diagnostics == []
     assert [s.lr for s in lens.steps] == pytest.approx(out["lrs"])
     assert [s.step for s in lens.steps] == [0, 1, 2, 3]
+
+
+def test_weight_decay_by_hand_before_backward_is_not_a_step() -> None:
+    def loop(watching: Watching) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        w = torch.randn(3, 1, requires_grad=True)
+        x = torch.randn(8, 3)
+        with watching({}):
+            for _ in range(3):
+                w.data.mul_(0.99)  # decay first: w.grad still holds the last, used, gradient
+                (x @ w).pow(2).mean().backward()
+                w.data.add_(w.grad, alpha=-0.1)
+                w.grad.zero_()
+        return [w.detach().clone()]
+
+    base = loop(plain)
+    run, enter = watched()
+    assert same(base, loop(enter))
+    assert run.lens.diagnostics == []
+    assert [s.step for s in run.lens.steps] == [0, 1, 2] and run.lens.record.total_steps == 3

@@ -594,12 +594,7 @@ class Watcher:
             if not p.hooked:  # unfrozen, or added, since: hook it from now on
                 self._hook(p, late=True)
             seen = o.seen.get(p.slot)
-            if g is None:
-                new = False
-            elif seen is None:  # this optimizer's first step with it
-                new = p.adds > 0 or p.late  # hooked after the backward: .grad is all we know
-            else:
-                new = p.adds > seen[1]
+            new = self._new_for(o, p, g)
             if not new:
                 if g is None or seen is None or seen[0] != p.epoch:
                     missing.append(p.name)  # (not when it steps again on the same gradient)
@@ -706,6 +701,8 @@ class Watcher:
         m = self._manual
         if m is None:
             m = self._manual = OptState(MANUAL, None)
+        if m.open is None and not self._new_for(m, p, self._sync(p)):
+            return  # no gradient since its last update (weight decay before backward, ...)
         if m.open is None:
             step = m.steps
             recorded = step % self._every == 0
@@ -728,12 +725,7 @@ class Watcher:
         m.members.append(p)
         g = self._sync(p)
         seen = m.seen.get(p.slot)
-        if g is None:
-            new = False
-        elif seen is None:
-            new = p.adds > 0 or p.late
-        else:
-            new = p.adds > seen[1]
+        new = self._new_for(m, p, g)
         if new and seen is not None and seen[2] and seen[0] == p.epoch:
             m.stale.append(p)  # reported with the others when the step ends
         m.seen[p.slot] = (p.epoch, p.adds, g is not None)
@@ -742,6 +734,16 @@ class Watcher:
         if new and m.open.step % self._every == 0:
             with torch.no_grad():
                 m.open.groups.append(group_stats([p], m.open.detail, snapshot=False))
+
+    def _new_for(self, o: OptState, p: ParamState, g: torch.Tensor | None) -> bool:
+        """Whether ``p`` (whose ``.grad`` is ``g``, synced) got a gradient since ``o``'s
+        previous step with it."""
+        seen = o.seen.get(p.slot)
+        if g is None:
+            return False
+        if seen is None:  # o's first step with it
+            return p.adds > 0 or p.late  # hooked after the backward: .grad is all we know
+        return p.adds > seen[1]
 
     # -- to the host -------------------------------------------------------------------------
     def flush(self) -> list[StepRecord]:
