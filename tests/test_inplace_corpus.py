@@ -165,15 +165,6 @@ _UNNEEDED_BRANCH = (
     "(strict even raises InplaceError in a working program)"
 )
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("guard", "add_after_pow_with_warnings_as_errors"): (
-        "gradlens changes the program: under warnings.simplefilter('error') (as PyTorch's "
-        "test_anomaly_grad_warnings runs) the guard's InplaceWarning is raised instead of "
-        "PyTorch's RuntimeError"
-    ),
-    ("guard", "data_write_with_warnings_as_errors"): (
-        "gradlens changes the program: under warnings.simplefilter('error') the guard's "
-        "InplaceWarning for a silent .data write stops a program PyTorch runs to the end"
-    ),
     **{(t, "break_a_branch_that_autograd_grad_does_not_need"): _UNNEEDED_BRANCH for t in TOOLS},
     **{(t, "break_a_branch_that_backward_with_inputs_skips"): _UNNEEDED_BRANCH for t in TOOLS},
     **{
