@@ -672,3 +672,31 @@ def data_write_with_warnings_as_errors():
         s.data.mul_(2.0)  # WRITE
         s.sum().backward()
     return grads(x=x)
+
+
+@case(expect="fails")
+def second_backward_accumulates_into_a_saved_grad():
+    """from test_autograd.py test_accumulate_grad: without create_graph the second backward adds
+    into x.grad in place; y = x.grad * w saved that tensor, so y's backward fails."""
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    w = torch.tensor([0.5, 0.5], requires_grad=True)
+    (x * x).sum().backward()
+    y = x.grad * w
+    (x * x).sum().backward()  # WRITE
+    y.sum().backward()
+    return grads(w=w)
+
+
+@case(expect="fails")
+def write_a_gradient_that_a_later_op_saved():
+    """from test_autograd.py test_grad: gx = grad(z, x, create_graph=True); h = gx * gx saved gx;
+    gx.mul_(2) under no_grad breaks h's backward."""
+    x = torch.tensor([0.5, -1.0], requires_grad=True)
+    y = torch.tensor([2.0, 3.0], requires_grad=True)
+    z = x**2 + y * x + y**2
+    (gx,) = torch.autograd.grad(z.sum(), x, create_graph=True)
+    h = gx * gx
+    with torch.no_grad():
+        gx.mul_(2.0)  # WRITE
+    h.sum().backward()
+    return grads(x=x, y=y)
