@@ -700,3 +700,16 @@ def write_a_gradient_that_a_later_op_saved():
         gx.mul_(2.0)  # WRITE
     h.sum().backward()
     return grads(x=x, y=y)
+
+
+@case(expect="ok")
+def batch_norm_called_twice_before_backward():
+    """from test_autograd.py test_hooks_cpp (a BatchNorm1d), here in training mode and called
+    twice before one backward: each call updates running_mean/var in place."""
+    bn = torch.nn.BatchNorm1d(3)
+    a = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5], [2.0, 1.0, 0.0]], requires_grad=True)
+    b = torch.tensor([[1.5, 0.0, -2.0], [0.5, 2.25, 1.5], [-1.0, 1.0, 3.0]], requires_grad=True)
+    out_a = bn(a)
+    out_b = bn(b)  # WRITE
+    (out_a * out_b).sum().backward()
+    return grads(a=a, b=b)
