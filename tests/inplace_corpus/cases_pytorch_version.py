@@ -713,3 +713,34 @@ def batch_norm_called_twice_before_backward():
     out_b = bn(b)  # WRITE
     (out_a * out_b).sum().backward()
     return grads(a=a, b=b)
+
+
+def _embedding(max_norm: float | None) -> torch.nn.Embedding:
+    emb = torch.nn.Embedding(3, 5, max_norm=max_norm)
+    with torch.no_grad():
+        emb.weight.copy_(torch.arange(15.0).reshape(3, 5) / 4)
+    return emb
+
+
+@case(expect="fails")
+def embedding_max_norm_renormalizes_a_saved_weight():
+    """The nn.Embedding max_norm note (test_nn.py's test_embedding_max_norm cases): the lookup
+    renormalizes rows of the weight in place, and weight @ W had saved the weight."""
+    emb = _embedding(1.0)
+    w = torch.arange(35.0).reshape(5, 7).div(10).requires_grad_()
+    a = emb.weight @ w
+    out = emb(torch.tensor([1, 2]))  # WRITE
+    (a.sum() + out.sum()).backward()
+    return grads(w=w)
+
+
+@case(expect="ok")
+def embedding_max_norm_after_cloning_the_weight():
+    """The nn.Embedding max_norm note's fix (test_nn.py's test_embedding_max_norm cases): clone
+    the weight before using it elsewhere."""
+    emb = _embedding(1.0)
+    w = torch.arange(35.0).reshape(5, 7).div(10).requires_grad_()
+    a = emb.weight.clone() @ w
+    out = emb(torch.tensor([1, 2]))  # WRITE
+    (a.sum() + out.sum()).backward()
+    return grads(w=w)
