@@ -26,7 +26,7 @@ from .._errors import GradlensError
 from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .inplace import SavedTensors
-from .source import user_frame
+from .source import user_frame, user_site
 from .writes import WriteLog
 
 __all__ = [
@@ -215,11 +215,11 @@ class Guard:
         else:
             return
         if outputs:
-            if not bumped:
-                _, source = user_frame()
             if log is not None:
-                log.stamp(outputs, name, source)
+                log.stamp(outputs, name, user_site())
             else:
+                if not bumped:
+                    _, source = user_frame()
                 self.saved.record_saves(outputs, name, source, tensors)
 
     def _leaf_write(self, tensors: list[torch.Tensor], name: str) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["format_location", "frame_locals", "is_internal", "user_frame", "user_source"]
+__all__ = [
+    "format_location",
+    "frame_locals",
+    "is_internal",
+    "user_frame",
+    "user_site",
+    "user_source",
+]
 
 _TORCH_DIR = str(Path(str(torch.__file__)).resolve().parent) + os.sep
 _GRADLENS_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
@@ -107,3 +114,15 @@ def user_frame() -> tuple[FrameType | None, str | None]:
             return frame, f"{_short(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None, None
+
+
+def user_site() -> tuple[str, int] | None:
+    """Returns the innermost user frame's ``(filename, line)``, unformatted (cheaper than
+    ``user_frame`` on a hot path; ``format_location`` makes the text when it is needed)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _is_internal(filename):
+            return filename, frame.f_lineno
+        frame = frame.f_back
+    return None

@@ -35,7 +35,7 @@ from ..records import InplaceViolation
 from .builder import node_name
 from .inplace import _name_in, _plain_span, _span
 from .saved import SKIP_HOOKED, raw_saved, unsupported
-from .source import user_frame
+from .source import format_location, user_frame
 from .summary import grad_fn_of
 
 __all__ = ["WriteLog"]
@@ -61,12 +61,17 @@ class _Write:
 
 @dataclass(slots=True)
 class _Mark:
-    """Lives in a stamped node's ``metadata``: the op and line that made it, and how far into
-    the log it has been judged (so a retained graph is not judged twice for one write)."""
+    """Lives in a stamped node's ``metadata``: the op and line that made it (file and line,
+    formatted only if a finding needs them), and how far into the log it has been judged (so a
+    retained graph is not judged twice for one write)."""
 
     op: str | None
-    source: str | None
+    site: tuple[str, int] | None
     checked: int = -1
+
+    @property
+    def source(self) -> str | None:
+        return None if self.site is None else format_location(*self.site)
 
 
 class WriteLog:
@@ -84,7 +89,7 @@ class WriteLog:
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
 
     # -- op time ---------------------------------------------------------------------------
-    def stamp(self, outputs: list[torch.Tensor], op: str, source: str | None) -> None:
+    def stamp(self, outputs: list[torch.Tensor], op: str, site: tuple[str, int] | None) -> None:
         """Notes the op and line of the nodes that made ``outputs`` (which have a grad_fn)."""
         if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
             self.skipped[SKIP_HOOKED] += 1  # what these nodes saved belongs to the hooks
@@ -92,7 +97,7 @@ class WriteLog:
         for t in outputs:
             fn: Any = t.grad_fn
             if self._key not in fn.metadata:
-                fn.metadata[self._key] = _Mark(op, source)
+                fn.metadata[self._key] = _Mark(op, site)
                 stamped = True
         if stamped:
             self._outputs.append(weakref.ref(outputs[0]))
