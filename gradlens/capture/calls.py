@@ -77,6 +77,10 @@ def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 def tensors_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """Returns the tensors among a call's arguments, looking into lists, tuples and dicts (a
     small iterative flatten: ``tree_flatten`` costs more than many of the ops it looks at)."""
+    if not kwargs:  # the common case: a flat tuple of tensors and numbers
+        flat = [a for a in args if isinstance(a, torch.Tensor)]
+        if len(flat) == len(args) or not any(isinstance(a, (list, tuple, dict)) for a in args):
+            return flat
     out: list[torch.Tensor] = []
     stack: list[Any] = [kwargs, args] if kwargs else [args]
     while stack:
