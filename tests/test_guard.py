@@ -383,3 +383,23 @@ def test_warnings_as_errors_never_stop_a_program_that_runs_without_gradlens(
             sigmoid_then_mul()  # PyTorch's own error, not gradlens's warning
     assert torch.equal(plain.grad, guarded.grad)
     assert [v.kind for v in g.violations] == ["silent-write"]
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_batch_norm_run_twice_before_backward_is_not_a_silent_write(verify: bool) -> None:
+    """Training-mode batch norm updates its running statistics in place on every call, and its
+    backward never reads them: no finding, and the gradients are PyTorch's."""
+
+    def run() -> torch.Tensor:
+        torch.manual_seed(0)
+        bn = torch.nn.BatchNorm1d(3)
+        x = torch.randn(4, 3, requires_grad=True)
+        a, b = bn(x), bn(x * 2)
+        (a.sum() + b.pow(2).sum()).backward()
+        assert x.grad is not None
+        return x.grad
+
+    plain = run()
+    with gradlens.guard(verify=verify) as g:
+        guarded = run()
+    assert g.violations == [] and torch.equal(plain, guarded)

@@ -138,3 +138,18 @@ def test_an_unpack_hook_error_still_comes_from_backward() -> None:
                 y = x.exp()  # must not raise here
             with pytest.raises(ValueError, match="unpack refused"):
                 y.sum().backward()
+
+
+def test_an_intended_minus_infinity_mask_is_not_a_nan_finding() -> None:
+    """nanoGPT's causal attention: masked_fill(mask == 0, -inf) before softmax."""
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 4, requires_grad=True)
+    mask = torch.tril(torch.ones(4, 4))
+    with gradlens.trace() as t:
+        att = (q @ q.transpose(-2, -1)).masked_fill(mask == 0, float("-inf"))
+        att.softmax(dim=-1).sum().backward()
+    assert q.grad is not None and bool(torch.isfinite(q.grad).all())
+    assert [d.kind for d in t.diagnostics if d.kind in ("non-finite", "nan-grad")] == []
+    with gradlens.trace() as t:
+        (torch.log(q * 0) * 1).sum()  # a computed -inf: still found
+    assert [d.kind for d in t.diagnostics] == ["non-finite"]

@@ -26,6 +26,7 @@ def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
             if isinstance(e, OpEvent)
             and any(r.nonfinite for r in e.outputs)
             and not any(r.nonfinite for r in e.inputs)
+            and not e.nonfinite_constant
         ),
         None,
     )

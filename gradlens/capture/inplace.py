@@ -40,7 +40,13 @@ from torch.autograd.function import BackwardCFunction
 from ..records import InplaceViolation
 from .builder import node_name
 from .quiet import quiet
-from .saved import SKIP_HOOKED, has_saved_introspection, raw_saved, unsupported
+from .saved import (
+    SKIP_HOOKED,
+    has_saved_introspection,
+    raw_saved,
+    unsupported,
+    unused_by_backward,
+)
 from .source import frame_locals, user_frame
 from .summary import grad_fn_of
 
@@ -226,6 +232,8 @@ class SavedTensors:
             if item.unpack_hook is not None:
                 self.skipped[SKIP_HOOKED] += 1
                 hooked = True
+                continue
+            if unused_by_backward(fn, role):
                 continue
             t = item.data
             if not isinstance(t, torch.Tensor):

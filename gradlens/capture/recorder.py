@@ -11,6 +11,7 @@ Tensors are held by weak reference only; nothing here keeps a tensor alive.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -233,7 +234,15 @@ class Recorder:
             name = str(attr)
         elif name in _SKIP:
             return None
-        modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), "out" in kwargs)
+        constant = any(
+            isinstance(a, float) and not math.isfinite(a) for a in (*args, *kwargs.values())
+        )
+        modes = (
+            torch.is_grad_enabled(),
+            torch.is_inference_mode_enabled(),
+            "out" in kwargs,
+            constant,
+        )
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         inputs = tensors_in(args, kwargs)
@@ -273,9 +282,9 @@ class Recorder:
         inputs: list[torch.Tensor],
         refs: list[tuple[torch.Tensor, TensorRef]],
         module: str | None,
-        modes: tuple[bool, bool, bool],
+        modes: tuple[bool, ...],
     ) -> None:
-        grad_enabled, inference, has_out = modes
+        grad_enabled, inference, has_out, constant = modes
         outputs = tensors_in((out,), {})
         bumped = [t for t, r in refs if version_of(t) != r.version]
         for t, r in refs:
@@ -317,6 +326,7 @@ class Recorder:
             node=node,
             grad_enabled=grad_enabled,
             inference_mode=inference,
+            nonfinite_constant=constant,
         )
         self._events.append(
             (op_event, {"inputs": [k for _, k, _ in before], "outputs": [k for _, k, _ in after]})

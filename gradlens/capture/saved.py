@@ -26,6 +26,7 @@ __all__ = [
     "raw_saved",
     "saved_slots",
     "unsupported",
+    "unused_by_backward",
 ]
 
 _RAW = "_raw_saved_"
@@ -82,6 +83,16 @@ def unsupported(t: torch.Tensor) -> str | None:
     if t.device.type == "meta":
         return "meta tensor"
     return None
+
+
+_RUNNING_STATS = ("running_mean", "running_var")
+
+
+def unused_by_backward(fn: Any, role: str) -> bool:
+    """Returns True for a saved value backward never reads: batch norm's running statistics in
+    training mode (its backward uses the batch's own, saved as result1/result2). The forward
+    itself updates them in place on every call, and PyTorch rightly does not object."""
+    return role in _RUNNING_STATS and getattr(fn, "_saved_training", False) is True
 
 
 def raw_saved(fn: Any) -> Iterator[tuple[str, Any]]:

@@ -34,7 +34,7 @@ from torch.autograd.function import BackwardCFunction
 from ..records import InplaceViolation
 from .builder import node_name
 from .inplace import _name_in, _plain_span, _span
-from .saved import SKIP_HOOKED, raw_saved, unsupported
+from .saved import SKIP_HOOKED, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
 from .summary import grad_fn_of
 
@@ -187,6 +187,8 @@ class WriteLog:
         for role, item in raw_saved(fn):
             if item.unpack_hook is not None:
                 continue  # counted when the op ran
+            if unused_by_backward(fn, role):
+                continue
             t = item.data
             if not isinstance(t, torch.Tensor):
                 continue

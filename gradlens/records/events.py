@@ -32,6 +32,9 @@ class OpEvent:
     node: str | None = None  # graph node id of the output's grad_fn
     grad_enabled: bool = True  # torch.is_grad_enabled() when the op ran (False under no_grad)
     inference_mode: bool = False  # torch.is_inference_mode_enabled() when the op ran
+    #: A number argument was NaN or infinite (masked_fill(mask, float("-inf"))): the op's
+    #: non-finite output is the user's own constant, not a computation gone wrong.
+    nonfinite_constant: bool = False
     kind: Literal["op"] = "op"
 
 
