@@ -171,11 +171,6 @@ _UNNEEDED_BRANCH = (
     "(strict even raises InplaceError in a working program)"
 )
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("guard", "batch_norm_called_twice_before_backward"): (
-        "gradlens false alarm: verify's checksums report silent-write on the running_mean/var "
-        "the first BatchNorm node saved, which the second call updates in place; training-mode "
-        "backward never reads them, so PyTorch is right and nothing is wrong"
-    ),
     **{(t, "break_a_branch_that_autograd_grad_does_not_need"): _UNNEEDED_BRANCH for t in TOOLS},
     **{(t, "break_a_branch_that_backward_with_inputs_skips"): _UNNEEDED_BRANCH for t in TOOLS},
     **{
