@@ -22,8 +22,8 @@ gradients it produced, ``{name: tensor}``. Its label says what PyTorch itself do
   tensor without PyTorch noticing (``.data``, numpy, saved-tensor hooks, a preserved version
   counter). ``reference`` computes the gradient the program should get (the same computation
   without the write, or with the write done out of place), so the two can be compared.
-  ``visible=False`` marks a write that does not go through torch at all (numpy), which a tool
-  can only find afterwards.
+  ``visible=False`` marks a write that leaves no trace a tool can see as it happens (numpy;
+  a fused optimizer kernel that moves no version counter): it can only be found afterwards.
 
 The family of a case is its module's name without ``cases_`` (``ops``, ``pytorch_views``, ...).
 """
@@ -118,7 +118,7 @@ class Case:
     write_line: int | None  # the line marked "# WRITE" (None unless found exactly once)
     write_lines: tuple[int, ...] = ()  # every marked line found in the function
     failure: str | None = None  # fails: a key of FAILURES
-    visible: bool = True  # False: the write bypasses torch (numpy), no op reports it
+    visible: bool = True  # False: no op or version shows the write (numpy, fused kernels)
     doc: str = ""
 
     @property

@@ -233,3 +233,58 @@ def write_a_real_tensor_through_its_complex_view():
     torch.view_as_complex(h).mul_(1j)  # WRITE
     h.sum().backward()
     return grads(leaf=leaf)
+
+
+def _linear_and_batch() -> tuple[torch.nn.Linear, torch.Tensor]:
+    lin = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]]))
+        lin.bias.copy_(torch.tensor([0.1, -0.2]))
+    return lin, torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], requires_grad=True)
+
+
+@case(expect="fails")
+def foreach_sgd_step_between_forward_and_backward():
+    """foreach in-place writes by an optimizer (test_grad_fn_attr_bindings' _foreach_* family):
+    SGD(foreach=True).step() writes the weight that linear saved, before backward."""
+    lin, x = _linear_and_batch()
+    for p in lin.parameters():
+        p.grad = torch.ones_like(p)  # a previous step's gradient, not zeroed
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, foreach=True)
+    loss = (lin(x) ** 2).sum()
+    opt.step()  # WRITE
+    loss.backward()
+    return grads(x=x)
+
+
+def _linear_reference():
+    lin, x = _linear_and_batch()
+    (lin(x) ** 2).sum().backward()
+    return grads(x=x)
+
+
+@case(expect="silent", reference=_linear_reference, visible=False)
+def fused_adam_step_between_forward_and_backward():
+    """A fused optimizer kernel (the foreach family's fused sibling, test_grad_fn_attr_bindings'
+    _foreach_* ops): Adam(fused=True).step() on CPU writes the weight that linear saved without
+    moving its version, so PyTorch runs backward with the new weight."""
+    lin, x = _linear_and_batch()
+    for p in lin.parameters():
+        p.grad = torch.ones_like(p)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1, fused=True)
+    loss = (lin(x) ** 2).sum()
+    opt.step()  # WRITE
+    loss.backward()
+    return grads(x=x)
+
+
+@case(expect="ok")
+def foreach_sgd_step_after_backward():
+    """foreach in-place writes by an optimizer after backward, the usual order: harmless."""
+    lin, x = _linear_and_batch()
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, foreach=True)
+    for _ in range(2):
+        opt.zero_grad()
+        (lin(x) ** 2).sum().backward()
+        opt.step()  # WRITE
+    return {"weight": lin.weight.detach().clone(), "x": grads(x=x)["x"]}
