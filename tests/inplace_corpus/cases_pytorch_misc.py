@@ -280,7 +280,8 @@ def fused_adam_step_between_forward_and_backward():
 
 @case(expect="ok")
 def foreach_sgd_step_after_backward():
-    """foreach in-place writes by an optimizer after backward, the usual order: harmless."""
+    """foreach in-place writes by an optimizer (test_grad_fn_attr_bindings' _foreach_* family)
+    after backward, the usual order: harmless."""
     lin, x = _linear_and_batch()
     opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, foreach=True)
     for _ in range(2):
