@@ -4,9 +4,6 @@ optimizer's steps and warns when the order looks wrong), ReduceLROnPlateau, and 
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -78,9 +75,8 @@ def stochastic_weight_averaging(rec: Rec) -> Outcome:
 def ddp_single_process(rec: Rec) -> Outcome:
     """DistributedDataParallel on one CPU process (gloo): its reducer's hooks and all-reduce
     run with the recorder's; the process group is torn down even if the run fails."""
-    store = tempfile.NamedTemporaryFile(delete=False)  # noqa: SIM115 - the group owns it
-    store.close()
-    dist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+    # an in-memory store: a file:// or TCP rendezvous re-made for every run hangs now and then
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         torch.manual_seed(53)
         net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
@@ -98,7 +94,6 @@ def ddp_single_process(rec: Rec) -> Outcome:
         out.counters.update(local_hooks(net, opt))
     finally:
         dist.destroy_process_group()
-        os.unlink(store.name)
     return out
 
 
