@@ -403,3 +403,35 @@ def test_batch_norm_run_twice_before_backward_is_not_a_silent_write(verify: bool
     with gradlens.guard(verify=verify) as g:
         guarded = run()
     assert g.violations == [] and torch.equal(plain, guarded)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_fused_optimizer_step_between_forward_and_backward_is_a_silent_write(
+    verify: bool,
+) -> None:
+    """SGD(fused=True) on CPU updates the weights without moving their version: PyTorch runs
+    the second backward with the new weights (a wrong gradient), gradlens names the step."""
+
+    def run() -> torch.Tensor:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, fused=True)
+        x = torch.ones(4, 2, requires_grad=True)
+        first, second = net(x).sum(), net(x).pow(2).sum()
+        first.backward(retain_graph=True)
+        opt.step()  # the fused step
+        second.backward()
+        assert x.grad is not None
+        return x.grad
+
+    plain = run()
+    with gradlens.guard(verify=verify) as g:
+        guarded = run()
+    assert torch.equal(plain, guarded)
+    found = {(v.kind, v.tensor, v.write_op, v.write_source) for v in g.violations}
+    where = line(run, "opt.step()  # the fused step")
+    assert found == {
+        ("silent-write", "net.0.weight", "_fused_sgd_", where),
+        ("silent-write", "net.2.weight", "_fused_sgd_", where),
+    }
+    assert "a fused optimizer step" in g.diagnostics[0].message

@@ -47,6 +47,9 @@ def explain_violation(v: InplaceViolation) -> Diagnostic:
             else f"an assignment to .data{_where(v.write_source)} (the saved tensor now reads "
             "the new values)"
             if v.write_op == ".data ="
+            else f"{v.write_op}{_where(v.write_source)}, a fused optimizer step that does not "
+            "move the version counter"
+            if v.write_op.startswith("_fused_")
             else f"{v.write_op}{_where(v.write_source)} through an alias with its own version "
             "counter (such as .data)"
         )

@@ -182,8 +182,11 @@ class Guard:
             if SavedTensors.is_leaf_error(e):
                 self._safely(name, self._leaf_write, tensors, name)
             raise
+        fused = None
+        if name.startswith("_fused_") and args and isinstance(args[0], (list, tuple)):
+            fused = args[0]
         try:
-            self._after(name, out, tensors, versions, seq)
+            self._after(name, out, tensors, versions, seq, fused)
         except Exception as e:
             self._fail(name, e)
         return out
@@ -195,12 +198,17 @@ class Guard:
         tensors: list[torch.Tensor],
         versions: list[int | None],
         seq: int,
+        fused: Any = None,
     ) -> None:
         bumped = [
             (t, v)
             for t, v in zip(tensors, versions, strict=True)
             if v is not None and t._version != v
         ]
+        if not bumped and fused:
+            # A fused optimizer kernel (SGD/Adam(W)/Adagrad fused=True) writes its parameters
+            # without moving their version on CPU: each tensor of its first argument is written.
+            bumped = [(t, t._version) for t in fused if isinstance(t, torch.Tensor)]
         log = self.log
         frame, source = user_frame() if bumped else (None, None)
         for t, v in bumped:
