@@ -555,10 +555,14 @@ class SavedTensors:
         )
 
 
-def _name_in(frame: FrameType | None, t: torch.Tensor) -> str:
-    """Returns the name of ``t`` (or of a tensor sharing its memory) in the user's frame."""
-    fallback = "a tensor of shape [" + ", ".join(str(d) for d in t.shape) + "]"
-    if frame is None:
+def _name_in(
+    frame: FrameType | None, t: torch.Tensor | None, shape: tuple[int, ...] | None = None
+) -> str:
+    """Returns the name of ``t`` (or of a tensor sharing its memory) in the user's frame; for a
+    tensor no longer alive, "a tensor of shape [...]" with the ``shape`` it had."""
+    dims = shape if t is None or shape is not None else tuple(t.shape)
+    fallback = "a tensor of shape [" + ", ".join(str(d) for d in dims or ()) + "]"
+    if frame is None or t is None:
         return fallback
     span = _span(t)
     alias_name = None

@@ -36,7 +36,7 @@ from .builder import node_name
 from .inplace import _name_in, _plain_span, _span
 from .saved import SKIP_HOOKED, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
-from .summary import grad_fn_of
+from .summary import grad_fn_of, shape_of
 
 __all__ = ["WriteLog"]
 
@@ -57,6 +57,7 @@ class _Write:
     op: str
     source: str | None
     written: weakref.ref[torch.Tensor] | None
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -113,14 +114,14 @@ class WriteLog:
                 f"writes to a {unsupported(written) or 'tensor with no plain memory'}"
             ] += 1
         else:
-            self._log(span, before, written._version, op, source, weakref.ref(written), seq)
+            self._log(span, before, written._version, op, source, written, seq)
 
     def log_data_set(self, t: torch.Tensor, source: str | None, seq: int) -> None:
         """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
         ``t`` itself now reads the new values; one that saved a view of the old memory does not."""
         span = _span(t)
         if span is not None:
-            self._log(span, None, None, ".data =", source, weakref.ref(t), seq)
+            self._log(span, None, None, ".data =", source, t, seq)
 
     def _log(
         self,
@@ -129,10 +130,13 @@ class WriteLog:
         after: int | None,
         op: str,
         source: str | None,
-        ref: weakref.ref[torch.Tensor] | None,
+        written: torch.Tensor,
         seq: int,
     ) -> None:
-        write = _Write(self._count, seq, *span, before, after, op, source, ref)
+        write = _Write(
+            self._count, seq, *span, before, after, op, source, weakref.ref(written),
+            shape_of(written),
+        )  # fmt: skip
         self._count += 1
         self._max_write_seq = max(self._max_write_seq, seq)
         kept = self._by_storage.get(span[0])
@@ -205,13 +209,11 @@ class WriteLog:
             span = _plain_span(t)
             if span is None:
                 continue
-            after_save = [
-                w
-                for w in writes
-                if w.n > checked and w.seq > seq and w.start < span[2] and span[1] < w.end
-            ]
+            # Views of one tensor share its version counter: a write anywhere in this memory
+            # can make PyTorch refuse the saved value; only an overlapping one changes it.
+            after_save = [w for w in writes if w.n > checked and w.seq > seq]
             if after_save:
-                out.append(self._verdict(fn, role, t, mark, after_save, frame))
+                out.append(self._verdict(fn, role, t, span, mark, after_save, frame))
         return [v for v in out if v is not None]
 
     def _verdict(
@@ -219,11 +221,13 @@ class WriteLog:
         fn: Any,
         role: str,
         t: torch.Tensor,
+        span: tuple[int, int, int],
         mark: _Mark,
         writes: list[_Write],
         frame: FrameType | None,
     ) -> InplaceViolation | None:
-        """Returns what the logged ``writes`` after the save did to the saved ``t``."""
+        """Returns what the logged ``writes`` (to ``t``'s memory, after the save) did to the
+        saved ``t``, whose memory is ``span``."""
         stale = _stale_versions(fn, role)
         if stale is not None:  # PyTorch will refuse: the write that left the saved version
             now, then = stale
@@ -232,12 +236,15 @@ class WriteLog:
                 return None  # moved by a write gradlens did not see: PyTorch will say so
             kind, saved_version, version = "inplace-saved", then, now
         else:  # PyTorch will not notice: a write through another version counter
-            culprit = writes[-1]
+            changed = [w for w in writes if w.start < span[2] and span[1] < w.end]
+            if not changed:
+                return None  # elsewhere in the same memory: the saved values are intact
+            culprit = changed[-1]
             kind, saved_version, version = "silent-write", t._version, t._version
         written = culprit.written() if culprit.written is not None else None
         return InplaceViolation(
             kind=kind,  # type: ignore[arg-type]
-            tensor=_name_in(frame, written if written is not None else t),
+            tensor=_name_in(frame, written if written is not None else t, culprit.shape),
             write_op=culprit.op,
             write_source=culprit.source,
             saved_by=node_name(fn),
@@ -275,12 +282,12 @@ class WriteLog:
             found.append(
                 InplaceViolation(
                     kind="inplace-saved",
-                    tensor=_name_in(frame, written) if written is not None else "a tensor",
+                    tensor=_name_in(frame, written, w.shape),
                     write_op=w.op,
                     write_source=w.source,
                     saved_version=then,
                     version=now,
-                    shape=tuple(written.shape) if written is not None else (),
+                    shape=w.shape,
                 )
             )
         self.violations.extend(found)
