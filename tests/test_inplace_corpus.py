@@ -43,10 +43,6 @@ _FUNCTION_LEAF = (
     "a custom Function wrote a leaf (or a view of one) inside forward and marked it dirty: "
     "PyTorch refuses at apply with 'has been used'; gradlens watches the leaf error of ops only"
 )
-_FUNCTION_SAVED = (
-    "custom Function ctx.save_for_backward: gradlens does not read a Python node's "
-    "saved_tensors, so the write to what it saved is not matched"
-)
 _HOOKS = (
     "write under saved_tensors_hooks: PyTorch's own version check is off and gradlens skips "
     "hooked saved values (reading them would run the user's hooks)"
@@ -95,18 +91,14 @@ _ENGINE_WRITE = (
     "backward (AccumulateGrad), which no torch-function mode sees; the .grad tensor had been "
     "saved by a later op"
 )
-_FUSED = (
-    "a fused optimizer kernel writes the saved weight without moving its version: only "
-    "verify's checksums (guard) see it, at the backward"
-)
 _TRACE_LEAF = "trace() does not record the leaf writes PyTorch refuses (guard does)"
 _TRACE_DATA = (
     "trace() runs without verify checksums: NumPy writes, and a .data assignment to a saved "
     "leaf, are not seen"
 )
-_TRACE_FOREACH = (
-    "trace() does not confirm torch._foreach_* writes (their nodes show no saved tensors to "
-    "Python; guard confirms them through PyTorch's own error)"
+_TRACE_FUSED = (
+    "trace() runs without verify checksums: a fused optimizer kernel that moves no version "
+    "counter is not seen"
 )
 _STRICT_NUMPY = (
     "strict runs without verify=True: a NumPy write goes through no torch op, only the "
@@ -164,7 +156,7 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
     "add_after_nested_sum_saved_its_input": _every(_NESTED),
     "add_to_an_inference_tensor_outside_inference_mode": _every(_INFERENCE),
     "mul_a_jagged_nested_tensor_sin_saved": _every(_NESTED),
-    "fused_adam_step_between_forward_and_backward": {"trace": _TRACE_DATA, "strict": _FUSED},
+    "fused_adam_step_between_forward_and_backward": {"trace": _TRACE_FUSED},
 }
 
 # (tool, case name) -> why the tool breaks the program or reports something untrue there; each
@@ -181,11 +173,6 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
     **{
         (t, "break_a_node_below_the_tensor_autograd_grad_stops_at"): _UNNEEDED_BRANCH for t in TOOLS
     },
-    ("strict", "write_one_view_while_a_disjoint_view_is_saved"): (
-        "gradlens false alarm: without verify the violation names 'a tensor' of shape () saved "
-        "by no node, but PyTorch's error names the [2] slice that w * base[2:4] saved (guard "
-        "with verify=True and trace report it right: MulBackward0, other, shape (2,))"
-    ),
 }
 
 
