@@ -57,12 +57,6 @@ _FASTPATH = (
     "recorder's TorchFunctionMode (watch's small one too) sends it down the slow path, so "
     "the evaluated output differs in the last bits (max |diff| 2.4e-7)"
 )
-_BN_RUNNING = (
-    "guard(verify=True) reports silent-write on BatchNorm's running_mean and running_var "
-    "(2 per BatchNorm) when the module runs twice before backward, and warns 'backward will "
-    "run and compute wrong gradients': false, training-mode BatchNorm backward uses the saved "
-    "batch statistics (the case checks its gradients equal those with momentum=0)"
-)
 _COMPLEX_ADAM = (
     "{} gives up on Adam's step over complex parameters: note \"gradlens stopped {} at "
     "addcdiv_ (RuntimeError: A view was created in no_grad mode and its base or another view "
@@ -94,18 +88,10 @@ XFAIL: dict[tuple[str, str], str] = {
         "used from step 1 on: 6 warnings on a correct MoE; an intermittently used parameter "
         "is routing, not a bug"
     ),
-    ("nanogpt_causal_attention", "trace"): (
-        "trace reports non-finite ('masked_fill produced NaN/Inf ... from finite inputs') at "
-        "nanoGPT's att.masked_fill(mask == 0, float('-inf')): an intended -inf mask before "
-        "softmax; every gradient is finite (the case checks)"
-    ),
     ("transformer_encoder_layer", "watch"): _FASTPATH,
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
     ("transformer_encoder_layer", "guard_strict"): _FASTPATH,
     ("transformer_encoder_layer", "trace"): _FASTPATH,
-    ("two_views_batchnorm", "guard_verify"): _BN_RUNNING,
-    ("dcgan_step_before_backward", "guard_verify"): _BN_RUNNING
-    + " (here 4 false silent-writes next to the 4 true inplace-saved at the opt_d.step() line)",
     ("tensor_subclass", "watch"): _SUBCLASS + " (watch: one extra numel before backward)",
     ("tensor_subclass", "guard_verify"): _SUBCLASS + " (37 calls instead of 5)",
     ("tensor_subclass", "guard_strict"): _SUBCLASS + " (23 calls instead of 5)",
