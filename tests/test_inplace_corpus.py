@@ -161,19 +161,7 @@ EXPECTED_MISSES: dict[str, dict[str, str]] = {
 
 # (tool, case name) -> why the tool breaks the program or reports something untrue there; each
 # is marked xfail(strict=True), so a fix shows up as an XPASS to remove here.
-_UNNEEDED_BRANCH = (
-    "gradlens false alarm: the broken sigmoid node is reachable from the root but not needed "
-    "for the requested inputs (another branch, or below the tensor grad stops at), so PyTorch "
-    "never runs it and succeeds; gradlens confirms every node reachable from the roots "
-    "(strict even raises InplaceError in a working program)"
-)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **{(t, "break_a_branch_that_autograd_grad_does_not_need"): _UNNEEDED_BRANCH for t in TOOLS},
-    **{(t, "break_a_branch_that_backward_with_inputs_skips"): _UNNEEDED_BRANCH for t in TOOLS},
-    **{
-        (t, "break_a_node_below_the_tensor_autograd_grad_stops_at"): _UNNEEDED_BRANCH for t in TOOLS
-    },
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class BackwardCall:
     call: str  # "backward" or "grad"
     roots: list[torch.Tensor]
     weights: list[Any]  # gradient= / grad_tensors= / grad_outputs=, None where not given
-    inputs: list[Any]  # autograd.grad's inputs
+    inputs: list[Any]  # autograd.grad's inputs, or backward(inputs=...)
     retain_graph: bool
     create_graph: bool
 
@@ -57,11 +57,11 @@ def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             bound.get("inputs"),
         )
     elif "self" in bound:  # Tensor.backward
-        roots, weights, inputs = bound["self"], bound.get("gradient"), None
+        roots, weights, inputs = bound["self"], bound.get("gradient"), bound.get("inputs")
     else:
         roots = bound.get("tensors")
         weights = bound.get("grad_tensors", bound.get("grad_variables"))
-        inputs = None
+        inputs = bound.get("inputs")
     create_graph = bool(bound.get("create_graph", False))
     retain = bound.get("retain_graph")
     return BackwardCall(

@@ -261,9 +261,9 @@ class Guard:
             parsed = parse_backward(func, args, kwargs)
             retain = parsed.retain_graph
             if self.log is not None:
-                found = self.log.check_backward(parsed.roots, frame)
+                found = self.log.check_backward(parsed.roots, frame, parsed.inputs)
             else:
-                ids = self.saved.reachable(parsed.roots)
+                ids = self.saved.reachable(parsed.roots, parsed.inputs)
                 found = self.saved.verify_before_backward(ids, source, frame)
                 found += self.saved.confirm(ids)
         except Exception as e:

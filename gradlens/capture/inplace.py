@@ -40,6 +40,7 @@ from torch.autograd.function import BackwardCFunction
 from ..records import InplaceViolation
 from .builder import node_name
 from .quiet import quiet
+from .reach import executed_nodes
 from .saved import (
     SKIP_HOOKED,
     has_saved_introspection,
@@ -483,9 +484,11 @@ class SavedTensors:
         return isinstance(error, RuntimeError) and _LEAF_ERROR in str(error)
 
     # -- backward --------------------------------------------------------------------------
-    def reachable(self, roots: Iterable[torch.Tensor]) -> list[int]:
-        """Returns the ids of the records of the nodes a backward from ``roots`` can reach."""
+    def reachable(self, roots: Iterable[torch.Tensor], inputs: Iterable[Any] = ()) -> list[int]:
+        """Returns the ids of the records of the nodes a backward from ``roots`` (towards
+        ``inputs``, for ``autograd.grad`` and ``backward(inputs=...)``) will run."""
         roots = list(roots)
+        runs = executed_nodes(roots, list(inputs))
         queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
         seen: set[int] = set()
         ids: list[int] = []
@@ -501,7 +504,7 @@ class SavedTensors:
                 found = self._read(fn, None, None, set())
                 sentinel = fn.metadata[self._key] = _Sentinel(self, found) if found else _NOTHING
                 marked = True
-            if isinstance(sentinel, _Sentinel):
+            if isinstance(sentinel, _Sentinel) and (runs is None or id(fn) in runs):
                 ids.extend(sentinel.ids)
             queue.extend(child for child, _ in fn.next_functions if child is not None)
         if marked:  # so that close() finds the marks again

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,6 +35,7 @@ from torch.autograd.function import BackwardCFunction
 from ..records import InplaceViolation
 from .builder import node_name
 from .inplace import _name_in, _plain_span, _span
+from .reach import executed_nodes
 from .saved import SKIP_HOOKED, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
 from .summary import grad_fn_of, shape_of
@@ -156,11 +158,16 @@ class WriteLog:
 
     # -- backward --------------------------------------------------------------------------
     def check_backward(
-        self, roots: list[torch.Tensor], frame: FrameType | None
+        self,
+        roots: list[torch.Tensor],
+        frame: FrameType | None,
+        inputs: Sequence[Any] = (),
     ) -> list[InplaceViolation]:
-        """Returns (and keeps) the violations a backward from ``roots`` is about to meet."""
+        """Returns (and keeps) the violations a backward from ``roots`` (towards ``inputs``,
+        for ``autograd.grad`` and ``backward(inputs=...)``) is about to meet."""
         if not self._by_storage:
             return []
+        runs = executed_nodes(roots, inputs)
         found: list[InplaceViolation] = []
         queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
         seen: set[int] = set()
@@ -171,7 +178,7 @@ class WriteLog:
                 continue
             seen.add(id(fn))
             seq = fn._sequence_nr()
-            if seq < self._max_write_seq:  # made before some write: judge it
+            if seq < self._max_write_seq and (runs is None or id(fn) in runs):
                 found.extend(self._judge(fn, seq, frame))
                 judged = True
             queue.extend(child for child, _ in fn.next_functions if child is not None)
