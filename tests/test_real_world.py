@@ -63,6 +63,12 @@ _COMPLEX_ADAM = (
     'of its base has been modified inplace with grad mode enabled ...)"'
 )
 XFAIL: dict[tuple[str, str], str] = {
+    ("model_built_in_block", "trace"): (
+        "trace reports non-finite ('empty produced NaN/Inf ... from finite inputs', ERROR) for "
+        "torch.empty inside nn.Linear(...): its output is uninitialized memory (NaN-filled in "
+        "deterministic mode, here; random garbage otherwise: a model built inside a trace "
+        "got this finding at random in the full suite, 3 in 20 plain loops)"
+    ),
     ("grad_scaler_overflow", "trace"): (
         "trace reports inf-grad (ERROR) when GradScaler's scaled loss overflows float16: true "
         "of the scaled gradients, but that is GradScaler working (it skips the step and "

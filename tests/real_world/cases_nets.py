@@ -103,25 +103,50 @@ def two_views_batchnorm(rec: Rec) -> Outcome:
     the gradients are exact: the same whether or not the running statistics moved (checked
     below against momentum=0, where they do not move)."""
 
-    def run(momentum: float) -> tuple[nn.Module, torch.Tensor]:
+    def build(momentum: float) -> nn.Module:
         torch.manual_seed(36)
-        enc = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, momentum=momentum), nn.ReLU())
+        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, momentum=momentum), nn.ReLU())
+
+    def run(enc: nn.Module) -> torch.Tensor:
         x = data(5, 4)
         z1, z2 = enc(x + 0.1), enc(x.flip(0) * 0.9)
         loss = -F.cosine_similarity(z1, z2).mean()
         loss.backward()
-        return enc, loss
+        return loss
 
+    # built before the block: a model built inside one is model_built_in_block's subject
+    enc, still = build(0.1), build(0.0)
     out = Outcome()
     with out.catch(), rec():
-        enc, loss = run(0.1)
-        still, _ = run(0.0)
+        loss = run(enc)
+        run(still)
     out.keep_model("enc", enc)
     out.keep(loss=loss)
     out.counters["claim_grads_ignore_running_stats"] = all(
         torch.equal(a.grad, b.grad)
         for a, b in zip(enc.parameters(), still.parameters(), strict=True)
     )
+    return out
+
+
+def model_built_in_block(rec: Rec) -> Outcome:
+    """A model built inside the block, in deterministic mode (as reproducible research code
+    runs): torch.use_deterministic_algorithms(True) makes torch.empty hand out NaN-filled
+    memory, which nn.Linear then fills with kaiming_uniform_; nothing computes with the NaN."""
+    out = Outcome()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with out.catch(), rec():
+            torch.manual_seed(37)
+            layer = nn.Linear(37, 53)
+            opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+            opt.zero_grad()
+            layer(data(2, 37)).pow(2).mean().backward()
+            opt.step()
+        out.counters["claim_empty_is_nan"] = bool(torch.empty(3).isnan().all())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    out.keep_model("layer", layer)
     return out
 
 
@@ -194,6 +219,7 @@ CASES = [
     Case("transformer_encoder_layer", transformer_layer),
     Case("wgan_clip_and_ema", wgan_clip_and_ema),
     Case("two_views_batchnorm", two_views_batchnorm),
+    Case("model_built_in_block", model_built_in_block),
     Case(
         "dcgan_step_before_backward",
         dcgan_step_before_backward,
