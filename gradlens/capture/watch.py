@@ -751,4 +751,5 @@ class Watcher:
         pending, self._pending = self._pending, []
         if not pending:
             return []
-        return to_records(pending)
+        with own_ops():  # no user mode around the block sees the copy
+            return to_records(pending)

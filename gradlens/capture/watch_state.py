@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ..records import ParamInfo
 from . import gradstats
 from .pending import Group, Pending
+from .quiet import quiet
 from .source import is_internal
 
 __all__ = [
@@ -117,8 +118,9 @@ def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool) -> Gro
 
 def own_ops() -> Any:
     """Returns a context in which gradlens's own tensor ops skip every torch-function mode
-    (its own and the user's): they are bookkeeping, not the user's computation."""
-    return torch._C.DisableTorchFunction()
+    (its own and the user's) and every active dispatch mode (a user's op logger, a FLOP
+    counter): they are bookkeeping, not the user's computation."""
+    return quiet()
 
 
 def sum_losses(losses: list[torch.Tensor]) -> torch.Tensor | None:
