@@ -1,14 +1,16 @@
 """What guarding a training step costs: plain vs ``gradlens.guard()`` vs ``gradlens.trace()`` vs
 PyTorch's anomaly mode, steps interleaved.
 
-Two workloads, built as in ``watch_overhead.py`` but both with SGD: (b) an MLP of four
-1024-wide layers on batches of 256, (c) a 4-layer transformer encoder (d = 256, 8 heads,
-feed-forward 1024, batch 16 x 64 tokens). A step is forward, zero_grad, backward and an SGD
-step. Each round times one block of N steps in each of four modes, each block inside a fresh
+Four workloads (``_models.py``): two of large ops, built as in ``watch_overhead.py`` but with
+SGD: (b) an MLP of four 1024-wide layers on batches of 256, (c) a 4-layer transformer encoder
+(d = 256, 8 heads, feed-forward 1024, batch 16 x 64 tokens); and two made of many tiny ops, where
+any per-op cost shows: (d) an LSTMCell unrolled by hand over 32 time steps, (e) a REINFORCE step
+of a small policy network sampling 50 actions. A step is forward, zero_grad, backward and an
+optimizer step. Each round times one block of N steps in each of four modes, each block inside a fresh
 context (so entering and leaving it, and a trace's building its record, are paid every round):
 
 * ``plain``: nothing around the loop;
-* ``guard``: ``with gradlens.guard():`` (every op's saved tensors recorded, every write checked);
+* ``guard``: ``with gradlens.guard():`` (every write logged, judged before each backward);
 * ``trace``: ``with gradlens.trace(model):`` (every op, gradient and tensor recorded);
 * ``anomaly``: ``with torch.autograd.detect_anomaly():`` (the same as
   ``torch.autograd.set_detect_anomaly(True)``: a Python stack trace stored for every node, a
