@@ -6,8 +6,8 @@ SGD: (b) an MLP of four 1024-wide layers on batches of 256, (c) a 4-layer transf
 (d = 256, 8 heads, feed-forward 1024, batch 16 x 64 tokens); and two made of many tiny ops, where
 any per-op cost shows: (d) an LSTMCell unrolled by hand over 32 time steps, (e) a REINFORCE step
 of a small policy network sampling 50 actions. A step is forward, zero_grad, backward and an
-optimizer step. Each round times one block of N steps in each of four modes, each block inside a fresh
-context (so entering and leaving it, and a trace's building its record, are paid every round):
+optimizer step. Each round times one block of N steps in each of four modes, each block inside a
+fresh context (so entering and leaving it, and a trace's building its record, are paid every round):
 
 * ``plain``: nothing around the loop;
 * ``guard``: ``with gradlens.guard():`` (every write logged, judged before each backward);
