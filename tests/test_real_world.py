@@ -42,11 +42,6 @@ from real_world._harness import (
 import gradlens
 
 # (case, recorder) -> the symptom seen on the current tree. Fix gradlens, then delete the line.
-_WATCH_OPS = (
-    "watch runs its own aten ops inside the user's TorchDispatchMode (its statistics and "
-    "backward-root bookkeeping: detach, view, dot, count_nonzero, aminmax, sum, _to_copy, "
-    "stack, ... 145 extra ops in 2 SGD steps), so the user's op log differs"
-)
 _SUBCLASS = (
     "gradlens calls torch functions on the user's Tensor subclass (property reads __get__, "
     "numel, is_inference, ...), so the subclass's own __torch_function__ sees extra calls"
@@ -63,30 +58,16 @@ _COMPLEX_ADAM = (
     'of its base has been modified inplace with grad mode enabled ...)"'
 )
 XFAIL: dict[tuple[str, str], str] = {
-    ("model_built_in_block", "trace"): (
-        "trace reports non-finite ('empty produced NaN/Inf ... from finite inputs', ERROR) for "
-        "torch.empty inside nn.Linear(...): its output is uninitialized memory (NaN-filled in "
-        "deterministic mode, here; random garbage otherwise: a model built inside a trace "
-        "got this finding at random in the full suite, 3 in 20 plain loops)"
-    ),
     ("grad_scaler_overflow", "trace"): (
         "trace reports inf-grad (ERROR) when GradScaler's scaled loss overflows float16: true "
         "of the scaled gradients, but that is GradScaler working (it skips the step and "
         "lowers the scale; watch says nothing, rightly); debatable, listed for the lead"
-    ),
-    ("batched_grads", "trace"): (
-        "trace breaks torch.autograd.grad(..., is_grads_batched=True): the program raises "
-        'RuntimeError "Batching rule not implemented for aten::detach; the fallback path '
-        "doesn't work on out= or view ops.\" from the trace's node hook (capture/recorder.py "
-        "-> capture/summary.py: a value summary of the batched gradient)"
     ),
     ("complex_parameters", "watch"): (
         "watch records zero_frac=-1.0 for complex gradients at its detail steps (0 and 25), "
         "and grad_max as the largest real or imaginary part, not max |g| (step 0 weight: "
         "1.919, true 2.033); grad_norm is right"
     ),
-    ("complex_parameters", "guard_verify"): _COMPLEX_ADAM.format("guard", "checking"),
-    ("complex_parameters", "guard_strict"): _COMPLEX_ADAM.format("guard", "checking"),
     ("complex_parameters", "trace"): _COMPLEX_ADAM.format("trace", "recording"),
     ("mixture_of_experts", "watch"): (
         "watch warns no-grad (WARNING, 'it is not used in the loss, or its path to the loss was "
@@ -100,19 +81,7 @@ XFAIL: dict[tuple[str, str], str] = {
     ("transformer_encoder_layer", "trace"): _FASTPATH,
     ("tensor_subclass", "watch"): _SUBCLASS + " (watch: one extra numel before backward)",
     ("tensor_subclass", "guard_verify"): _SUBCLASS + " (37 calls instead of 5)",
-    ("tensor_subclass", "guard_strict"): _SUBCLASS + " (23 calls instead of 5)",
     ("tensor_subclass", "trace"): _SUBCLASS + " (250 calls instead of 5)",
-    ("dispatch_oplog_around", "watch"): _WATCH_OPS,
-    ("dispatch_oplog_inside", "watch"): _WATCH_OPS,
-    ("dispatch_oplog_scalars", "watch"): (
-        "watch's backward() bookkeeping adds aten.detach and aten.view to the user's "
-        "TorchDispatchMode op log (no optimizer)"
-    ),
-    ("mark_dirty_function", "watch"): (
-        "watch reads .grad of a non-leaf (capture/watch.py, `base.grad is None` before the "
-        'is_leaf check) and PyTorch warns "The .grad attribute of a Tensor that is not a leaf '
-        'Tensor is being accessed" twice'
-    ),
 }
 
 #: What a note may say: a limit stated with its count and reason, never a failure.

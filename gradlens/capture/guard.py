@@ -27,6 +27,7 @@ from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .inplace import SavedTensors
 from .source import user_frame, user_site
+from .summary import grad_fn_of
 from .writes import WriteLog
 
 __all__ = [
@@ -76,6 +77,7 @@ def compiled_graphs() -> int:
 
 
 _next_seq = torch._C._autograd._get_sequence_nr
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _jit_tracing = torch._C._get_tracing_state
 
 #: Said once when ``torch.jit.trace`` runs inside a guard or trace.
@@ -170,7 +172,8 @@ class Guard:
         if name in _READS:
             return func(*args, **kwargs)
         try:
-            tensors = tensors_in(args, kwargs)
+            # A tensor subclass would see every method gradlens calls on it: leave it alone.
+            tensors = [t for t in tensors_in(args, kwargs) if type(t) in _PLAIN]
             versions = versions_of(tensors)
             seq = _next_seq()  # nodes made before this op have smaller numbers
         except Exception as e:
@@ -216,10 +219,10 @@ class Guard:
                 log.log_write(t, name, source, v, seq)
             else:
                 self.saved.check_write(t, name, source, frame, v)
-        if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
-            outputs = [out] if out.grad_fn is not None else []
+        if type(out) in _PLAIN:
+            outputs = [out] if grad_fn_of(out) is not None else []
         elif isinstance(out, (list, tuple)):
-            outputs = [t for t in out if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+            outputs = [t for t in out if type(t) in _PLAIN and grad_fn_of(t) is not None]
         else:
             return
         if outputs:

@@ -47,6 +47,12 @@ from .summary import grad_fn_of, summarize, tensor_ref, tensor_status, version_o
 
 __all__ = ["Recorder"]
 
+# A tensor subclass would see every method gradlens calls on it: such tensors are left alone.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+# Ops whose output is uninitialized memory: NaN/Inf in it is not a computation gone wrong.
+_UNINITIALIZED = frozenset(
+    {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+)
 # Calls that read or describe a tensor without computing one: not worth an event.
 _SKIP = {"__get__", "__set__", "__repr__", "__format__", "__str__", "dim", "size", "numel"}
 _INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}
@@ -234,7 +240,7 @@ class Recorder:
             name = str(attr)
         elif name in _SKIP:
             return None
-        constant = any(
+        constant = name in _UNINITIALIZED or any(
             isinstance(a, float) and not math.isfinite(a) for a in (*args, *kwargs.values())
         )
         modes = (
@@ -245,7 +251,7 @@ class Recorder:
         )
         frame, source = user_frame()
         self._names.names_from_frame(frame)
-        inputs = tensors_in(args, kwargs)
+        inputs = [t for t in tensors_in(args, kwargs) if type(t) in _PLAIN]
         refs = [(t, self._ref(t)) for t in inputs]
         return name, frame, source, inputs, refs, self._modules.current, modes
 
@@ -285,7 +291,7 @@ class Recorder:
         modes: tuple[bool, ...],
     ) -> None:
         grad_enabled, inference, has_out, constant = modes
-        outputs = tensors_in((out,), {})
+        outputs = [t for t in tensors_in((out,), {}) if type(t) in _PLAIN]
         bumped = [t for t, r in refs if version_of(t) != r.version]
         for t, r in refs:
             if version_of(t) != r.version:
@@ -299,10 +305,11 @@ class Recorder:
         after = [(t, self._names.key(t), self._ref(t, fresh=True)) for t in outputs]
         node = None
         for t, k, _ in after:
-            if t.grad_fn is None:
+            fn = grad_fn_of(t)
+            if fn is None:
                 continue
-            nid = self._builder.node_for(t.grad_fn)
-            self._builder.link_new(t.grad_fn)
+            nid = self._builder.node_for(fn)
+            self._builder.link_new(fn)
             draft = self._builder.draft(nid)
             if draft.kind is NodeKind.OP and draft.op is None:
                 draft.op, draft.module, draft.source = name, module, source

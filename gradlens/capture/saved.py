@@ -74,7 +74,9 @@ def unsupported(t: torch.Tensor) -> str | None:
         return "nested tensor"
     if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
         return f"tensor subclass {type(t).__name__}"
-    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+    if torch._C._functorch.is_functorch_wrapped_tensor(t) or (
+        torch._C._functorch.is_legacy_batchedtensor(t)
+    ):
         return "tensor inside a torch.func transform"
     if t.layout != torch.strided:
         return f"{str(t.layout).removeprefix('torch.')} tensor"

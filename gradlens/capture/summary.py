@@ -71,7 +71,10 @@ def _is_plain(t: torch.Tensor) -> bool:
     """Returns whether ``t``'s values can be read: not a subclass, and not a tensor wrapped by a
     ``torch.func`` transform (``vmap``, ``grad``), whose values exist only per sample."""
     plain = type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, torch.nn.Parameter)
-    return plain and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    return plain and not (
+        torch._C._functorch.is_functorch_wrapped_tensor(t)
+        or torch._C._functorch.is_legacy_batchedtensor(t)
+    )
 
 
 def grad_fn_of(t: torch.Tensor) -> Any:

@@ -465,7 +465,7 @@ class Watcher:
             base = alias[1]
         elif torch.is_grad_enabled():
             return  # a direct in-place write to a leaf that requires grad: PyTorch refuses it
-        if base.grad is None or not base.requires_grad or not base.is_leaf:
+        if not base.is_leaf or not base.requires_grad or base.grad is None:
             return  # not a parameter that received a gradient
         p = self._params.get(id(base))
         if p is None or p.tensor is not base:
