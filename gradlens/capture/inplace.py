@@ -44,6 +44,7 @@ from .reach import executed_nodes
 from .saved import (
     SKIP_HOOKED,
     has_saved_introspection,
+    is_plain,
     raw_saved,
     unsupported,
     unused_by_backward,
@@ -239,6 +240,9 @@ class SavedTensors:
             t = item.data
             if not isinstance(t, torch.Tensor):
                 continue  # an optional input that was None, or freed
+            if not is_plain(t):
+                self.skipped[f"tensor subclass {type(t).__name__}"] += 1
+                continue
             # Cheapest test first: most saved values of a composite op are its own
             # intermediates, in memory no Python code holds.
             try:

@@ -23,6 +23,7 @@ __all__ = [
     "SKIP_HOOKED",
     "Slot",
     "has_saved_introspection",
+    "is_plain",
     "raw_saved",
     "saved_slots",
     "unsupported",
@@ -65,6 +66,12 @@ def has_saved_introspection(fn: Any) -> bool:
     """Returns False for nodes whose saved values Python cannot see (the generic
     ``CppFunction`` of ``torch._foreach_*`` and other ops without generated bindings)."""
     return bool(_raw_attributes(_type(fn))) or type(fn).__name__ != "CppFunction"
+
+
+def is_plain(t: torch.Tensor) -> bool:
+    """Returns whether ``t`` is a plain tensor or parameter: a subclass's own
+    ``__torch_function__`` would see every method gradlens calls on it, so it is not touched."""
+    return type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter)
 
 
 def unsupported(t: torch.Tensor) -> str | None:
@@ -132,7 +139,9 @@ def saved_slots(fn: Any) -> Iterator[Slot]:
                 yield Slot(role, skipped=SKIP_HOOKED)
                 continue
             data = item.data
-            if isinstance(data, torch.Tensor):
+            if isinstance(data, torch.Tensor) and not is_plain(data):
+                yield Slot(role, skipped=f"tensor subclass {type(data).__name__}")
+            elif isinstance(data, torch.Tensor):
                 yield Slot(role, tensor=data)
             elif data is None and _freed(fn, role):
                 yield Slot(role, freed=True)

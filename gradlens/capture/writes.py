@@ -36,7 +36,7 @@ from ..records import InplaceViolation
 from .builder import node_name
 from .inplace import _name_in, _plain_span, _span
 from .reach import executed_nodes
-from .saved import SKIP_HOOKED, raw_saved, unsupported, unused_by_backward
+from .saved import SKIP_HOOKED, is_plain, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
 from .summary import grad_fn_of, shape_of
 
@@ -201,7 +201,7 @@ class WriteLog:
             if unused_by_backward(fn, role):
                 continue
             t = item.data
-            if not isinstance(t, torch.Tensor):
+            if not isinstance(t, torch.Tensor) or not is_plain(t):
                 continue
             try:
                 writes = self._by_storage.get(t.untyped_storage().data_ptr())
