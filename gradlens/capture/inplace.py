@@ -52,7 +52,7 @@ from .saved import (
 from .source import frame_locals, user_frame
 from .summary import grad_fn_of
 
-__all__ = ["SavedTensors"]
+__all__ = ["SavedTensors", "remove_marks"]
 
 _LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
 _MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
@@ -352,15 +352,7 @@ class SavedTensors:
 
     def close(self) -> None:
         """Lets go of every alias and takes the sentinels off the nodes still alive."""
-        queue: deque[Any] = deque(
-            fn for ref in self._outputs if (t := ref()) is not None and (fn := grad_fn_of(t))
-        )
-        while queue:
-            fn = queue.popleft()
-            if fn is None or self._key not in fn.metadata:
-                continue
-            del fn.metadata[self._key]
-            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        remove_marks(self._outputs, self._key)
         self._outputs.clear()
         self.pending.clear()
         self._records.clear()
@@ -560,6 +552,20 @@ class SavedTensors:
             shape=tuple(record.alias.shape),
             saved_node=record.node_id,
         )
+
+
+def remove_marks(outputs: Iterable[weakref.ref[torch.Tensor]], key: str) -> None:
+    """Deletes ``key`` from the ``metadata`` of every node behind the tensors still alive among
+    ``outputs`` (walking down until a node without the mark)."""
+    queue: deque[Any] = deque(
+        fn for ref in outputs if (t := ref()) is not None and (fn := grad_fn_of(t))
+    )
+    while queue:
+        fn = queue.popleft()
+        if fn is None or key not in fn.metadata:
+            continue
+        del fn.metadata[key]
+        queue.extend(child for child, _ in fn.next_functions if child is not None)
 
 
 def _name_in(

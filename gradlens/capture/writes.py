@@ -34,7 +34,7 @@ from torch.autograd.function import BackwardCFunction
 
 from ..records import InplaceViolation
 from .builder import node_name
-from .inplace import _name_in, _plain_span, _span
+from .inplace import _name_in, _plain_span, _span, remove_marks
 from .reach import executed_nodes
 from .saved import SKIP_HOOKED, is_plain, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
@@ -302,15 +302,7 @@ class WriteLog:
 
     def close(self) -> None:
         """Takes the marks off the nodes still alive and forgets the log."""
-        queue: deque[Any] = deque(
-            fn for ref in self._outputs if (t := ref()) is not None and (fn := grad_fn_of(t))
-        )
-        while queue:
-            fn = queue.popleft()
-            if fn is None or self._key not in fn.metadata:
-                continue
-            del fn.metadata[self._key]
-            queue.extend(child for child, _ in fn.next_functions if child is not None)
+        remove_marks(self._outputs, self._key)
         self._outputs.clear()
         self._by_storage.clear()
         self._order.clear()
