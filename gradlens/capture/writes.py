@@ -43,6 +43,7 @@ from .summary import grad_fn_of, shape_of
 __all__ = ["WriteLog"]
 
 _MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
+_SHAPE = re.compile(r"\[torch\.[\w.]+ \[([\d, ]*)\]\]")
 _PER_STORAGE = 64  # writes kept per memory block (the newest)
 _KEPT = 65536  # writes kept in all: older ones are forgotten (a finding lost, never a false one)
 
@@ -272,11 +273,13 @@ class WriteLog:
         if match is None:
             return []
         now, then = int(match.group(1)), int(match.group(2))
+        shape = _SHAPE.search(str(error))  # "[torch.FloatTensor [3, 1]]"
+        dims = tuple(int(d) for d in shape.group(1).split(",") if d.strip()) if shape else None
         hits = [
             w
             for writes in self._by_storage.values()
             for w in writes
-            if w.before == then and writes[-1].after == now
+            if w.before == then and writes[-1].after == now and dims in (None, w.shape)
         ]
         # One write (or one call writing several tensors, as _foreach_add_ does) is the
         # culprit; writes from several lines could not be told apart: say nothing untrue.
