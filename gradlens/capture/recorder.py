@@ -49,6 +49,7 @@ __all__ = ["Recorder"]
 
 # A tensor subclass would see every method gradlens calls on it: such tensors are left alone.
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+SUBCLASS_NOTE = "a backward of a tensor subclass ran inside the block: it is not recorded"
 # Ops whose output is uninitialized memory: NaN/Inf in it is not a computation gone wrong.
 _UNINITIALIZED = frozenset(
     {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
@@ -385,6 +386,9 @@ class Recorder:
         frame, source = user_frame()
         self._names.names_from_frame(frame)
         parsed = parse_backward(func, args, kw)
+        if any(type(t) not in _PLAIN for t in parsed.roots):
+            self._note(SUBCLASS_NOTE)  # its own __torch_function__ would see every read
+            return func(*args, **kw)
         roots_l, weights_l, wrt = parsed.roots, parsed.weights, parsed.inputs
         create_graph, retain_graph = parsed.create_graph, parsed.retain_graph
         pass_index = self._passes
@@ -509,7 +513,7 @@ class Recorder:
         for t in sinks:
             self._builder.add_output(t)
         # A view of a multi-output op whose base was written refuses to be read: leave it out.
-        alive = [(k, t) for k, t in self._names.alive() if _readable(t)]
+        alive = [(k, t) for k, t in self._names.alive() if type(t) in _PLAIN and _readable(t)]
         self._name_grads(alive)
         for k, t in alive:
             if k in self._param_owner:

@@ -82,7 +82,10 @@ def grad_fn_of(t: torch.Tensor) -> Any:
     whose base was later written in place refuses to give one (PyTorch's own error comes when
     the user's code reads it, not when gradlens does)."""
     try:
-        return t.grad_fn
+        if type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter):
+            return t.grad_fn
+        with torch._C.DisableTorchFunctionSubclass():  # a subclass must not see the read
+            return t.grad_fn
     except RuntimeError:
         return None
 
