@@ -52,7 +52,7 @@ from .saved import (
 from .source import frame_locals, user_frame
 from .summary import grad_fn_of
 
-__all__ = ["SavedTensors", "remove_marks"]
+__all__ = ["SavedTensors", "remove_marks", "storage_ptr"]
 
 _LEAF_ERROR = "a leaf Variable that requires grad is being used in an in-place operation"
 _MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
@@ -136,14 +136,17 @@ def _plain_span(t: torch.Tensor) -> tuple[int, int, int] | None:
     return ptr, start, start + extent * size
 
 
-def _storage(t: torch.Tensor) -> int | None:
-    """Returns the address of ``t``'s storage (None if it has no plain one)."""
-    if unsupported(t) is not None:
-        return None
+def storage_ptr(t: torch.Tensor) -> int | None:
+    """Returns the address of ``t``'s storage, or None where it has none to give."""
     try:
         return int(t.untyped_storage().data_ptr())
-    except (RuntimeError, NotImplementedError, TypeError):
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
         return None
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    """Returns the address of ``t``'s storage (None if it has no plain one)."""
+    return None if unsupported(t) is not None else storage_ptr(t)
 
 
 def _alias(t: torch.Tensor) -> torch.Tensor:
@@ -245,10 +248,7 @@ class SavedTensors:
                 continue
             # Cheapest test first: most saved values of a composite op are its own
             # intermediates, in memory no Python code holds.
-            try:
-                ptr = t.untyped_storage().data_ptr()
-            except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-                ptr = None
+            ptr = storage_ptr(t)
             if ptr is not None and ptr not in visible and not custom:
                 continue
             why = unsupported(t)

@@ -34,7 +34,7 @@ from torch.autograd.function import BackwardCFunction
 
 from ..records import InplaceViolation
 from .builder import node_name
-from .inplace import _name_in, _plain_span, _span, remove_marks
+from .inplace import _name_in, _plain_span, _span, remove_marks, storage_ptr
 from .reach import executed_nodes
 from .saved import SKIP_HOOKED, is_plain, raw_saved, unsupported, unused_by_backward
 from .source import format_location, user_frame
@@ -204,10 +204,8 @@ class WriteLog:
             t = item.data
             if not isinstance(t, torch.Tensor) or not is_plain(t):
                 continue
-            try:
-                writes = self._by_storage.get(t.untyped_storage().data_ptr())
-            except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-                writes = None
+            ptr = storage_ptr(t)
+            writes = self._by_storage.get(ptr) if ptr is not None else None
             if not writes:
                 continue
             why = unsupported(t)
