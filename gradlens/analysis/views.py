@@ -111,19 +111,30 @@ class _Index:
                     used.add(path)
                     path = module_parent(path)
         self.used = used
+        self._order = order
         self.children: dict[str, list[str]] = {}
-        for path in sorted(used, key=lambda p: (order.get(p, len(order)), p)):
+        for path in sorted(used, key=self.position):
             parent = module_parent(path)
             if parent is not None:
                 self.children.setdefault(parent, []).append(path)
         self.max_depth = max((module_depth(p) for p in used), default=0)
-        self.labels = {
-            (e.src, e.dst): _parse_shape(e.label)
-            for e in graph.edges
-            if e.kind in _FLOW and e.label
-        }
+        self._labels: dict[tuple[str, str], tuple[int, ...] | None] | None = None
         self._ops: dict[str, Counter[str]] | None = None
         self._exits: dict[str, set[str | None]] | None = None
+
+    def label_shape(self, src: str, dst: str) -> tuple[int, ...] | None:
+        """Returns the shape written on the data edge ``src -> dst``, if any."""
+        if self._labels is None:
+            self._labels = {
+                (e.src, e.dst): _parse_shape(e.label)
+                for e in self.graph.edges
+                if e.kind in _FLOW and e.label
+            }
+        return self._labels.get((src, dst))
+
+    def position(self, path: str) -> tuple[int, str]:
+        """Returns a sort key putting modules in ``named_modules()`` order."""
+        return (self._order.get(path, len(self._order)), path)
 
     def resolve(self, path: str) -> str:
         """Returns a module path as stored, accepting the root class as a prefix."""
@@ -325,7 +336,7 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
             elif b is None and a is not None:
                 stubs[e.dst] = "s:" + e.dst
 
-    edges: dict[tuple[str, str, EdgeKind], str | None] = {}
+    edges: dict[tuple[str, str, EdgeKind], GraphEdge] = {}
     for e in ix.graph.edges:
         if e.kind == EdgeKind.SAVED and not saved:
             continue
@@ -333,7 +344,9 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         d = end(e.dst) or stubs.get(e.dst)
         if s is None or d is None or s == d or (e.src in stubs and e.dst in stubs):
             continue
-        edges.setdefault((s, d, e.kind), e.label)
+        key = (s, d, e.kind)
+        if key not in edges:  # the record itself when it is unchanged: no copy of a big graph
+            edges[key] = e if (s, d) == (e.src, e.dst) else GraphEdge(s, d, e.kind, e.label)
 
     members: dict[str, list[GraphNode]] = {}
     order: list[tuple[str, GraphNode | None]] = []
@@ -353,8 +366,7 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         node if node is not None else _module_node(ix, units, gid, members[gid], place)
         for gid, node in order
     ]
-    graph_edges = [GraphEdge(s, d, k, label) for (s, d, k), label in edges.items()]
-    v = _View(nodes, graph_edges, [], units, saved, ix.graph)
+    v = _View(nodes, list(edges.values()), [], units, saved, ix.graph)
     if not saved:
         v.hidden_saved = sum(
             1
@@ -441,7 +453,7 @@ def _crossing(
 
 
 def _edge_shape(ix: _Index, src: str, dst: str) -> tuple[int, ...] | None:
-    return ix.labels.get((src, dst)) or ix.by_id[src].shape
+    return ix.label_shape(src, dst) or ix.by_id[src].shape
 
 
 def _parse_shape(label: str) -> tuple[int, ...] | None:
@@ -509,7 +521,7 @@ def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
     units = v.units
     plain = [p for p, gid in units.group.items() if gid not in units.runs]
     by_cls: dict[str, list[str]] = {}
-    for p in sorted(plain, key=lambda p: _first_pos(ix, p)):
+    for p in sorted(plain, key=ix.position):
         by_cls.setdefault(ix.cls.get(p) or "module", []).append(p)
     if by_cls:
         parts = [f"{len(ps)} {c} ({_paths_text(ps)})" for c, ps in by_cls.items()]
@@ -533,17 +545,10 @@ def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
     if not v.saved:
         hidden = v.hidden_saved
         if hidden:
-            notes.append(f"{hidden} saved-tensor boxes hidden: saved=True shows them")
+            notes.append(f"{hidden} saved-tensor boxes hidden: g.view(..., saved=True) shows them")
     if focus is not None:
         notes.insert(0, f"module {focus!r} only; its neighbours are drawn as stubs")
     return notes
-
-
-def _first_pos(ix: _Index, path: str) -> int:
-    for i, n in enumerate(ix.nodes):
-        if n.kind == NodeKind.OP and within(n.module, path):
-            return i
-    return len(ix.nodes)
 
 
 def _call(**kw: object) -> str:
@@ -571,9 +576,18 @@ def _fit(
     levels: list[int | None] = [None] if start is None else []
     levels += list(range(deepest, base, -1))
     last: _View | None = None
+    n_saved = sum(1 for n in ix.nodes if n.kind == NodeKind.SAVED)
     for level in levels:
         for show_saved in (saved, False) if saved else (False,):
-            v = _build(ix, _choose_units(ix, level, focus, fold, opened), show_saved, focus)
+            units = _choose_units(ix, level, focus, fold, opened)
+            if (
+                not units.group
+                and focus is None
+                and last is None
+                and len(ix.nodes) - (0 if show_saved else n_saved) > limit
+            ):
+                continue  # nothing collapses: the view is the whole graph, known too big
+            v = _build(ix, units, show_saved, focus)
             last = v
             if len(v.nodes) <= limit:
                 return _explain_fit(ix, v, level, limit, len(ix.nodes), auto, base)
@@ -670,13 +684,13 @@ def _fold_op_runs(v: _View) -> _View:
         a, b = head_of.get(e.src, e.src), head_of.get(e.dst, e.dst)
         if a != b:
             edges.setdefault((a, b, e.kind), e.label)
-    ops = Counter(by_id[r[0]].name for r in runs.values())
-    sizes = sorted((len(r) for r in runs.values()), reverse=True)
-    text = ", ".join(f"{k} ({c} run{'s' if c > 1 else ''})" for k, c in ops.items())
+    chains = sorted(((by_id[r[0]].name, len(r)) for r in runs.values()), key=lambda c: -c[1])
+    shown = ", ".join(f"{name} ×{n}" for name, n in chains[:4]) + (" …" if len(chains) > 4 else "")
+    many = len(chains) > 1
     note = (
-        f"{sum(sizes)} ops in {len(runs)} chain{'s' if len(runs) > 1 else ''} of one op "
-        f"each drawn as one node ×N: {text}; g.view(depth=None) draws every op"
-    )
+        f"drew {len(chains)} chain{'s' if many else ''} of one op as one node "
+        f"{'each' if many else ''} ({shown}); g.view(depth=None) draws every op"
+    ).replace("  ", " ")
     out = _View(
         nodes,
         [GraphEdge(a, b, k, lab) for (a, b, k), lab in edges.items()],
