@@ -14,6 +14,7 @@ Works on records only, so a graph loaded from JSON views exactly as a live one.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections import Counter
@@ -145,7 +146,7 @@ class _Index:
         if root_cls and head == root_cls and (rest in self.used or rest in self.cls):
             return rest
         known = sorted(p for p in self.used if p)
-        close = [p for p in known if p.endswith(path) or path in p][:5] or known[:5]
+        close = difflib.get_close_matches(path, known, n=5, cutoff=0.6) or known[:5]
         raise GradlensError(
             f"no module {path!r} made a node of this graph; known modules include "
             + ", ".join(repr(p) for p in close)
@@ -371,7 +372,7 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         v.hidden_saved = sum(
             1
             for n in ix.nodes
-            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) is not None
+            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) == ""
         )
     v.notes = _notes(ix, v, focus)
     return v
@@ -432,24 +433,26 @@ def _params(ix: _Index, path: str, members: list[GraphNode]) -> int:
 def _crossing(
     ix: _Index, members: list[GraphNode], place: dict[str, str | None], unit: str, into: bool
 ) -> list[tuple[int, ...]]:
-    """Returns the shapes of data crossing into (or out of) one unit, in order, unique."""
+    """Returns the shapes of data crossing into (or out of) one unit, in order, unique.
+
+    A tensor that needs no gradient and is read only inside (a buffer, a mask, token ids)
+    counts as an input only when nothing else flows in (an embedding's ids)."""
     shapes: list[tuple[int, ...]] = []
+    absorbed: list[tuple[int, ...]] = []
     for n in members:
-        found: list[tuple[int, ...] | None]
-        if into and n.kind == NodeKind.INPUT:
-            found = [n.shape]
-        elif n.kind == NodeKind.OP:
-            found = []
-            for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
-                if place.get(other) != unit:
-                    a, b = (other, n.id) if into else (n.id, other)
-                    found.append(_edge_shape(ix, a, b))
-        else:
+        if n.kind == NodeKind.INPUT:
+            if into and n.shape is not None and n.shape not in absorbed:
+                absorbed.append(n.shape)
             continue
-        for shape in found:
-            if shape is not None and shape not in shapes:
-                shapes.append(shape)
-    return shapes[:4]
+        if n.kind != NodeKind.OP:
+            continue
+        for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
+            if place.get(other) != unit:
+                a, b = (other, n.id) if into else (n.id, other)
+                shape = _edge_shape(ix, a, b)
+                if shape is not None and shape not in shapes:
+                    shapes.append(shape)
+    return (shapes or absorbed)[:4]
 
 
 def _edge_shape(ix: _Index, src: str, dst: str) -> tuple[int, ...] | None:
@@ -519,9 +522,9 @@ def _paths_text(paths: Sequence[str]) -> str:
 def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
     notes: list[str] = []
     units = v.units
-    plain = [p for p, gid in units.group.items() if gid not in units.runs]
+    plain = sorted((p for p, gid in units.group.items() if gid not in units.runs), key=ix.position)
     by_cls: dict[str, list[str]] = {}
-    for p in sorted(plain, key=ix.position):
+    for p in plain:
         by_cls.setdefault(ix.cls.get(p) or "module", []).append(p)
     if by_cls:
         parts = [f"{len(ps)} {c} ({_paths_text(ps)})" for c, ps in by_cls.items()]

@@ -185,9 +185,12 @@ def infer_modules(
             continue
         if where is not None:
             module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
-        elif any(module.get(i) is not None for i in inputs.get(op, [])):
-            # After the model's last parameter op: a tail of one of its modules (lm_head's
-            # view after mm), never of the root itself (the loss is outside the model).
+        elif any(module.get(i) is not None for i in inputs.get(op, [])) and (
+            _SHAPING.match(names[op]) or builder.draft(op).shape not in ((), None)
+        ):
+            # After the model's last parameter op: a reshape (lm_head's view after mm) or
+            # the last block's residual add and ReLU may end one of its modules; never the
+            # root itself, nor an op making a scalar (a loss is outside the model).
             inner = _tail(op, "", inputs, users, module, anchor, parents, names)
             module[op] = inner or None
 
