@@ -598,8 +598,10 @@ class Watcher:
         final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
         roots were multiplied by (the loss is divided by it, on the device). The step's
         post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
+        if id(opt) in self._external_open:  # announced again, never stepped: skipped
+            self.step_skipped(opt)
         o = self._opt(opt)
-        if o is None or id(opt) in self._external_open:
+        if o is None:
             return
         try:
             with own_ops():
