@@ -1,4 +1,4 @@
-"""gradlens.integrations.lightning.GradlensCallback in real ``Trainer.fit`` runs (CPU, tiny model)."""
+"""gradlens.integrations.lightning.GradlensCallback in real ``Trainer.fit`` runs (CPU, tiny)."""
 
 from __future__ import annotations
 
@@ -118,9 +118,7 @@ def test_amp_unscaled_statistics_and_a_skipped_overflow_step(tmp_path: Path) -> 
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, backoff_factor=2.0**-30)
     module, check = Tiny(), Independent()
     cb = GradlensCallback(detail_every=1, report=False)
-    trainer = fit(
-        module, tmp_path, cb, check, plugins=[MixedPrecision("16-mixed", "cpu", scaler)]
-    )
+    trainer = fit(module, tmp_path, cb, check, plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
     lens = cb.lens
     assert lens is not None
     assert lens.record.total_steps == trainer.global_step == 4

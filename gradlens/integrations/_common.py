@@ -13,8 +13,8 @@ from rich.console import Console
 from torch.optim import Optimizer
 
 from .._errors import GradlensError
-from .._lens import DEFAULT_HISTORY, Lens
-from ..capture.watch import DETAIL_EVERY, Watcher
+from .._lens import Lens
+from ..capture.watch import Watcher
 from ..sinks import Sink
 
 __all__ = ["FrameworkLens", "innermost", "missing_extra", "scale_of"]
