@@ -23,16 +23,13 @@ from ._common import FrameworkLens, missing_extra
 
 try:
     from lightning.pytorch.callbacks import Callback
-except ImportError as _lightning_missing:
-    try:
-        from pytorch_lightning.callbacks import Callback  # the older package name
-    except ImportError:
-        raise missing_extra("lightning", "lightning", _lightning_missing) from None
+except ImportError as _missing:
+    raise missing_extra("lightning", "lightning", _missing) from None
 
 __all__ = ["GradlensCallback"]
 
 
-class GradlensCallback(Callback):  # type: ignore[misc]
+class GradlensCallback(Callback):
     """Watches a Lightning training run: ``Trainer(callbacks=[GradlensCallback()])``.
 
     The options are ``watch()``'s (``every``, ``detail_every``, ``live``, ``history``,
