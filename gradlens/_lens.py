@@ -146,8 +146,14 @@ class Lens:
             )
         self._entered = True
         self._watcher.on_step = self._on_step
-        for sink in self._sinks:
-            sink.open()  # a sink that cannot start (no W&B run) raises here, before any hook
+        for sink in self._sinks:  # a sink that cannot start raises here, before any hook
+            try:
+                sink.open()
+            except GradlensError:
+                raise
+            except Exception as e:
+                name = type(sink).__name__
+                raise GradlensError(f"the {name} sink could not start: {e}") from e
         self._watcher.start()
         try:
             self._output.start(self._snapshot())
@@ -241,7 +247,9 @@ class Lens:
         new_facts = len(self._watcher.facts) > self._facts_seen
         due = self._output.due(self._watcher.steps_seen)
         # A parameter with no histogram range yet: one copy now fixes it (once per parameter).
-        ranges = self._spec is not None and self._watcher.watched_count > self._ranged
+        spec = self._spec
+        ranges = spec is not None and spec.default is None
+        ranges = ranges and self._watcher.watched_count > self._ranged
         if due or new_facts or ranges or pending >= FLUSH_EVERY:
             self._pull()
             if due or new_facts:
