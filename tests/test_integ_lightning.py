@@ -110,6 +110,31 @@ def test_a_planted_missing_zero_grad_is_caught(tmp_path: Path) -> None:
     assert len(found) == 1 and found[0].step == 1  # the first step that reused a .grad
 
 
+class Manual(Tiny):
+    """Manual optimization, with the user's own ``zero_grad()`` forgotten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt = self.optimizers()
+        x, y = batch
+        self.manual_backward(nn.functional.mse_loss(self.net(x), y))
+        opt.step()  # no opt.zero_grad() anywhere
+
+
+def test_a_forgotten_zero_grad_in_manual_optimization_is_caught(tmp_path: Path) -> None:
+    cb = GradlensCallback(report=False)
+    fit(Manual(), tmp_path, cb, max_steps=3)
+    assert cb.lens is not None and len(cb.lens.steps) == 3
+    found = [d for d in cb.lens.diagnostics if d.kind == "grad-accumulation"]
+    assert len(found) == 1 and found[0].step == 1
+    assert found[0].source is not None and found[0].source.endswith(
+        f"test_integ_lightning.py:{Manual.training_step.__code__.co_firstlineno + 3}"
+    )  # the user's manual_backward line
+
+
 def test_amp_unscaled_statistics_and_a_skipped_overflow_step(tmp_path: Path) -> None:
     from lightning.pytorch.plugins import MixedPrecision
 
