@@ -113,7 +113,7 @@ class Lens:
         console: Console | None = None,
         sinks: Sequence[Sink] = (),
     ) -> None:
-        self._sinks, self._spec = _check_sinks(sinks)
+        self._sinks, self._spec = check_sinks(sinks)
         self._sink_notes: list[str] = []
         self._ranged = 0  # parameters watched when the histogram ranges were last looked at
         if watcher is not None:
@@ -326,13 +326,15 @@ class Lens:
 
     def _drop_sink(self, sink: Sink, error: BaseException) -> None:
         self._sinks.remove(sink)
+        if not any(s.histograms for s in self._sinks) and self._watcher is not None:
+            self._watcher.histograms = self._spec = None  # no one left to count them for
         reason = (str(error).strip().splitlines() or [""])[0][:160]
         self._sink_notes.append(
             f"gradlens stopped writing to {type(sink).__name__}: {type(error).__name__}: {reason}"
         )
 
 
-def _check_sinks(sinks: Sequence[Sink]) -> tuple[list[Sink], HistogramSpec | None]:
+def check_sinks(sinks: Sequence[Sink]) -> tuple[list[Sink], HistogramSpec | None]:
     """Returns the sinks and the histogram spec they share (None: no sink wants histograms)."""
     from .sinks import Sink
 

@@ -135,6 +135,21 @@ def test_a_forgotten_zero_grad_in_manual_optimization_is_caught(tmp_path: Path) 
     )  # the user's manual_backward line
 
 
+class Breaks(Tiny):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if batch_idx == 3:
+            raise RuntimeError("the data loader gave a bad batch")
+        return super().training_step(batch, batch_idx)
+
+
+def test_training_that_raises_removes_the_hooks_and_keeps_the_steps(tmp_path: Path) -> None:
+    cb = GradlensCallback(report=False)
+    with pytest.raises(RuntimeError, match="bad batch"):
+        fit(Breaks(), tmp_path, cb)
+    assert torch._C._is_torch_function_mode_enabled() is False
+    assert cb.lens is not None and [s.step for s in cb.lens.steps] == [0, 1, 2]
+
+
 def test_amp_unscaled_statistics_and_a_skipped_overflow_step(tmp_path: Path) -> None:
     from lightning.pytorch.plugins import MixedPrecision
 

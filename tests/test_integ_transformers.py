@@ -146,3 +146,17 @@ def test_fp16_amp_unscaled_and_a_skipped_overflow_step(tmp_path: Path) -> None:
     for step in lens.steps:  # the loss divided by the scale the backward used
         window = model.losses[2 * step.step : 2 * step.step + 2]
         assert step.loss == pytest.approx(sum(window) / 2, rel=1e-3)
+
+
+class Breaks(Tiny):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if len(self.losses) == 3:
+            raise RuntimeError("the data loader gave a bad batch")
+        return super().forward(x, labels)
+
+
+def test_as_a_context_manager_the_hooks_go_when_training_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="bad batch"), GradlensCallback(report=False) as cb:
+        trainer(Breaks(), tmp_path, cb).train()
+    assert torch._C._is_torch_function_mode_enabled() is False
+    assert cb.lens is not None and [s.step for s in cb.lens.steps] == [0, 1, 2]

@@ -66,9 +66,10 @@ class FrameworkLens:
         plot: str | os.PathLike[str] | None,
         console: Console | None,
     ) -> None:
-        from .._lens import watch
+        from .._lens import check_sinks, watch
 
         watch(every=every, detail_every=detail_every, live=live, history=history)  # checks
+        check_sinks(sinks)
         for path in (json, plot):
             if path is not None and not isinstance(path, (str, os.PathLike)):
                 raise GradlensError(f"a file path is a str or Path, got {type(path).__name__}")
