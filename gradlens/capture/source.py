@@ -46,6 +46,8 @@ def _framework_dirs() -> tuple[str, ...]:
 
 
 _FRAMEWORK_DIRS = _framework_dirs()
+# Model definitions shipped with transformers are where ops happen: their lines are shown.
+_MODELS_DIR = os.sep + os.path.join("transformers", "models") + os.sep
 _HEAVY = (torch.Tensor, torch.nn.Module)
 
 
@@ -56,7 +58,7 @@ def _is_internal(filename: str) -> bool:
         hit = (
             path.startswith(_TORCH_DIR)
             or (path.startswith(_GRADLENS_DIR) and not path.startswith(_EXAMPLES_DIR))
-            or path.startswith(_FRAMEWORK_DIRS)
+            or (path.startswith(_FRAMEWORK_DIRS) and _MODELS_DIR not in path)
             or filename.startswith("<frozen")
             or os.sep + "contextlib.py" in filename
         )
