@@ -164,7 +164,7 @@ def _node_stmt(node: GraphNode) -> str:
     if node.problem:
         style = f"{style}, {_PROBLEM_STYLE}"
         label += "<br/>" + _small(node.problem, color="#c62828")
-    return f"{quote_id(node.id)} [{style}, label=<{label}>];"
+    return f"{quote_id(node.id)} [id={quote_id(node.id)}, {style}, label=<{label}>];"
 
 
 def _edge_stmt(edge: GraphEdge) -> str:
