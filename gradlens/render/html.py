@@ -41,32 +41,41 @@ _CALL = "g"  # the name the page uses for the user's graph or trace in Python ca
 
 @dataclass(frozen=True, order=True)
 class _State:
-    """A view of the graph: which modules are opened, and whether repeats are folded."""
+    """A view of the graph: the modules opened, as ``view(..., expand=...)`` takes them.
+
+    A path may appear twice: opening a folded run (``transformer.h.0``: blocks 0-11) unfolds
+    it into one node per block, and opening ``transformer.h.0`` again opens block 0 itself.
+    """
 
     expand: tuple[str, ...] = ()  # sorted
-    fold: bool = True
 
     def open(self, path: str) -> _State:
-        return _State(tuple(sorted({*self.expand, path})), self.fold)
+        return _State(tuple(sorted((*self.expand, path))))
 
     def close(self, path: str) -> _State:
-        keep = tuple(p for p in self.expand if p != path and not p.startswith(path + "."))
-        return _State(keep, self.fold)
+        """Returns this state with ``path`` closed again (the block, when it was opened after
+        its run was unfolded) and everything opened inside it."""
+        keep = [p for p in self.expand if not _within(p, path) or p == path]
+        keep.remove(path)
+        return _State(tuple(keep))
 
-    def label(self) -> str:
-        parts = [] if self.fold else ["repeats unfolded"]
-        if self.expand:
-            parts.append("opened: " + ", ".join(self.expand))
-        return "; ".join(parts) or "start view"
+    def refold(self, instances: tuple[str, ...]) -> _State:
+        """Returns this state with a run folded again (its blocks and all inside them closed)."""
+        return _State(tuple(p for p in self.expand if not any(_within(p, i) for i in instances)))
+
+
+def _within(path: str, outer: str) -> bool:
+    """Returns True when module ``path`` is ``outer`` or inside it."""
+    return path == outer or path.startswith(outer + ".")
 
 
 @dataclass
 class _Drawn:
     state: _State
+    label: str  # how the page got here: "start view › unfolded transformer.h.0 ×12 › ..."
     graph: Graph
     svg: str
     modules: dict[str, str] = field(default_factory=dict)  # MODULE node id -> module path
-    folded: list[str] = field(default_factory=list)  # ids of folded MODULE nodes
 
 
 def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_STATES) -> str:
@@ -78,11 +87,17 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
     """
     if find_dot() is None:
         raise GradlensError(NO_DOT)
-    drawn, index = _explore(graph, max(max_states, 1))
+    drawn, index, cut = _explore(graph, max(max_states, 1))
     details: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     states = []
     full = _Edges(graph)
+    runs = {  # folded runs, by the path the view opens them with: their instances
+        path: tuple(getattr(n, "instances", ()))
+        for d in drawn
+        for n in d.graph.nodes
+        if _count(n) > 1 and (path := _module_path(n)) is not None
+    }
     for d in drawn:
         ids: dict[str, int] = {}
         shown = _Edges(d.graph)
@@ -95,12 +110,12 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
             ids[node.id] = seen[key]
         states.append(
             {
-                "label": d.state.label(),
+                "label": d.label,
                 "svg": d.svg,
                 "count": len(d.graph.nodes),
                 "nodes": ids,
                 "notes": list(getattr(d.graph, "notes", ())),
-                "actions": _actions(d, index, drawn, max_states),
+                "actions": _actions(d, index, cut, runs),
             }
         )
     data = {"title": title or "gradlens", "details": details, "states": states}
@@ -118,86 +133,96 @@ def write_html(
 
 # ---------------------------------------------------------------------------- the states
 class _Views:
-    """Draws a state: ``view(graph, depth, fold=..., saved, expand=...)`` with the depth and
-    saved-box choice of the graph's auto view, so states differ only in what they open."""
+    """Draws a state: ``view(graph, depth, fold=..., saved=..., expand=...)`` at the depth and
+    saved-box choice of the graph's auto view, so that states differ only in what they open
+    (``depth="auto"`` itself would pick a shallower depth once a module is opened)."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.view: Any = None
+        self.start = graph
         try:
             from ..analysis.views import view  # type: ignore[import-not-found,unused-ignore]
         except ImportError:  # before module views exist: one state, the graph as it is
             return
-        self.view = view
-        auto = view(graph, depth="auto", fold=True)
-        paths = [p for p in map(_module_path, auto.nodes) if p is not None]
-        self.depth = max((p.count(".") + 1 for p in paths), default=None)
-        has_saved = any(n.kind == NodeKind.SAVED for n in graph.nodes)
-        self.saved = not has_saved or any(n.kind == NodeKind.SAVED for n in auto.nodes)
-        if has_saved and not self.saved:
-            with_saved = view(graph, depth=self.depth, fold=True, saved=True)
-            self.saved = len(with_saved.nodes) == len(auto.nodes)
+        self.start = view(graph, depth="auto", fold=True)
+        target = _signature(self.start)
+        deepest = max((m.count(".") + 1 for n in graph.nodes if (m := n.module)), default=0)
+        for depth in (None, *range(deepest, 0, -1)):
+            for saved in (True, False):
+                if _signature(view(graph, depth, fold=True, saved=saved)) == target:
+                    self.view, self.depth, self.saved = view, depth, saved
+                    return
+        # The auto view folded runs of ops or cut the graph: only that view can be shown.
 
     def draw(self, state: _State) -> Graph:
-        if self.view is None:
-            return self.graph
+        if self.view is None or state == _State():
+            return self.start
         return self.view(  # type: ignore[no-any-return,unused-ignore]
-            self.graph, self.depth, fold=state.fold, saved=self.saved, expand=state.expand
+            self.graph, self.depth, fold=True, saved=self.saved, expand=state.expand
         )
 
 
-def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, int]]:
+def _signature(graph: Graph) -> tuple[tuple[str, int], ...]:
+    """Returns what makes two views the same drawing: their nodes and what each stands for."""
+    return tuple((n.id, _count(n)) for n in graph.nodes)
+
+
+def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, int], bool]:
     """Draws states breadth-first from the start view (all ways to open one module, and
     modules inside it, before two side by side); returns them and the index of each state
-    reached (states whose view is the same as an earlier one share its index)."""
+    reached (states whose view is the same as an earlier one share its index), and whether
+    the budget left states out."""
     views = _Views(graph)
     drawn: list[_Drawn] = []
     index: dict[_State, int] = {}
     by_nodes: dict[tuple[Any, ...], int] = {}
     queue: list[tuple[int, int, int, _State]] = [(0, 0, 0, _State())]
     queued = {_State()}
+    labels = {_State(): "start view"}
     order = 0
     chars = 0
     while queue and len(drawn) < max_states and chars < _PAGE_CHARS:
         *_, state = heapq.heappop(queue)
         shown = views.draw(state)
-        signature = tuple(n.id for n in shown.nodes) + tuple(_count(n) for n in shown.nodes)
+        signature = _signature(shown)
         if signature in by_nodes:  # opening it changed nothing
             index[state] = by_nodes[signature]
             continue
         svg = _svg(shown)
         chars += len(svg)
-        d = _Drawn(state, shown, svg)
+        d = _Drawn(state, labels[state], shown, svg)
         for node in shown.nodes:
             path = _module_path(node)
             if path is None:
                 continue
             d.modules[node.id] = path
-            if _count(node) > 1:
-                d.folded.append(node.id)
         index[state] = by_nodes[signature] = len(drawn)
         drawn.append(d)
-        children = [state.open(p) for p in d.modules.values()]
-        if d.folded and state.fold:
-            children.append(_State(state.expand, fold=False))
-        for child in children:
+        if views.view is None:  # this view cannot be redrawn with modules opened
+            continue
+        for node_id, path in d.modules.items():
+            child = state.open(path)
             if child in queued:
                 continue
             queued.add(child)
+            count = _count(shown.node(node_id))
+            step = f"unfolded {path} ×{count}" if count > 1 else f"opened {path}"
+            labels[child] = f"{d.label} › {step}"
             order += 1
             heapq.heappush(queue, (_chains(child), len(child.expand), order, child))
-    return drawn, index
+    return drawn, index, bool(queue)
 
 
 def _actions(
-    d: _Drawn, index: dict[_State, int], drawn: list[_Drawn], max_states: int
+    d: _Drawn, index: dict[_State, int], cut: bool, runs: dict[str, tuple[str, ...]]
 ) -> dict[str, dict[str, Any]]:
     """Returns, per node id of one state, where its buttons lead (state indices) and, for a
     module that cannot be opened here, why and the Python call that shows it."""
     me = index[d.state]
     out: dict[str, dict[str, Any]] = {}
     for node_id, path in d.modules.items():
-        action: dict[str, Any] = {"path": path}
+        action: dict[str, Any] = {"path": path, "count": _count(d.graph.node(node_id))}
         target = index.get(d.state.open(path))
         if target is not None and target != me:
             action["expand"] = target
@@ -207,34 +232,51 @@ def _actions(
                 f"it drew). In Python, view it from the full graph: {_CALL}.view(module="
                 f"{json.dumps(path)})"
             )
+        elif cut:
+            action["why"] = (
+                f"Not precomputed on this page (it holds {len(set(index.values()))} views; "
+                f"to_html(g, max_states=...) holds more). "
+                f"In Python: {_CALL}.view(module={json.dumps(path)})"
+            )
         else:
             action["why"] = (
-                f"Not precomputed on this page (it holds {len(drawn)} views, at most "
-                f"{max_states}). In Python: {_CALL}.view(module={json.dumps(path)})"
+                f"This page cannot open {path}: it shows the graph's auto view only. "
+                f"In Python: {_CALL}.view(module={json.dumps(path)})"
             )
-        if node_id in d.folded:
-            unfold = index.get(_State(d.state.expand, fold=False))
-            if unfold is not None and unfold != me:
-                action["unfold"] = unfold
         out[node_id] = action
-    for node in d.graph.nodes:  # Collapse: the opened modules this node sits in
-        inside = node.module or _module_path(node) or ""
+    for node in d.graph.nodes:  # Collapse / Fold: the opened modules this node sits in
         closers = []
-        for path in sorted(d.state.expand, key=len, reverse=True):
-            if inside == path or inside.startswith(path + "."):
-                target = index.get(d.state.close(path))
-                if target is not None and target != me:
-                    closers.append([path, target])
+        for text, state in _closings(d.state, _module_path(node) or node.module or "", runs):
+            target = index.get(state)
+            if target is not None and target != me:
+                closers.append([text, target])
         if closers:
             out.setdefault(node.id, {})["collapse"] = closers
     return out
+
+
+def _closings(
+    state: _State, inside: str, runs: dict[str, tuple[str, ...]]
+) -> list[tuple[str, _State]]:
+    """Returns the buttons that close what ``inside`` (a module path) sits in: each opened
+    module around it ("Collapse transformer.h.3"), and an unfolded run it belongs to
+    ("Fold transformer.h.0–11"), innermost first."""
+    found = []
+    for path in sorted(set(state.expand), key=len, reverse=True):
+        instances = runs.get(path)
+        unfolded_only = instances is not None and state.expand.count(path) == 1
+        if _within(inside, path) and not unfolded_only:
+            found.append((f"Collapse {path}", state.close(path)))
+        if instances is not None and any(_within(inside, i) for i in instances):
+            found.append((f"Fold {path} ×{len(instances)}", state.refold(instances)))
+    return found
 
 
 def _chains(state: _State) -> int:
     """Returns how many opened modules have no opened module inside them: the page first opens
     one module deeper and deeper (one chain), then two side by side."""
     opened = set(state.expand)
-    return sum(not any(q.startswith(p + ".") for q in opened) for p in opened)
+    return sum(not any(q != p and _within(q, p) for q in opened) for p in opened)
 
 
 def _svg(graph: Graph) -> str:
@@ -300,7 +342,12 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
 
     row("module class", get("module_class"))
     row("op", node.op)
-    row("module", node.module)
+    if node.kind.value == "module":
+        instances = get("instances", ())
+        row("path", " … ".join((instances[0], instances[-1])) if instances else _module_path(node))
+        row("inside", node.module)
+    else:
+        row("module", node.module)
     row("source", node.source)
     if node.kind != NodeKind.OP:
         row("shape", format_shape(node.shape))

@@ -184,11 +184,11 @@
 
   function actions(a) {
     const out = [];
-    if (a.expand !== undefined) out.push(button("Expand", () => go(a.expand, a.path)));
-    if (a.unfold !== undefined) out.push(button("Unfold repeats", () => go(a.unfold, a.path)));
-    for (const [path, index] of a.collapse || []) {
-      out.push(button("Collapse " + path, () => go(index)));
+    if (a.expand !== undefined) {
+      const label = a.count > 1 ? `Unfold ×${a.count}` : "Expand";
+      out.push(button(label, () => go(a.expand, a.path)));
     }
+    for (const [text, index] of a.collapse || []) out.push(button(text, () => go(index)));
     const bar = el("div", "actions");
     bar.replaceChildren(...out);
     const result = out.length ? [bar] : [];
