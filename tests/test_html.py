@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import torch
-from model_zoo import mlp_step
+from model_zoo import gpt2_step, mlp_step
 
 import gradlens
 from gradlens import GradlensError
@@ -441,3 +441,86 @@ def test_cli_html_is_refused_before_running_when_it_cannot_be_written(
     assert "--html: the HTML page draws its graph with Graphviz's 'dot'" in out
     assert "backward()" not in out  # refused before the example ran
     assert not (tmp_path / "p.html").exists()
+
+
+def gpt2_trace() -> Any:
+    """A two-block GPT-2 (tiny sizes): its auto view folds the blocks into one node ×2."""
+    model, inputs, loss_fn = gpt2_step(vocab=50, seq=6, layers=2, d=16, heads=2, ctx=8)
+    with gradlens.trace(model) as t:
+        loss_fn(model, *inputs).backward()
+    return t
+
+
+def click_button(browser: Browser, text: str) -> None:
+    """Clicks the details panel's button labelled ``text`` with the mouse."""
+    where = browser.js(
+        "(() => { const b = Array.from(document.querySelectorAll('#details button'))"
+        f".find(b => b.textContent === {json.dumps(text)});"
+        " if (!b) return null; const r = b.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    assert where is not None, (text, panel(browser)["buttons"])
+    browser.click(*where)
+
+
+def drawn_records(browser: Browser) -> set[str]:
+    """Returns the record ids drawn now (the DOT's note box is not a record)."""
+    return set(drawn_ids(browser)) - {"gradlens_notes"}
+
+
+@needs_dot
+@needs_chromium
+def test_page_expands_and_collapses_modules_in_chromium(browser: Browser, tmp_path: Path) -> None:
+    pytest.importorskip("gradlens.analysis.views", reason="module views not merged yet")
+    t = gpt2_trace()
+    g = t.graph
+    start = g.view(depth="auto", fold=True)
+    assert not any("at depth" in n for n in start.notes)  # nothing collapsed: only the fold
+    run = next(n for n in start.nodes if n.count > 1)
+    assert run.id == "m:transformer.h.0" and run.instances == ("transformer.h.0", "transformer.h.1")
+    page = tmp_path / "gpt2.html"
+    page.write_text(to_html(g, max_states=6), encoding="utf-8")
+    open_page(browser, page)
+
+    def count() -> int:
+        text = browser.js("document.getElementById('count').textContent")
+        return int(text.split()[0])
+
+    assert drawn_records(browser) == {n.id for n in start.nodes} and count() == len(start.nodes)
+
+    # The folded run: its instances and their gradient norms, and a button to unfold it.
+    browser.click_node(run.id)
+    shown = panel(browser)
+    assert shown["title"] == run.name and "Unfold ×2" in shown["buttons"]
+    assert dict(shown["rows"])["repeats"] == "×2"
+    click_button(browser, "Unfold ×2")
+    unfolded = g.view(fold=True, expand=("transformer.h.0",))
+    assert drawn_records(browser) == {n.id for n in unfolded.nodes}
+    assert count() == len(unfolded.nodes) > len(start.nodes)
+    assert "unfolded transformer.h.0 ×2" in browser.js(
+        "document.getElementById('state').textContent"
+    )
+
+    # Block 1 was left out of this small page's budget: the page says how to see it.
+    browser.click_node("m:transformer.h.1")
+    assert "Expand" not in panel(browser)["buttons"]
+    assert 'g.view(module="transformer.h.1")' in panel(browser)["why"]
+
+    # Open block 0: its submodules appear; search finds its attention module.
+    browser.click_node("m:transformer.h.0")
+    click_button(browser, "Expand")
+    opened = g.view(fold=True, expand=("transformer.h.0", "transformer.h.0"))
+    assert drawn_records(browser) == {n.id for n in opened.nodes}
+    assert "m:transformer.h.0.attn" in drawn_records(browser)
+    browser.type("#search", "h.0.attn")
+    assert ["id", "m:transformer.h.0.attn"] in panel(browser)["rows"]
+
+    # Collapse block 0 from a node inside it, go Back, then fold the run again.
+    assert set(panel(browser)["buttons"]) >= {"Collapse transformer.h.0", "Fold transformer.h.0 ×2"}
+    click_button(browser, "Collapse transformer.h.0")
+    assert drawn_records(browser) == {n.id for n in unfolded.nodes}
+    browser.js("document.getElementById('back').click()")
+    assert drawn_records(browser) == {n.id for n in opened.nodes}
+    browser.click_node("m:transformer.h.0.attn")
+    click_button(browser, "Fold transformer.h.0 ×2")
+    assert drawn_records(browser) == {n.id for n in start.nodes} and count() == len(start.nodes)

@@ -170,14 +170,14 @@ def _signature(graph: Graph) -> tuple[tuple[str, int], ...]:
 
 def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, int], bool]:
     """Draws states breadth-first from the start view (all ways to open one module, and
-    modules inside it, before two side by side); returns them and the index of each state
-    reached (states whose view is the same as an earlier one share its index), and whether
-    the budget left states out."""
+    modules inside it, before two side by side; bigger modules first). Returns them, the index
+    of each state reached (states whose view is the same as an earlier one share its index),
+    and whether the budget left states out."""
     views = _Views(graph)
     drawn: list[_Drawn] = []
     index: dict[_State, int] = {}
     by_nodes: dict[tuple[Any, ...], int] = {}
-    queue: list[tuple[int, int, int, _State]] = [(0, 0, 0, _State())]
+    queue: list[tuple[int, int, int, int, _State]] = [(0, 0, 0, 0, _State())]
     queued = {_State()}
     labels = {_State(): "start view"}
     order = 0
@@ -206,11 +206,13 @@ def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, 
             if child in queued:
                 continue
             queued.add(child)
-            count = _count(shown.node(node_id))
+            node = shown.node(node_id)
+            count = _count(node)
             step = f"unfolded {path} ×{count}" if count > 1 else f"opened {path}"
             labels[child] = f"{d.label} › {step}"
             order += 1
-            heapq.heappush(queue, (_chains(child), len(child.expand), order, child))
+            hidden = -int(getattr(node, "inner", 0))  # the bigger module first
+            heapq.heappush(queue, (_chains(child), len(child.expand), hidden, order, child))
     return drawn, index, bool(queue)
 
 
@@ -222,7 +224,9 @@ def _actions(
     me = index[d.state]
     out: dict[str, dict[str, Any]] = {}
     for node_id, path in d.modules.items():
-        action: dict[str, Any] = {"path": path, "count": _count(d.graph.node(node_id))}
+        node = d.graph.node(node_id)
+        opens = list(getattr(node, "instances", ())) or [path]  # what to centre on after
+        action: dict[str, Any] = {"path": path, "count": _count(node), "opens": opens}
         target = index.get(d.state.open(path))
         if target is not None and target != me:
             action["expand"] = target
@@ -235,7 +239,7 @@ def _actions(
         elif cut:
             action["why"] = (
                 f"Not precomputed on this page (it holds {len(set(index.values()))} views; "
-                f"to_html(g, max_states=...) holds more). "
+                f"gradlens.render.html.write_html({_CALL}, path, max_states=100) holds more). "
                 f"In Python: {_CALL}.view(module={json.dumps(path)})"
             )
         else:
@@ -390,7 +394,7 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
     return {
         "title": node.name or "(no name)",
         "kind": node.kind.value,
-        "module": node.module or (_module_path(node) or ""),
+        "module": _module_path(node) or node.module or "",  # where it sits (MODULE: itself)
         "rows": rows,
         "saved": saved,
         "instances": instances,

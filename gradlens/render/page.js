@@ -12,7 +12,7 @@
   let hits = [], hit = -1, selected = null;
 
   // ------------------------------------------------------------------ showing a state
-  function show(index, focusPath) {
+  function show(index, focusPaths) {
     current = index;
     const state = data.states[index];
     const doc = new DOMParser().parseFromString(state.svg, "image/svg+xml");
@@ -25,35 +25,44 @@
     $("count").textContent = plural(state.count, "node");
     $("state").textContent = state.label;
     $("back").disabled = history.length === 0;
+    // Notes: what the view collapsed and how to open it; the first one, the rest on a click.
     const notes = $("notes");
-    notes.replaceChildren(...state.notes.map((n) => el("div", "note", n)));
+    const [first, ...rest] = state.notes;
+    if (rest.length) {
+      const more = el("details");
+      more.append(el("summary", "", `${first}  (+${rest.length} more)`), ...rest.map((n) => el("div", "note", n)));
+      notes.replaceChildren(more);
+    } else {
+      notes.replaceChildren(...state.notes.map((n) => el("div", "note", n)));
+    }
     notes.hidden = state.notes.length === 0;
     fit();
     const keep = selected && state.nodes[selected] !== undefined ? selected : null;
     select(keep);
     runSearch(false);
-    if (focusPath) focusModule(focusPath);
+    if (focusPaths) focusModules(focusPaths);
   }
 
   function nodes() { return svg ? Array.from(svg.querySelectorAll("g.node")) : []; }
   function nodeEl(id) { return nodes().find((g) => g.id === id) || null; }
 
-  function go(index, focusPath) {
+  function go(index, focusPaths) {
     if (index === current) return;
     history.push(current);
-    show(index, focusPath);
+    show(index, focusPaths);
   }
 
   function back() {
     if (history.length) show(history.pop());
   }
 
-  // After an expand: centre on the nodes that came out of the module.
-  function focusModule(path) {
+  // After an expand: mark the nodes that came out of the module(s), centre on the first.
+  function focusModules(paths) {
     const state = data.states[current];
+    const within = (m) => paths.some((p) => m === p || m.startsWith(p + "."));
     const inside = nodes().filter((g) => {
       const d = data.details[state.nodes[g.id]];
-      return d && d.module && (d.module === path || d.module.startsWith(path + "."));
+      return d && d.module && within(d.module);
     });
     inside.forEach((g) => g.classList.add("opened"));
     if (inside.length) centre(inside[0]);
@@ -118,7 +127,7 @@
     const p = svg.createSVGPoint();
     p.x = b.x + b.width / 2; p.y = b.y + b.height / 2;
     const c = m ? p.matrixTransform(m.matrix) : p;
-    const w = Math.min(box.w, Math.max(b.width * 8, 500));
+    const w = Math.min(box.w, Math.max(b.width * 5, 400));
     const h = box.h * (w / box.w);
     setBox({ x: c.x - w / 2, y: c.y - h / 2, w, h });
   }
@@ -186,7 +195,7 @@
     const out = [];
     if (a.expand !== undefined) {
       const label = a.count > 1 ? `Unfold ×${a.count}` : "Expand";
-      out.push(button(label, () => go(a.expand, a.path)));
+      out.push(button(label, () => go(a.expand, a.opens)));
     }
     for (const [text, index] of a.collapse || []) out.push(button(text, () => go(index)));
     const bar = el("div", "actions");
