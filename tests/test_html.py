@@ -104,6 +104,7 @@ class Browser:
         self._buffer = b""
         self._next = 0
         self.session: str | None = None
+        self.target: str | None = None
         self.width, self.height = width, height
 
     def send(
@@ -133,7 +134,10 @@ class Browser:
             self._buffer += chunk
 
     def open(self, url: str) -> None:
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        """Opens ``url`` in a new tab (closing the previous one) and waits for the page."""
+        if self.target is not None:
+            self.send("Target.closeTarget", {"targetId": self.target})
+        self.target = target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
         ]

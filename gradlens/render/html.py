@@ -118,7 +118,7 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
                 "actions": _actions(d, index, cut, runs),
             }
         )
-    data = {"title": title or "gradlens", "details": details, "states": states}
+    data = {"details": details, "states": states}
     return _page(title or "gradlens graph", data)
 
 
@@ -298,7 +298,8 @@ def _module_path(node: GraphNode) -> str | None:
     instances = getattr(node, "instances", ())
     if instances:
         return str(instances[0])
-    return node.id[2:] if node.id.startswith("m:") else (node.module or node.name)
+    # "m:" + path; other ids ("r:n4000", a run of one op drawn as one node) are no module
+    return node.id[2:] if node.id.startswith("m:") else None
 
 
 def _count(node: GraphNode) -> int:

@@ -236,7 +236,7 @@
   document.addEventListener("keydown", (e) => {
     if (e.target === search) return;
     if (e.key === "/") { e.preventDefault(); search.focus(); }
-    else if (e.key === "Backspace" || e.key === "ArrowLeft") back();
+    else if (e.key === "Backspace") back();
     else if (e.key === "f") fit();
   });
   show(0);
