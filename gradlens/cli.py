@@ -34,13 +34,14 @@ from .examples import EXAMPLES, ExampleResult, load_example
 from .records import InplaceViolation
 from .records.serialize import to_json_dict
 from .render.files import check_writable, write_atomic
-from .render.graphviz import render
+from .render.graphviz import find_dot, render
+from .render.html import NO_DOT
 from .render.terminal import diagnostics_list, event_log, graph_tree, status_table
 
 __all__ = ["example_json", "main"]
 
 
-_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "json", "plot")
+_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "html", "json", "plot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,13 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run a worked example (see `gradlens list`) or an unchanged training script "
             "(`gradlens run train.py --lr 0.1 --plot curves.png`). Arguments after the script "
-            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--json/--plot; put a "
+            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--html/--json/--plot; put a "
             "script's own flags of those names after `--`."
         ),
     )
     run.add_argument("name", metavar="NAME", help="an example name, or a path to a .py script")
     for fmt in ("svg", "png", "pdf", "dot"):
         run.add_argument(f"--{fmt}", metavar="PATH", type=Path, help=f"write the diagram as {fmt}")
+    run.add_argument(
+        "--html", metavar="PATH", type=Path, help="write an interactive page of the diagram"
+    )
     run.add_argument("--json", metavar="PATH", type=Path, help="write the records as JSON")
     run.add_argument(
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
@@ -207,11 +211,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     training = bool(getattr(module, "TRAINING", False))
     outputs = _check_outputs(
         args,
-        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "json"),
+        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "html", "json"),
         what=f"example {args.name!r}: it is a training run and draws plots, not a graph"
         if training
         else f"example {args.name!r}: it draws a graph, not plots",
     )
+    if outputs["html"] is not None and find_dot() is None:  # before the run, as for a bad path
+        raise GradlensError(f"--html: {NO_DOT}")
     with warnings.catch_warnings():
         # The in-place examples show each violation in their own sections; the warning the
         # guard issues on the way would print it a second time, raw, before the example.
@@ -219,13 +225,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         result = module.run()
     _print(result, console)
     diagram = result.diagram
-    for fmt in ("svg", "png", "pdf", "dot"):
+    for fmt in ("svg", "png", "pdf", "dot", "html"):
         path = outputs[fmt]
         if path is None:
             continue
         if diagram is None:
             raise GradlensError(f"example {args.name!r} draws no graph; use --plot for its plots")
-        written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
+        if fmt == "html":  # the interactive page: the record itself, not only its DOT text
+            written = diagram.render(path)
+        else:
+            written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
         _say(console, f"wrote {written.path}")
         if written.message:
             _say(console, written.message, "yellow")
