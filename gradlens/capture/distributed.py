@@ -148,11 +148,20 @@ def _timeout() -> float:
     return value if value > 0 else _DEFAULT_TIMEOUT
 
 
+_dtensor: type | None = None  # torch.distributed.tensor.DTensor, once something imported it
+
+
 def is_dtensor(t: object) -> bool:
     """Returns whether ``t`` is a DTensor (without importing DTensor when nothing made one)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    cls = getattr(module, "DTensor", None) if module is not None else None
-    return cls is not None and isinstance(t, cls)
+    global _dtensor
+    cls = _dtensor
+    if cls is None:
+        module = sys.modules.get("torch.distributed.tensor")
+        cls = getattr(module, "DTensor", None) if module is not None else None
+        if cls is None:
+            return False
+        _dtensor = cls
+    return isinstance(t, cls)
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
@@ -237,6 +246,7 @@ class Ranks:
         self._group: Any = None
         self._capacity = _FIRST_CAPACITY
         self._kinds: dict[str, int] = {}  # parameter name -> kind, as last seen
+        self._layout: dict[int, tuple[int, int]] = {}  # slot -> (kind, local numel) of its grad
         self._hooks: dict[int, Any] = {}  # slot -> handle of the pre-reduction check
         self._sums: dict[int, torch.Tensor] = {}  # slot -> sum of its gradients this step
         self._hook_failed = False
@@ -288,14 +298,19 @@ class Ranks:
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         names, kinds, numels, reached, sums = [], [], [], [], []
         for slot, name, param in members:
-            g = param.grad
-            t = g if g is not None else param
-            kind = _kind(t)
+            dtensor = is_dtensor(param)
+            layout = self._layout.get(slot)
+            if layout is None:  # a gradient's layout does not change: read it once
+                g = param.grad
+                t = g if g is not None else param
+                layout = (_kind(t), local(t).numel())
+                if g is not None:
+                    self._layout[slot] = layout
+            kind, numel = layout
             self._kinds[name] = kind
             names.append(name)
             kinds.append(kind)
-            numels.append(local(t).numel())
-            dtensor = is_dtensor(param)
+            numels.append(numel)
             reached.append(-1 if dtensor or slot not in self._hooks else int(slot in touched))
             sums.append(self._sums.pop(slot, None))
             if not dtensor and slot not in self._hooks and param.requires_grad:
@@ -372,6 +387,7 @@ class Ranks:
         self._hooks.clear()
         self._sums.clear()
         self._versions.clear()
+        self._layout.clear()
 
     # -- the exchange ------------------------------------------------------------------------
     def exchange(self, records: list[StepRecord]) -> list[StepRecord]:
