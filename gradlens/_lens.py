@@ -242,11 +242,14 @@ class Lens:
     def _on_step(self, pending: int) -> None:
         """Called after every optimizer step with the number of steps left on the device."""
         assert self._watcher is not None
-        if self._watcher.ranks_due(FLUSH_EVERY):  # torch.distributed: on every rank at once
+        synced = self._watcher.ranks_due(FLUSH_EVERY)
+        if synced:  # torch.distributed: on every rank at once
             self._watcher.sync_ranks()
             self._pull()
         new_facts = len(self._watcher.facts) > self._facts_seen
         due = self._output.due(self._watcher.steps_seen)
+        if due and not synced and self._watcher.ranks.holding():
+            due = False  # a view is shown when new combined steps arrive, not before
         if due or new_facts or pending >= FLUSH_EVERY:
             self._pull()
             if due or new_facts:
