@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -35,21 +34,30 @@ def _torchrun(out: Path) -> list[Rank]:
     return [Rank(0, p.returncode, p.stdout, p.stderr, 0.0)]
 
 
+# name: (scenario, environment)
+RUNS = {
+    "ddp": ("ddp", {}),
+    "fsdp": ("fsdp", {}),
+    "faults": ("faults", {"GRADLENS_ALL_RANKS": "1"}),
+    "dead": ("dead", {"GRADLENS_DIST_TIMEOUT": "20"}),  # dies after the first exchange
+    "dead-early": ("dead", {"GRADLENS_DIST_TIMEOUT": "8", "DEAD_STEP": "10"}),  # before it
+    "hung": ("dead", {"GRADLENS_DIST_TIMEOUT": "8", "HANG": "25"}),  # stuck for 25 s at 70
+}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Starts every run at once (their time is mostly importing torch) and waits for all."""
-    dirs = {m: tmp_path_factory.mktemp(m) for m in ("ddp", "fsdp", "faults", "dead", "cli")}
-    envs = {"faults": {"GRADLENS_ALL_RANKS": "1"}, "dead": {"GRADLENS_DIST_TIMEOUT": "20"}}
+    dirs = {name: tmp_path_factory.mktemp(name) for name in [*RUNS, "cli"]}
     with ThreadPoolExecutor(len(dirs)) as pool:
         futures: dict[str, Any] = {
-            m: pool.submit(
-                run_ranks, [str(SCRIPTS / "scenarios.py"), m, str(d)], 2, envs.get(m), 240.0
+            name: pool.submit(
+                run_ranks, [str(SCRIPTS / "scenarios.py"), mode, str(dirs[name])], 2, env, 240.0
             )
-            for m, d in dirs.items()
-            if m != "cli"
+            for name, (mode, env) in RUNS.items()
         }
         futures["cli"] = pool.submit(_torchrun, dirs["cli"])
-        return {m: (f.result(), dirs[m]) for m, f in futures.items()}
+        return {name: (f.result(), dirs[name]) for name, f in futures.items()}
 
 
 def _results(runs: dict[str, Any], mode: str) -> list[dict[str, Any]]:
@@ -190,12 +198,32 @@ def test_all_ranks_asked(runs: dict[str, Any]) -> None:
     assert (out / "plot-r0.png").exists() and (out / "plot-r1.png").exists()
 
 
-def test_dead_rank_does_not_hang_the_others(runs: dict[str, Any]) -> None:
-    (rank0, rank1), out = runs["dead"]
-    assert rank1.code == 3  # it died at step 70
+@pytest.mark.parametrize(
+    ("run", "error"),
+    [
+        ("dead", "Connection closed by peer"),  # gloo sees the peer gone at once
+        ("dead-early", "wait timeout after 8000ms"),  # making gradlens's group: the timeout
+    ],
+)
+def test_dead_rank_does_not_hang_the_others(runs: dict[str, Any], run: str, error: str) -> None:
+    (rank0, rank1), out = runs[run]
+    assert rank1.code == 3  # it died (at step 70, or 10)
     assert rank0.code == 0, rank0.err  # and rank 0 trained on to the end
     data = json.loads((out / "rank0.json").read_text())
-    assert data["seconds"] < 60  # gloo saw the peer gone; the timeout bounds a hung one
+    assert data["seconds"] < 60  # all 140 steps, waits included
     assert [s["step"] for s in data["steps"]] == list(range(140))
-    assert any("stopped combining statistics across ranks" in n for n in data["notes"])
-    assert os.environ.get("GRADLENS_DIST_TIMEOUT") is None  # the runs' own setting only
+    (note,) = data["notes"]
+    assert note.startswith("gradlens stopped combining statistics across ranks: the exchange")
+    assert error in note
+
+
+def test_hung_rank_times_out(runs: dict[str, Any]) -> None:
+    # Rank 1 sleeps 25 s at step 70; rank 0 waits 8 s at its exchange at step 128, then goes
+    # on with its own numbers; rank 1, awake, finds rank 0 gone at its own exchange.
+    ranks = _results(runs, "hung")
+    assert ranks[0]["seconds"] < 25
+    assert "Timed out waiting 8000ms" in ranks[0]["notes"][0]
+    assert "stopped combining" in ranks[1]["notes"][0]
+    for data in ranks:
+        assert [s["step"] for s in data["steps"]] == list(range(140))
+        assert data["world_size"] == 2  # the first exchange (steps 0-63) combined both ranks

@@ -233,8 +233,11 @@ def dead() -> None:
     start = time.monotonic()
     with gradlens.watch(model, opt, live=False) as lens:
         for step in range(140):
-            if step == 70 and RANK == 1:
-                os._exit(3)
+            if step == int(os.environ.get("DEAD_STEP", "70")) and RANK == 1:
+                if os.environ.get("HANG"):  # alive but stuck: the timeout must end the wait
+                    time.sleep(float(os.environ["HANG"]))
+                else:
+                    os._exit(3)
             opt.zero_grad()
             x, y = batch(step)
             nn.functional.mse_loss(model(mine(x)), mine(y)).backward()
