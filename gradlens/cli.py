@@ -30,6 +30,7 @@ from ._errors import GradlensError
 from ._guard import Guard, InplaceWarning, guard
 from ._lens import watch_everything
 from .analysis.inplace import explain_violation
+from .capture.distributed import all_ranks_asked, current_rank, rank_path
 from .examples import EXAMPLES, ExampleResult, load_example
 from .records import InplaceViolation
 from .records.serialize import to_json_dict
@@ -402,7 +403,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
-    console.print(Rule(Text.assemble(("gradlens run", "bold"), " ", str(script))))
+    if not lens.silent:  # torchrun: rank 0 only, unless GRADLENS_ALL_RANKS=1
+        console.print(Rule(Text.assemble(("gradlens run", "bold"), " ", _ranked(script))))
     try:
         with lens, checker if checker is not None else contextlib.nullcontext(), findings:
             try:
@@ -419,9 +421,11 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         code, interrupted = 130, True
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    if failure is not None:
+    if failure is not None:  # on every rank: the one that failed is the one to read
         console.print(_user_traceback(failure, width=console.width))
     del failure  # its frames hold the script's tensors
+    if lens.silent:
+        return code
     console.print(Rule(Text("gradlens report", style="bold")))
     if interrupted:
         _say(
@@ -438,6 +442,9 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     if code != 0:
         what = "was interrupted" if interrupted else f"exited with code {code}"
         _say(console, f"the script {what}", "bold red")
+    if all_ranks_asked():  # every rank writes its own files: out.json, out.rank1.json, ...
+        rank = current_rank()
+        outputs = {k: None if v is None else Path(rank_path(v, rank)) for k, v in outputs.items()}
     return _write_outputs(lens, outputs, code, console)
 
 
@@ -450,6 +457,13 @@ def _tensorboard(folder: Path | None) -> list[Any]:
     from .sinks import TensorBoard
 
     return [TensorBoard(folder)]
+
+
+def _ranked(script: Path) -> str:
+    """Returns the script's name, with the rank when every rank prints (GRADLENS_ALL_RANKS)."""
+    if all_ranks_asked() and "RANK" in os.environ:
+        return f"{script} (rank {current_rank()})"
+    return str(script)
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:

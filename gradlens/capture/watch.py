@@ -42,6 +42,7 @@ from ..records import ParamInfo, StepRecord, WatchFact
 from ..records.histograms import GradHistogram
 from . import gradstats
 from .calls import parse_backward
+from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .pending import Pending, to_records
 from .source import format_location, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
@@ -148,6 +149,9 @@ class Watcher:
         self._skipped = 0
         #: Sinks' on-device gradient histograms: (bins, range per parameter name); None: none.
         self.histograms: gradstats.HistogramSpec | None = None
+        self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
+        self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
+        self._ready_hist: list[GradHistogram] = []  # their histograms (this rank's own)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,6 +184,8 @@ class Watcher:
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
             self._started = True
+            if torch.distributed.is_available():  # the last exchange before the group goes
+                self._ranks.watch_destroy(self.sync_ranks)
         except BaseException:
             self.stop()
             raise
@@ -191,6 +197,7 @@ class Watcher:
                 mode, self._mode = self._mode, None
                 mode.__exit__(None, None, None)
         finally:
+            self._ranks.stop()
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
@@ -368,8 +375,8 @@ class Watcher:
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
                 self._grad_ptrs.clear()
-            # A sparse gradient has no data_ptr: it is known by its id (checked by identity).
-            self._grad_ptrs[g.data_ptr() if g.layout == torch.strided else id(g)] = p
+            # A sparse gradient or a DTensor has no data_ptr: known by its id (by identity).
+            self._grad_ptrs[grad_key(g)] = p
         return g
 
     def _grad_hook(self, p: ParamState) -> Callable[[torch.Tensor], None]:
@@ -438,8 +445,8 @@ class Watcher:
         return func(*args, **kwargs)
 
     def _zeroed(self, t: torch.Tensor) -> None:
-        strided = t.layout == torch.strided
-        key = t.data_ptr() if strided else id(t)
+        strided = t.layout == torch.strided and not is_dtensor(t)
+        key = grad_key(t)
         p = self._grad_ptrs.get(key)
         if p is None:
             return
@@ -669,6 +676,11 @@ class Watcher:
             self._stale(o, step, stale)
         backs = self._step_backwards(o)
         pending: Pending | None = None
+        if active():  # torch.distributed: what the exchange across ranks needs besides
+            try:
+                self._note_ranks(o, step, members, backs)
+            except Exception as e:
+                self._broke("combining across ranks", e)
         if step % self._every == 0:
             detail = self._detail_every > 0 and o.recorded % self._detail_every == 0
             pending = Pending(
@@ -705,6 +717,18 @@ class Watcher:
         self._last_step_backward = self._backward_index
         self._prune()
 
+    def _note_ranks(
+        self, o: OptState, step: int, members: list[ParamState], backs: list[BackwardCall]
+    ) -> None:
+        if step % self._every != 0:
+            self._ranks.skip()
+            return
+        touched: set[int] = set()
+        for b in backs:
+            touched |= b.touched
+        grads = [(p.slot, p.name, p.tensor) for p in members if p.tensor.requires_grad]
+        self._ranks.note(o.label, step, grads, touched)
+
     def _stale(self, o: OptState, step: int, stale: list[ParamState]) -> None:
         lines = [p.stale[1] for p in stale if p.stale is not None and p.stale[0] == p.epoch]
         line = next((x for x in lines if x is not None), None)
@@ -723,6 +747,8 @@ class Watcher:
             return [b for b in self._backs if b.index > o.last_backward]
         if o.late and o.steps == 0:  # its hooks came after this backward: take the latest ones
             return [b for b in self._backs if b.index > self._last_step_backward]
+        if o.members and all(is_dtensor(p.tensor) for p in o.members):  # FSDP2: no hook fires
+            return [b for b in self._backs if b.index > o.last_backward]
         # Only the backward calls since the members' .grad was last reset went into it: a GAN's
         # generator backward reaches D too, but D.zero_grad() drops that before D steps.
         slots = o.slots
@@ -748,7 +774,7 @@ class Watcher:
             for group in pending.groups:
                 if group.snapshot is not None:
                     with torch.no_grad():
-                        after = [members[n] for n in group.names]
+                        after = [local(members[n]) for n in group.names]
                         group.update = gradstats.update_sumsq(group.snapshot, after)
                     group.snapshot = None
             self._pending.append(pending)
@@ -803,6 +829,8 @@ class Watcher:
         """Whether ``p`` (whose ``.grad`` is ``g``, synced) got a gradient since ``o``'s
         previous step with it."""
         seen = o.seen.get(p.slot)
+        if is_dtensor(p.tensor):  # FSDP2 writes a sharded .grad itself: no gradient hook fires
+            return self._ranks.grad_moved(o.label, p.slot, g)
         if g is None:
             return False
         if seen is None:  # o's first step with it
@@ -812,9 +840,49 @@ class Watcher:
     # -- to the host -------------------------------------------------------------------------
     def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
         """Copies every pending step to the host (one transfer per device) as StepRecords;
-        their gradient histograms (for the sinks) are appended to ``histograms`` if given."""
+        their gradient histograms (for the sinks) are appended to ``histograms`` if given.
+
+        Under torch.distributed, returns the steps ``sync_ranks`` combined; the others wait
+        for it (it must run at the same point on every rank). Histograms stay this rank's."""
+        ready, self._ready = self._ready, []
+        ready_hist, self._ready_hist = self._ready_hist, []
+        if histograms is not None:
+            histograms += ready_hist
+        if self._ranks.holding():
+            return ready
         pending, self._pending = self._pending, []
         if not pending:
-            return []
+            return ready
         with own_ops():  # no user mode around the block sees the copy
-            return to_records(pending, histograms)
+            return ready + self._ranks.local_only(to_records(pending, histograms))
+
+    # -- torch.distributed -------------------------------------------------------------------
+    @property
+    def ranks(self) -> Ranks:
+        """Returns the distributed side: world size, rank, exchanges made."""
+        return self._ranks
+
+    def ranks_due(self, every: int) -> bool:
+        """Returns whether ``every`` recorded steps wait for the exchange across ranks."""
+        return self._ranks.due(every)
+
+    def sync_ranks(self) -> None:
+        """Under torch.distributed, combines the waiting steps with every other rank's (one
+        collective; ``capture/distributed.py``). Every rank must call it at the same point:
+        every ``FLUSH_EVERY`` recorded steps, when the watch ends, and before the process
+        group is destroyed. Does nothing in a single process."""
+        if not self._ranks.holding():
+            return
+        pending, self._pending = self._pending, []
+        records: list[StepRecord] = []
+        try:
+            with own_ops():
+                hist: list[GradHistogram] = []
+                records = to_records(pending, hist) if pending else []
+                self._ready_hist += hist
+        except Exception as e:  # still exchange: the other ranks wait for this rank's part
+            self._broke("combining across ranks", e)
+        try:
+            self._ready += self._ranks.exchange(records)
+        except Exception as e:
+            self._broke("combining across ranks", e)
