@@ -165,3 +165,48 @@ def test_installed_code_is_shown_from_its_package_down() -> None:
     mine = os.sep + os.path.join("home", "me", "proj", "train.py")
     assert _short_from(mine, cwd) == mine
     assert _short_from("<stdin>", cwd) == "<stdin>"
+
+
+def traced_run() -> gradlens.Trace:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 30), torch.nn.ReLU(), torch.nn.Linear(30, 20))
+    x = torch.randn(8, 4)
+    with gradlens.trace(model) as t:
+        h = model(x)
+        bad = torch.log(h - 0.5)  # NaN where h < 0.5
+        loss = torch.nan_to_num(bad).sum() + h.pow(2).mean()
+        loss.backward()
+    return t
+
+
+def test_a_trace_on_an_accelerator_reads_nothing_until_the_end_and_records_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_host = traced_run()
+    monkeypatch.setattr(summary, "_on_host", lambda t: False)
+    reads: list[str] = []
+    for method in ("item", "tolist", "cpu", "__bool__", "__float__"):
+        real = getattr(torch.Tensor, method)
+
+        def counting(self: torch.Tensor, *a: Any, _real: Any = real, _m: str = method) -> Any:
+            reads.append(_m)
+            return _real(self, *a)
+
+        monkeypatch.setattr(torch.Tensor, method, counting)
+    monkeypatch.setattr(summary.Summaries, "resolve", counting_resolve(reads))
+    on_device = traced_run()
+    # Every host read waited for the end of the trace, and came in one batch.
+    assert reads[: reads.index("resolve")] == []
+    assert repr(on_device.events) == repr(on_host.events)
+    assert repr(on_device.graph) == repr(on_host.graph)
+    assert any(r.nonfinite for e in on_host.events for r in getattr(e, "outputs", ()))
+
+
+def counting_resolve(reads: list[str]) -> Any:
+    real = summary.Summaries.resolve
+
+    def resolve(self: Summaries) -> None:
+        reads.append("resolve")
+        real(self)
+
+    return resolve

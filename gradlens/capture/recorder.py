@@ -129,7 +129,9 @@ class Recorder:
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
-        self._finite: dict[tuple[int, int], bool] = {}  # (tensor key, version) -> has NaN/Inf
+        # (tensor key, version) -> has NaN/Inf (an answer still on the device: a Pending)
+        self._finite: dict[tuple[int, int], Any] = {}
+        self._flags: dict[int, Any] = {}  # id of a TensorRef -> its pending nonfinite answer
         # Values read on the device as they pass, copied to the host once, at the end.
         self._values = Summaries()
         self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
@@ -378,10 +380,12 @@ class Recorder:
         key = (self._names.key(t), version_of(t))
         known = None if fresh else self._finite.get(key)
         if known is None:
-            ref = tensor_ref(t, "", check_finite=True)
-            self._finite[key] = ref.nonfinite
-            return ref
-        return tensor_ref(t, "", nonfinite=known)
+            known = self._finite[key] = self._values.nonfinite(t)
+        if isinstance(known, bool):
+            return tensor_ref(t, "", nonfinite=known)
+        ref = tensor_ref(t, "", nonfinite=False)  # the answer comes with the batched copy
+        self._flags[id(ref)] = known
+        return ref
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
@@ -569,7 +573,12 @@ class Recorder:
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
             return tuple(
-                replaced(r, name=self._names.name(k)) for r, k in zip(refs, ks, strict=True)
+                replaced(r, name=self._names.name(k))
+                if id(r) not in self._flags
+                else replaced(
+                    r, name=self._names.name(k), nonfinite=self._values.flag(self._flags[id(r)])
+                )
+                for r, k in zip(refs, ks, strict=True)
             )
 
         if isinstance(event, OpEvent):

@@ -64,14 +64,15 @@ _STATS = 6
 class _Later:
     """A summary whose numbers are still on the tensor's device (``Summaries.resolve``)."""
 
-    __slots__ = ("dtype", "shape", "stats", "value", "values")
+    __slots__ = ("dtype", "flag", "shape", "stats", "value", "values")
 
     def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
         self.shape = shape
         self.dtype = dtype
         self.values: torch.Tensor | None = None  # a copy of a small tensor
         self.stats: torch.Tensor | None = None  # _STATS float64 numbers
-        self.value: ValueSummary | None = None
+        self.flag: torch.Tensor | None = None  # one bool: whether any element is NaN or Inf
+        self.value: Any = None
 
 
 #: What ``Summaries.add`` returns: a summary, one still on the device, or None for None.
@@ -116,6 +117,25 @@ class Summaries:
             return s.value
         return s
 
+    def nonfinite(self, t: torch.Tensor) -> bool | _Later:
+        """Returns whether ``t`` holds a NaN or an infinity: at once for a CPU tensor, else a
+        pending answer that ``flag`` gives after the batched copy (no wait per op)."""
+        if _on_host(t) or not _checkable(t):
+            return _has_nonfinite(t)
+        later = _Later((), "bool")
+        with _quiet():
+            later.flag = ~torch.isfinite(t.detach()).all()
+        self._later.append(later)
+        return later
+
+    def flag(self, f: bool | _Later) -> bool:
+        """Returns the answer of ``nonfinite``."""
+        if isinstance(f, _Later):
+            if f.value is None:
+                self.resolve()
+            return bool(f.value)
+        return f
+
     def resolve(self) -> None:
         """Finishes every pending summary: one host copy per device (and dtype of small ones)."""
         later, self._later = self._later, []
@@ -124,7 +144,7 @@ class Summaries:
         with torch.no_grad(), quiet():
             groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
             for s in later:
-                for part in (s.values, s.stats):
+                for part in (s.values, s.stats, s.flag):
                     if part is not None:
                         groups.setdefault((part.device, part.dtype), []).append(part)
             host: dict[int, list[Any]] = {}
@@ -142,7 +162,9 @@ class Summaries:
                 )
             elif s.stats is not None:
                 s.value = _from_stats(s.shape, s.dtype, host[id(s.stats)])
-            s.values = s.stats = None  # the device copies are no longer needed
+            elif s.flag is not None:
+                s.value = bool(host[id(s.flag)][0])
+            s.values = s.stats = s.flag = None  # the device copies are no longer needed
 
     def _summarize(self, t: torch.Tensor) -> Pending:
         if (
@@ -244,6 +266,8 @@ def _norm64(d: torch.Tensor, wide: bool = False) -> torch.Tensor:
     if d.dtype == f64 or n <= _ROW:
         return torch.linalg.vector_norm(d, dtype=f64)
     row_dtype = f64 if wide else torch.float32
+    if not d.is_contiguous():
+        d = _dense(d)
     if n % _ROW == 0 and d.is_contiguous():
         rows = torch.linalg.vector_norm(d.view(-1, _ROW), dim=1, dtype=row_dtype)
         return torch.linalg.vector_norm(rows, dtype=f64)
@@ -252,6 +276,16 @@ def _norm64(d: torch.Tensor, wide: bool = False) -> torch.Tensor:
     rows = torch.linalg.vector_norm(flat[:head].view(-1, _ROW), dim=1, dtype=row_dtype)
     tail = torch.linalg.vector_norm(flat[head:], dtype=f64)
     return torch.hypot(torch.linalg.vector_norm(rows, dtype=f64), tail)
+
+
+def _dense(d: torch.Tensor) -> torch.Tensor:
+    """Returns ``d`` with its dimensions reordered so that it is contiguous when its memory is
+    one dense block (a transposed gradient): a norm does not depend on the order, and a
+    contiguous view needs no copy."""
+    strides = d.stride()
+    order = sorted(range(d.dim()), key=lambda i: -strides[i])
+    p = d.permute(order)
+    return p if p.is_contiguous() else d
 
 
 def _fast_stats(d: torch.Tensor) -> torch.Tensor:
@@ -369,10 +403,15 @@ def tensor_ref(
     )
 
 
-def _has_nonfinite(t: torch.Tensor) -> bool:
+def _checkable(t: torch.Tensor) -> bool:
+    """Returns whether ``t`` can hold a NaN or an infinity whose check reads plain memory."""
     if not (t.is_floating_point() or t.is_complex()) or t.layout != torch.strided:
         return False
-    if t.device.type == "meta" or t.is_nested or not _is_plain(t) or t.numel() == 0:
+    return not (t.device.type == "meta" or t.is_nested or not _is_plain(t) or t.numel() == 0)
+
+
+def _has_nonfinite(t: torch.Tensor) -> bool:
+    if not _checkable(t):
         return False
     with _quiet():
         d = t.detach()
