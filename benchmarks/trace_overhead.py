@@ -49,6 +49,43 @@ LABELS = {
 }
 
 
+def classic() -> None:
+    """y = (w + x)(w + 1), one backward: the smallest graph of the lessons."""
+    w = torch.tensor([1.0], requires_grad=True)
+    x = torch.tensor([2.0], requires_grad=True)
+    torch.mul(torch.add(w, x), torch.add(w, 1)).backward()
+
+
+def deep_chain() -> None:
+    """A chain of 2000 multiplications, one backward: many tiny ops."""
+    x = torch.ones(1, requires_grad=True)
+    y = x
+    for _ in range(2000):
+        y = y * 1.0001
+    y.sum().backward()
+
+
+SMALL: dict[str, Callable[[], None]] = {
+    "classic y=(w+x)(w+1)": classic,
+    "chain of 2000 muls": deep_chain,
+}
+
+
+def small_times(fn: Callable[[], None], repeats: int = 15) -> tuple[float, float]:
+    """Returns median CPU seconds of ``fn()`` plain and inside ``gradlens.trace()``."""
+    fn()
+    plain, traced = [], []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        plain.append(time.process_time() - start)
+        start = time.process_time()
+        with gradlens.trace():
+            fn()
+        traced.append(time.process_time() - start)
+    return statistics.median(plain), statistics.median(traced)
+
+
 def _clocks() -> tuple[float, float]:
     return time.process_time(), time.perf_counter()
 
@@ -180,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{LABELS[name]:26} {r['events']:6.0f} {p:9.1f} {t:10.1f} {t / p:5.2f}x"
             f" {wall:9.2f}x {per:9.3f}"
         )
+    for label, fn in SMALL.items():
+        p, t = small_times(fn)
+        print(f"{label:26} {'':6} {p * 1e3:9.2f} {t * 1e3:10.2f} {t / p:5.1f}x")
     if not args.no_memory:
         print("\nmemory: peak RSS of a fresh process, MiB (model built, then one step)")
         print(f"{'model':26} {'model':>7} {'plain':>8} {'traced':>8} {'added':>8} {'of plain':>9}")

@@ -445,7 +445,8 @@ class Recorder:
                 raise
             finally:
                 self._remove_hooks()
-                self._values.fresh()
+                # No fresh() here: the gradients read in the hooks are still what they were
+                # unless the user's code changes them, and every op it runs calls fresh().
                 self._builder.refresh_saved(reached)
             if not retain_graph:
                 self._saved.drop(saved_ids)  # freed by this backward: later writes are harmless
@@ -582,16 +583,16 @@ class Recorder:
             )
 
         if isinstance(event, OpEvent):
-            return replace(
+            return replaced(
                 event,
                 inputs=named(event.inputs, keys["inputs"]),
                 outputs=named(event.outputs, keys["outputs"]),
             )
         if isinstance(event, ErrorEvent):
-            return replace(event, inputs=named(event.inputs, keys["inputs"]))
+            return replaced(event, inputs=named(event.inputs, keys["inputs"]))
         get = self._values.get
         if isinstance(event, BackwardEvent):
-            return replace(
+            return replaced(
                 event,
                 roots=tuple(self._names.name(k) for k in keys["roots"]),
                 inputs=tuple(self._names.name(k) for k in keys["wrt"]),
@@ -599,7 +600,7 @@ class Recorder:
                 results=tuple(get(r) for r in keys.get("results", ())),
             )
         if isinstance(event, GradEvent):
-            return replace(
+            return replaced(
                 event,
                 grads=tuple(get(g) for g in keys["grads"]),
                 accumulated=get(keys.get("accumulated")),
