@@ -9,6 +9,7 @@ when the live view refreshes, and when ``steps``/``diagnostics``/``report``/``pl
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch", "watch_everything"
 DEFAULT_HISTORY = 2000
 #: Recorded steps left on the device before they are copied to the host in one transfer.
 FLUSH_EVERY = 64
+_COMPILED = re.compile(r"(?:^|(?<=\.))_orig_mod\.")  # torch.compile's wrapper in a name
 
 
 def watch(
@@ -37,6 +39,7 @@ def watch(
     live: bool | None = None,
     detail_every: int = DETAIL_EVERY,
     history: int = DEFAULT_HISTORY,
+    nan_origin: bool = False,
 ) -> Lens:
     """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
 
@@ -51,6 +54,10 @@ def watch(
     ``live``: a live terminal view (True), nothing (False), or, by default, the live view on a
     terminal and a compact line every 100 steps elsewhere. ``history``: recorded steps kept in
     memory; past it, every other kept step is dropped (the stride doubles).
+    ``nan_origin=True``: probe every module's inputs and output in the forward (on the device,
+    no sync) so that the first step with a nan or inf names the module that made it (costs one
+    read of each activation and weight per step; see the README).
+    A ``torch.compile``'d model is watched without graph breaks or recompiles.
     """
     if model is not None and not isinstance(model, torch.nn.Module):
         raise GradlensError(
@@ -66,23 +73,28 @@ def watch(
             raise GradlensError(f"watch({name}=...) takes an integer >= {low}, got {value!r}")
     if isinstance(history, bool) or not isinstance(history, int) or history < 16:
         raise GradlensError(f"watch(history=...) takes an integer >= 16, got {history!r}")
+    if not isinstance(nan_origin, bool):
+        raise GradlensError(f"watch(nan_origin=...) takes True or False, got {nan_origin!r}")
     if live not in (None, True, False):
         raise GradlensError(f"watch(live=...) takes True, False or None, got {live!r}")
-    named = dict(model.named_parameters()) if model is not None else {}
+    params = model.named_parameters() if model is not None else ()
+    named = {_COMPILED.sub("", n): p for n, p in params}
     watcher = Watcher(
         named,
         [optimizer] if optimizer is not None else [],
         global_hooks=model is None and optimizer is None,
         every=every,
         detail_every=detail_every,
+        model=model,
+        nan_origin=nan_origin,
     )
     return Lens(watcher, live=live, history=history, every=every)
 
 
 def watch_everything(console: Console | None = None) -> Lens:
     """Returns a Lens on every optimizer that steps (``gradlens run script.py``), shown on
-    ``console``: the live view on a terminal, compact lines elsewhere."""
-    watcher = Watcher({}, [], global_hooks=True)
+    ``console``: the live view on a terminal, compact lines elsewhere; with ``nan_origin``."""
+    watcher = Watcher({}, [], global_hooks=True, nan_origin=True)
     return Lens(watcher, live=None, console=console)
 
 

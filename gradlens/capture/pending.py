@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..records import ParamStats, StepRecord
+from .nan_origin import ForwardPending
 
 __all__ = ["Group", "Pending", "to_records"]
 
@@ -42,6 +43,7 @@ class Pending:
     scalars: dict[str, torch.Tensor | float] = field(default_factory=dict)
     backward_calls: int = 1
     optimizer: str = ""
+    forward: ForwardPending | None = None  # nan_origin's probes of the step's module calls
 
 
 def to_records(pending: list[Pending]) -> list[StepRecord]:
@@ -57,6 +59,8 @@ def _device_parts(p: Pending) -> list[_Part]:
     parts: list[_Part] = [p.loss, p.lr, *p.scalars.values()]
     for g in p.groups:
         parts += [g.light, g.detail, g.update]
+    if p.forward is not None:  # nan_origin: last, after the groups
+        parts += p.forward.tensors
     return parts
 
 
@@ -91,7 +95,14 @@ def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRe
     loss, lr = values[0], values[1]
     n_scalars = len(p.scalars)
     scalars = values[2 : 2 + n_scalars]
-    rest = values[2 + n_scalars :]
+    rest = values[2 + n_scalars : 2 + n_scalars + 3 * len(p.groups)]
+    forward = (
+        (0, True, ())
+        if p.forward is None
+        else p.forward.records(
+            values[2 + n_scalars + 3 * len(p.groups) :]  # type: ignore[arg-type]
+        )
+    )
     grads: dict[str, ParamStats] = {}
     for g, (light, detail, update) in zip(
         p.groups, zip(rest[0::3], rest[1::3], rest[2::3], strict=True), strict=True
@@ -123,6 +134,9 @@ def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRe
         backward_calls=p.backward_calls,
         detail=p.detail,
         optimizer=p.optimizer,
+        forward_calls=forward[0],
+        forward_complete=forward[1],
+        forward_nonfinite=forward[2],
         scalars={
             name: v for name, v in zip(p.scalars, scalars, strict=True) if isinstance(v, float)
         },
