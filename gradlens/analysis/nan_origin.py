@@ -1,10 +1,10 @@
 """Where a step's first nan or inf came from, from the module calls ``nan_origin`` probed.
 
-The origin is the first module call, in the order calls returned (a submodule before the module
-that called it), whose inputs and own parameters were finite and whose output was not. When the
-first call that saw a non-finite value was *given* one, and no call made one from finite values,
-the value came from outside the modules (the data) or from parameters an earlier update broke:
-that is said instead, and no module is blamed.
+The first call, in the order calls returned (a submodule before the module that called it), that
+saw a nan or inf decides: if its inputs and own parameters were finite, it made the value; if its
+parameters were not, an earlier update broke them; if it was given the value, the module whose
+own code made it is the innermost enclosing call that got only finite values, and with none,
+the value came from outside every module (the data): that is said, and no module is blamed.
 """
 
 from __future__ import annotations
@@ -30,18 +30,20 @@ def origin_finding(step: StepRecord) -> Diagnostic | None:
     if step.forward_calls == 0:
         return None
     calls = step.forward_nonfinite
-    made = next((c for c in calls if c.inputs_finite and c.params_finite), None)
-    if made is not None and not made.output_finite:
-        given = [c for c in calls if c.index < made.index]
-        return _made_by(made, given[0] if given else None, step)
-    first = calls[0] if calls else None
-    if first is not None and not first.params_finite:
+    if not calls:
+        return None if not step.forward_complete else _after_modules(step)
+    first = calls[0]
+    if first.inputs_finite and first.params_finite:
+        return _made_by(first, None, step)
+    if not first.params_finite:
         return _broken_params(first, step)
-    if first is not None:
-        return _given(first, step)
-    if not step.forward_complete:
-        return None  # some calls were not probed: nothing can be said for sure
-    return _after_modules(step)
+    # Given a nan: made by an enclosing module's own code (between its submodules), if one
+    # got only finite values; else it came from outside every module.
+    for c in calls[1:]:
+        inside = not c.module or first.module.startswith(f"{c.module}.")
+        if inside and c.inputs_finite and c.params_finite:
+            return _made_by(c, first, step)
+    return _given(first, step)
 
 
 def _name(c: ModuleCall) -> str:
@@ -56,12 +58,9 @@ def _at(c: ModuleCall) -> str:
 def _made_by(c: ModuleCall, given: ModuleCall | None, step: StepRecord) -> Diagnostic:
     what = "the first nan/inf of the forward was made by"
     also = ""
-    if given is not None and given.module.startswith(f"{c.module}." if c.module else ""):
-        what = "a nan/inf was made in the forward code of"  # between its submodules
+    if given is not None:  # between its submodules
+        what = "the first nan/inf of the forward was made in the forward code of"
         also = f" (its submodule {_name(given)} was then given it)"
-    elif given is not None:
-        what = "the first nan/inf a module made came from"
-        also = f"; {_name(given)}{_at(given)} was given one before that (from outside any module)"
     return Diagnostic(
         kind="nan-origin",
         message=(
