@@ -62,7 +62,8 @@ class Stack(nn.Module):
 
 
 CALL_LINE = next(
-    i for i, line in enumerate(inspect.getsource(sys.modules[__name__]).splitlines(), 1)
+    i
+    for i, line in enumerate(inspect.getsource(sys.modules[__name__]).splitlines(), 1)
     if line.endswith("# CALL")
 )
 
