@@ -142,8 +142,13 @@ class _Views:
         self.view: Any = None
         self.start = graph
         try:
-            from ..analysis.views import view  # type: ignore[import-not-found,unused-ignore]
+            from ..analysis.views import (  # type: ignore[import-not-found,unused-ignore]
+                is_view,
+                view,
+            )
         except ImportError:  # before module views exist: one state, the graph as it is
+            return
+        if is_view(graph):  # the user's own view is drawn as given (its record holds no more)
             return
         self.start = view(graph, depth="auto", fold=True)
         target = _signature(self.start)
