@@ -36,7 +36,13 @@ from .records.serialize import to_json_dict
 from .render.files import check_writable, write_atomic
 from .render.graphviz import find_dot, render
 from .render.html import NO_DOT
-from .render.terminal import diagnostics_list, event_log, graph_tree, status_table
+from .render.terminal import (
+    diagnostics_list,
+    report_events,
+    report_options,
+    report_tensors,
+    report_tree,
+)
 
 __all__ = ["example_json", "main"]
 
@@ -72,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
     )
     run.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        type=Path,
+        help="scripts: also write the watched training to TensorBoard event files in DIR",
+    )
+    run.add_argument(
         "--guard",
         action="store_const",
         const="warn",
@@ -84,8 +96,79 @@ def _parser() -> argparse.ArgumentParser:
         const="strict",
         help="scripts: like --guard, but stop with an error at the first bad write",
     )
+    _add_report_flags(run)
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+# How much of a trace the report shows (render.terminal.ReportOptions). For a script they
+# apply to every trace it prints (print(t)) and must come before the script's path: after it,
+# they are the script's own arguments (a training script may well have a --depth of its own).
+_REPORT_FLAGS = ("depth", "module", "events", "tensors", "levels")
+
+
+def _add_report_flags(run: argparse.ArgumentParser) -> None:
+    report = run.add_argument_group(
+        "trace report",
+        "How much of a trace is shown: by default a big one (a real model) fits a screen or "
+        "two, a small one is shown in full. With a script, put these before its path.",
+    )
+    report.add_argument(
+        "--depth",
+        metavar="N|auto|all",
+        type=_depth,
+        default=argparse.SUPPRESS,
+        help="draw modules N deep as one node each; auto (default): modules when the graph "
+        "is bigger than a page, repeated blocks folded; all: every op",
+    )
+    report.add_argument(
+        "--module", metavar="PATH", help="only this module's ops (transformer.h.3), --depth in it"
+    )
+    report.add_argument(
+        "--events",
+        choices=("auto", "summary", "full"),
+        help="the event log: per pass (summary), every event (full), or by its size (auto)",
+    )
+    report.add_argument(
+        "--tensors",
+        choices=("auto", "full"),
+        help="the tensor table: every tensor (full), or only those worth a look when many",
+    )
+    report.add_argument(
+        "--levels",
+        metavar="N|all",
+        type=_levels,
+        default=argparse.SUPPRESS,
+        help="how many levels of the tree are drawn (default: 16 of a whole graph)",
+    )
+
+
+def _depth(text: str) -> int | str | None:
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a depth of 1 or more, auto or all, not {text!r}")
+
+
+def _levels(text: str) -> int | None:
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of levels or all, not {text!r}")
+
+
+def _report_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Returns the report options given on the command line, as report_options() takes them."""
+    given: dict[str, Any] = {}
+    for flag, option in (("depth", "depth"), ("levels", "max_depth")):
+        if hasattr(args, flag):  # absent unless given: None is a value here ("all")
+            given[option] = getattr(args, flag)
+    for flag in ("module", "events", "tensors"):
+        if getattr(args, flag, None) is not None:
+            given[flag] = getattr(args, flag)
+    return given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,9 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _take_own_flags(args)
             args.args += tail
-            if args.name.endswith(".py") or Path(args.name).is_file():
-                return _run_script(args, console)
-            return _run(args, console)
+            with report_options(**_report_options(args)):
+                if _is_script(args.name):
+                    return _run_script(args, console)
+                return _run(args, console)
     except GradlensError as e:
         _error(console, str(e))
         return 2
@@ -143,17 +227,49 @@ def _take_own_flags(args: argparse.Namespace) -> None:
         flag = item[2:].split("=", 1)[0] if item.startswith("--") else None
         if item in ("--guard", "--strict"):
             args.guard = "strict" if item == "--strict" or args.guard == "strict" else "warn"
-        elif flag in _OUTPUT_FLAGS:
-            if "=" in item:
-                value = item.split("=", 1)[1]
-            elif items:
-                value = items.pop(0)
-            else:
-                raise GradlensError(f"--{flag} needs a PATH")
-            setattr(args, flag, Path(value))
+        elif flag in _REPORT_FLAGS and not _is_script(args.name):
+            value = _flag_value(item, items, flag)
+            try:
+                setattr(args, flag, _REPORT_TYPES[flag](value))
+            except argparse.ArgumentTypeError as e:
+                raise GradlensError(f"--{flag}: {e}") from None
+        elif flag in _OUTPUT_FLAGS or flag == "tensorboard":
+            setattr(args, flag, Path(_flag_value(item, items, flag)))
         else:
             rest.append(item)
     args.args = rest
+
+
+def _flag_value(item: str, items: list[str], flag: str) -> str:
+    """Returns the value of ``--flag=VALUE`` or of ``--flag VALUE`` (taken from items)."""
+    if "=" in item:
+        return item.split("=", 1)[1]
+    if items:
+        return items.pop(0)
+    what = "PATH" if flag in _OUTPUT_FLAGS else "DIR" if flag == "tensorboard" else "value"
+    raise GradlensError(f"--{flag} needs a {what}")
+
+
+def _is_script(name: str) -> bool:
+    return name.endswith(".py") or Path(name).is_file()
+
+
+def _choice(*choices: str) -> Any:
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, not {text!r}")
+        return text
+
+    return check
+
+
+_REPORT_TYPES: dict[str, Any] = {
+    "depth": _depth,
+    "module": str,
+    "events": _choice("auto", "summary", "full"),
+    "tensors": _choice("auto", "full"),
+    "levels": _levels,
+}
 
 
 def _check_outputs(
@@ -198,6 +314,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise GradlensError(
             f"example {args.name!r} takes no arguments, got {' '.join(args.args)!r}"
         )
+    if args.tensorboard is not None:
+        raise GradlensError("--tensorboard is for training scripts, not the worked examples")
     module = load_example(args.name)
     training = bool(getattr(module, "TRAINING", False))
     outputs = _check_outputs(
@@ -274,7 +392,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         ("json", "plot"),
         what="a script: gradlens watches its training and draws plots, not a graph",
     )
-    lens = watch_everything(console)
+    sinks = _tensorboard(args.tensorboard)
+    lens = watch_everything(console, sinks=sinks)
     checker = guard(mode=args.guard) if args.guard else None
     findings = _LiveFindings(console)
     code = 0
@@ -314,10 +433,23 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     lens.report(console)
     if checker is not None:
         _report_guard(checker, findings.shown, console)
+    if sinks and not any("TensorBoard" in n for n in lens.record.notes):
+        _say(console, f"wrote TensorBoard events to {args.tensorboard} (tensorboard --logdir)")
     if code != 0:
         what = "was interrupted" if interrupted else f"exited with code {code}"
         _say(console, f"the script {what}", "bold red")
     return _write_outputs(lens, outputs, code, console)
+
+
+def _tensorboard(folder: Path | None) -> list[Any]:
+    """Returns the ``--tensorboard DIR`` sink (none without the flag), checked before the run."""
+    if folder is None:
+        return []
+    if folder.exists() and not folder.is_dir():
+        raise GradlensError(f"--tensorboard {folder}: that is a file, not a folder")
+    from .sinks import TensorBoard
+
+    return [TensorBoard(folder)]
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:
@@ -475,12 +607,12 @@ def _print(result: ExampleResult, console: Console) -> None:
         return
     record = result.trace.record
     console.print("\n[bold]Tensors[/]")
-    console.print(status_table(record.tensors))
+    console.print(report_tensors(record.tensors))
     if result.diagram is not None:
         console.print("\n[bold]Graph[/] (from the output back to the leaves)")
-        console.print(graph_tree(result.diagram))
+        console.print(report_tree(result.diagram))
     console.print("\n[bold]Events[/] (forward ops, backward passes, gradients, in order)")
-    console.print(event_log(record.events))
+    console.print(report_events(record.events, record.graph))
     if record.diagnostics:
         console.print("\n[bold]Diagnostics[/]")
         console.print(diagnostics_list(record.diagnostics))
