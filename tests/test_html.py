@@ -475,7 +475,6 @@ def drawn_records(browser: Browser) -> set[str]:
 @needs_dot
 @needs_chromium
 def test_page_expands_and_collapses_modules_in_chromium(browser: Browser, tmp_path: Path) -> None:
-    pytest.importorskip("gradlens.analysis.views", reason="module views not merged yet")
     t = gpt2_trace()
     g = t.graph
     start = g.view(depth="auto", fold=True)
@@ -528,3 +527,15 @@ def test_page_expands_and_collapses_modules_in_chromium(browser: Browser, tmp_pa
     browser.click_node("m:transformer.h.0.attn")
     click_button(browser, "Fold transformer.h.0 ×2")
     assert drawn_records(browser) == {n.id for n in start.nodes} and count() == len(start.nodes)
+
+
+@needs_dot
+def test_a_users_view_is_drawn_as_given_and_says_where_to_see_more() -> None:
+    g = gpt2_trace().graph
+    mine = g.view(depth=1)
+    data = page_data(to_html(mine))
+    (state,) = data["states"]
+    assert set(state["nodes"]) == {n.id for n in mine.nodes}
+    action = state["actions"]["m:transformer"]
+    assert "expand" not in action
+    assert 'g.view(module="transformer")' in action["why"]

@@ -5,8 +5,8 @@ The page needs no network: its CSS and JavaScript (``page.css``, ``page.js`` nex
 and its data are inlined. The data is a JSON document: one SVG per precomputed *state* (the
 starting view, then views with modules opened one at a time, breadth-first, up to
 ``max_states``), the details of every node (keyed by record id: the SVG node ids are the record
-ids), and for each node what its Expand / Unfold / Collapse buttons lead to. A module the page
-could not precompute says so, with the Python call that shows it.
+ids), and for each node what its Expand / Unfold / Collapse / Fold buttons lead to. A module
+the page could not precompute says so, with the Python call that shows it.
 
 Each state is drawn by Graphviz's ``dot`` (SVG): without it :func:`to_html` raises
 :class:`GradlensError` saying how to install Graphviz. There is no fallback page: a layout
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import GradlensError
+from ..analysis.views import is_view, view
 from ..records import EdgeKind, Graph, GraphNode, NodeKind, ValueSummary, format_shape
+from ..records.modules import module_depth, within
 from .dot import to_dot
 from .files import write_atomic
 from .graphviz import RenderResult, find_dot, to_svg
@@ -55,18 +57,13 @@ class _State:
     def close(self, path: str) -> _State:
         """Returns this state with ``path`` closed again (the block, when it was opened after
         its run was unfolded) and everything opened inside it."""
-        keep = [p for p in self.expand if not _within(p, path) or p == path]
+        keep = [p for p in self.expand if not within(p, path) or p == path]
         keep.remove(path)
         return _State(tuple(keep))
 
     def refold(self, instances: tuple[str, ...]) -> _State:
         """Returns this state with a run folded again (its blocks and all inside them closed)."""
-        return _State(tuple(p for p in self.expand if not any(_within(p, i) for i in instances)))
-
-
-def _within(path: str, outer: str) -> bool:
-    """Returns True when module ``path`` is ``outer`` or inside it."""
-    return path == outer or path.startswith(outer + ".")
+        return _State(tuple(p for p in self.expand if not any(within(p, i) for i in instances)))
 
 
 @dataclass
@@ -81,9 +78,10 @@ class _Drawn:
 def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_STATES) -> str:
     """Returns the interactive page of ``graph`` as one self-contained HTML document.
 
-    Starts from the view a diagram of ``graph`` draws (``view(depth="auto", fold=True)`` once
-    module views exist) and precomputes up to ``max_states`` views with modules opened.
-    Raises :class:`GradlensError` when Graphviz's ``dot`` is not installed.
+    Starts from ``view(graph, depth="auto", fold=True)`` (repeated blocks folded) and
+    precomputes up to ``max_states`` views with modules opened; a graph that is already a view
+    (``g.view(...)``) is drawn as it is. Raises :class:`GradlensError` when Graphviz's ``dot``
+    is not installed.
     """
     if find_dot() is None:
         raise GradlensError(NO_DOT)
@@ -93,7 +91,7 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
     states = []
     full = _Edges(graph)
     runs = {  # folded runs, by the path the view opens them with: their instances
-        path: tuple(getattr(n, "instances", ()))
+        path: n.instances
         for d in drawn
         for n in d.graph.nodes
         if _count(n) > 1 and (path := _module_path(n)) is not None
@@ -114,7 +112,7 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
                 "svg": d.svg,
                 "count": len(d.graph.nodes),
                 "nodes": ids,
-                "notes": list(getattr(d.graph, "notes", ())),
+                "notes": list(d.graph.notes),
                 "actions": _actions(d, index, cut, runs),
             }
         )
@@ -133,34 +131,32 @@ def write_html(
 
 # ---------------------------------------------------------------------------- the states
 class _Views:
-    """Draws a state: ``view(graph, depth, fold=..., saved=..., expand=...)`` at the depth and
+    """Draws a state: ``view(graph, depth, fold=True, saved=..., expand=...)`` at the depth and
     saved-box choice of the graph's auto view, so that states differ only in what they open
     (``depth="auto"`` itself would pick a shallower depth once a module is opened)."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.view: Any = None
         self.start = graph
-        try:
-            from ..analysis.views import view  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # before module views exist: one state, the graph as it is
+        self.can_open = False
+        self.depth: int | None = None
+        self.saved = True
+        if is_view(graph):  # the user's own view is drawn as given (its record holds no more)
             return
         self.start = view(graph, depth="auto", fold=True)
         target = _signature(self.start)
-        deepest = max((m.count(".") + 1 for n in graph.nodes if (m := n.module)), default=0)
+        deepest = max((module_depth(n.module) for n in graph.nodes if n.module), default=0)
         for depth in (None, *range(deepest, 0, -1)):
             for saved in (True, False):
                 if _signature(view(graph, depth, fold=True, saved=saved)) == target:
-                    self.view, self.depth, self.saved = view, depth, saved
+                    self.can_open, self.depth, self.saved = True, depth, saved
                     return
         # The auto view folded runs of ops or cut the graph: only that view can be shown.
 
     def draw(self, state: _State) -> Graph:
-        if self.view is None or state == _State():
+        if not self.can_open or state == _State():
             return self.start
-        return self.view(  # type: ignore[no-any-return,unused-ignore]
-            self.graph, self.depth, fold=True, saved=self.saved, expand=state.expand
-        )
+        return view(self.graph, self.depth, fold=True, saved=self.saved, expand=state.expand)
 
 
 def _signature(graph: Graph) -> tuple[tuple[str, int], ...]:
@@ -199,7 +195,7 @@ def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, 
             d.modules[node.id] = path
         index[state] = by_nodes[signature] = len(drawn)
         drawn.append(d)
-        if views.view is None:  # this view cannot be redrawn with modules opened
+        if not views.can_open:  # this view cannot be redrawn with modules opened
             continue
         for node_id, path in d.modules.items():
             child = state.open(path)
@@ -211,7 +207,7 @@ def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, 
             step = f"unfolded {path} ×{count}" if count > 1 else f"opened {path}"
             labels[child] = f"{d.label} › {step}"
             order += 1
-            hidden = -int(getattr(node, "inner", 0))  # the bigger module first
+            hidden = -node.inner  # the bigger module first
             heapq.heappush(queue, (_chains(child), len(child.expand), hidden, order, child))
     return drawn, index, bool(queue)
 
@@ -225,7 +221,7 @@ def _actions(
     out: dict[str, dict[str, Any]] = {}
     for node_id, path in d.modules.items():
         node = d.graph.node(node_id)
-        opens = list(getattr(node, "instances", ())) or [path]  # what to centre on after
+        opens = list(node.instances) or [path]  # what to centre on after
         action: dict[str, Any] = {"path": path, "count": _count(node), "opens": opens}
         target = index.get(d.state.open(path))
         if target is not None and target != me:
@@ -269,9 +265,9 @@ def _closings(
     for path in sorted(set(state.expand), key=len, reverse=True):
         instances = runs.get(path)
         unfolded_only = instances is not None and state.expand.count(path) == 1
-        if _within(inside, path) and not unfolded_only:
+        if within(inside, path) and not unfolded_only:
             found.append((f"Collapse {path}", state.close(path)))
-        if instances is not None and any(_within(inside, i) for i in instances):
+        if instances is not None and any(within(inside, i) for i in instances):
             found.append((f"Fold {path} ×{len(instances)}", state.refold(instances)))
     return found
 
@@ -280,12 +276,12 @@ def _chains(state: _State) -> int:
     """Returns how many opened modules have no opened module inside them: the page first opens
     one module deeper and deeper (one chain), then two side by side."""
     opened = set(state.expand)
-    return sum(not any(q != p and _within(q, p) for q in opened) for p in opened)
+    return sum(not any(q != p and within(q, p) for q in opened) for p in opened)
 
 
 def _svg(graph: Graph) -> str:
     """Returns the SVG element of ``graph`` drawn exactly as given (no XML prolog)."""
-    text = to_svg(to_dot(graph, max_nodes=len(graph.nodes)))
+    text = to_svg(to_dot(graph))  # a view: drawn as it is
     if text is None:  # dot went away since to_html looked
         raise GradlensError(NO_DOT)
     return text[text.index("<svg") :]
@@ -293,17 +289,16 @@ def _svg(graph: Graph) -> str:
 
 def _module_path(node: GraphNode) -> str | None:
     """Returns the module path a MODULE node stands for (folded: its first instance)."""
-    if node.kind.value != "module":
+    if node.kind != NodeKind.MODULE:
         return None
-    instances = getattr(node, "instances", ())
-    if instances:
-        return str(instances[0])
+    if node.instances:
+        return node.instances[0]
     # "m:" + path; other ids ("r:n4000", a run of one op drawn as one node) are no module
     return node.id[2:] if node.id.startswith("m:") else None
 
 
 def _count(node: GraphNode) -> int:
-    return int(getattr(node, "count", 1))
+    return node.count
 
 
 # ---------------------------------------------------------------------------- node details
@@ -342,14 +337,11 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
         if value not in (None, "", (), []):
             rows.append([key, str(value)])
 
-    def get(name: str, default: Any = None) -> Any:  # module-view fields (contract names)
-        return getattr(node, name, default)
-
-    row("module class", get("module_class"))
+    row("module class", node.module_class)
     row("op", node.op)
-    if node.kind.value == "module":
-        instances = get("instances", ())
-        row("path", " … ".join((instances[0], instances[-1])) if instances else _module_path(node))
+    if node.kind == NodeKind.MODULE:
+        first_last = (node.instances[0], node.instances[-1]) if node.instances else ()
+        row("path", " … ".join(first_last) or _module_path(node))
         row("inside", node.module)
     else:
         row("module", node.module)
@@ -357,15 +349,15 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
     if node.kind != NodeKind.OP:
         row("shape", format_shape(node.shape))
     row("dtype", node.dtype)
-    if get("count", 1) > 1:
-        row("repeats", f"×{get('count')}")
-    row("parameters", f"{get('params'):,}" if get("params") is not None else None)
-    row("inputs", _shapes(get("in_shapes", ())))
-    row("outputs", _shapes(get("out_shapes", ())))
-    if get("grad_norm") is not None:
-        row("grad norm", _num(get("grad_norm")))
-    row("ops inside", get("inner") or None)
-    row("also named", ", ".join(get("aliases", ())))
+    if node.count > 1:
+        row("repeats", f"×{node.count}")
+    row("parameters", f"{node.params:,}" if node.params is not None else None)
+    row("inputs", _shapes(node.in_shapes))
+    row("outputs", _shapes(node.out_shapes))
+    if node.grad_norm is not None:
+        row("grad norm", _num(node.grad_norm))
+    row("nodes inside", node.inner or None)
+    row("also named", ", ".join(node.aliases))
     row("saved as", node.saved_as)
     if node.freed:
         row("freed", "yes: a backward without retain_graph released it")
@@ -385,13 +377,13 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
         [s.saved_as or s.name, format_shape(s.shape) + (" freed" if s.freed else "")]
         for s in full.saved.get(node.id, [])
     ]
-    norms = get("instance_grad_norms", ())
+    norms = [*node.instance_grad_norms, *[None] * len(node.instances)]
     instances = [
-        [path, _num(norms[i]) if i < len(norms) and norms[i] is not None else "–"]
-        for i, path in enumerate(get("instances", ()))
+        [path, "–" if norm is None else _num(norm)]
+        for path, norm in zip(node.instances, norms, strict=False)
     ]
-    words = [node.name, node.op, node.module, get("module_class"), node.id, node.source]
-    words += [*get("instances", ()), *get("aliases", ())]
+    words = [node.name, node.op, node.module, node.module_class, node.id, node.source]
+    words += [*node.instances, *node.aliases]
     return {
         "title": node.name or "(no name)",
         "kind": node.kind.value,

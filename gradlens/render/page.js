@@ -19,6 +19,7 @@
     svg = document.importNode(doc.documentElement, true);
     svg.removeAttribute("width");
     svg.removeAttribute("height");
+    svg.querySelectorAll("title").forEach((t) => t.remove());  // Graphviz's: ids as tooltips
     view.replaceChildren(svg);
     const vb = svg.viewBox.baseVal;
     home = { x: vb.x, y: vb.y, w: vb.width, h: vb.height };
