@@ -30,11 +30,13 @@ from ._errors import GradlensError
 from ._guard import Guard, InplaceWarning, guard
 from ._lens import watch_everything
 from .analysis.inplace import explain_violation
+from .capture.distributed import all_ranks_asked, current_rank, rank_path
 from .examples import EXAMPLES, ExampleResult, load_example
 from .records import InplaceViolation
 from .records.serialize import to_json_dict
 from .render.files import check_writable, write_atomic
-from .render.graphviz import render
+from .render.graphviz import find_dot, render
+from .render.html import NO_DOT
 from .render.terminal import (
     diagnostics_list,
     report_events,
@@ -46,7 +48,7 @@ from .render.terminal import (
 __all__ = ["example_json", "main"]
 
 
-_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "json", "plot")
+_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "html", "json", "plot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,16 +64,25 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run a worked example (see `gradlens list`) or an unchanged training script "
             "(`gradlens run train.py --lr 0.1 --plot curves.png`). Arguments after the script "
-            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--json/--plot; put a "
+            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--html/--json/--plot; put a "
             "script's own flags of those names after `--`."
         ),
     )
     run.add_argument("name", metavar="NAME", help="an example name, or a path to a .py script")
     for fmt in ("svg", "png", "pdf", "dot"):
         run.add_argument(f"--{fmt}", metavar="PATH", type=Path, help=f"write the diagram as {fmt}")
+    run.add_argument(
+        "--html", metavar="PATH", type=Path, help="write an interactive page of the diagram"
+    )
     run.add_argument("--json", metavar="PATH", type=Path, help="write the records as JSON")
     run.add_argument(
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
+    )
+    run.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        type=Path,
+        help="scripts: also write the watched training to TensorBoard event files in DIR",
     )
     run.add_argument(
         "--guard",
@@ -223,7 +234,7 @@ def _take_own_flags(args: argparse.Namespace) -> None:
                 setattr(args, flag, _REPORT_TYPES[flag](value))
             except argparse.ArgumentTypeError as e:
                 raise GradlensError(f"--{flag}: {e}") from None
-        elif flag in _OUTPUT_FLAGS:
+        elif flag in _OUTPUT_FLAGS or flag == "tensorboard":
             setattr(args, flag, Path(_flag_value(item, items, flag)))
         else:
             rest.append(item)
@@ -236,7 +247,8 @@ def _flag_value(item: str, items: list[str], flag: str) -> str:
         return item.split("=", 1)[1]
     if items:
         return items.pop(0)
-    raise GradlensError(f"--{flag} needs a {'PATH' if flag in _OUTPUT_FLAGS else 'value'}")
+    what = "PATH" if flag in _OUTPUT_FLAGS else "DIR" if flag == "tensorboard" else "value"
+    raise GradlensError(f"--{flag} needs a {what}")
 
 
 def _is_script(name: str) -> bool:
@@ -303,15 +315,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise GradlensError(
             f"example {args.name!r} takes no arguments, got {' '.join(args.args)!r}"
         )
+    if args.tensorboard is not None:
+        raise GradlensError("--tensorboard is for training scripts, not the worked examples")
     module = load_example(args.name)
     training = bool(getattr(module, "TRAINING", False))
     outputs = _check_outputs(
         args,
-        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "json"),
+        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "html", "json"),
         what=f"example {args.name!r}: it is a training run and draws plots, not a graph"
         if training
         else f"example {args.name!r}: it draws a graph, not plots",
     )
+    if outputs["html"] is not None and find_dot() is None:  # before the run, as for a bad path
+        raise GradlensError(f"--html: {NO_DOT}")
     with warnings.catch_warnings():
         # The in-place examples show each violation in their own sections; the warning the
         # guard issues on the way would print it a second time, raw, before the example.
@@ -319,13 +335,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         result = module.run()
     _print(result, console)
     diagram = result.diagram
-    for fmt in ("svg", "png", "pdf", "dot"):
+    for fmt in ("svg", "png", "pdf", "dot", "html"):
         path = outputs[fmt]
         if path is None:
             continue
         if diagram is None:
             raise GradlensError(f"example {args.name!r} draws no graph; use --plot for its plots")
-        written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
+        if fmt == "html":  # the interactive page: the record itself, not only its DOT text
+            written = diagram.render(path)
+        else:
+            written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
         _say(console, f"wrote {written.path}")
         if written.message:
             _say(console, written.message, "yellow")
@@ -374,7 +393,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         ("json", "plot"),
         what="a script: gradlens watches its training and draws plots, not a graph",
     )
-    lens = watch_everything(console)
+    sinks = _tensorboard(args.tensorboard)
+    lens = watch_everything(console, sinks=sinks)
     checker = guard(mode=args.guard) if args.guard else None
     findings = _LiveFindings(console)
     code = 0
@@ -383,7 +403,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
-    console.print(Rule(Text.assemble(("gradlens run", "bold"), " ", str(script))))
+    if not lens.silent:  # torchrun: rank 0 only, unless GRADLENS_ALL_RANKS=1
+        console.print(Rule(Text.assemble(("gradlens run", "bold"), " ", _ranked(script))))
     try:
         with lens, checker if checker is not None else contextlib.nullcontext(), findings:
             try:
@@ -400,9 +421,11 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         code, interrupted = 130, True
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    if failure is not None:
+    if failure is not None:  # on every rank: the one that failed is the one to read
         console.print(_user_traceback(failure, width=console.width))
     del failure  # its frames hold the script's tensors
+    if lens.silent:
+        return code
     console.print(Rule(Text("gradlens report", style="bold")))
     if interrupted:
         _say(
@@ -414,10 +437,33 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     lens.report(console)
     if checker is not None:
         _report_guard(checker, findings.shown, console)
+    if sinks and not any("TensorBoard" in n for n in lens.record.notes):
+        _say(console, f"wrote TensorBoard events to {args.tensorboard} (tensorboard --logdir)")
     if code != 0:
         what = "was interrupted" if interrupted else f"exited with code {code}"
         _say(console, f"the script {what}", "bold red")
+    if all_ranks_asked():  # every rank writes its own files: out.json, out.rank1.json, ...
+        rank = current_rank()
+        outputs = {k: None if v is None else Path(rank_path(v, rank)) for k, v in outputs.items()}
     return _write_outputs(lens, outputs, code, console)
+
+
+def _tensorboard(folder: Path | None) -> list[Any]:
+    """Returns the ``--tensorboard DIR`` sink (none without the flag), checked before the run."""
+    if folder is None:
+        return []
+    if folder.exists() and not folder.is_dir():
+        raise GradlensError(f"--tensorboard {folder}: that is a file, not a folder")
+    from .sinks import TensorBoard
+
+    return [TensorBoard(folder)]
+
+
+def _ranked(script: Path) -> str:
+    """Returns the script's name, with the rank when every rank prints (GRADLENS_ALL_RANKS)."""
+    if all_ranks_asked() and "RANK" in os.environ:
+        return f"{script} (rank {current_rank()})"
+    return str(script)
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:

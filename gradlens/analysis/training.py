@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 
 from ..records import Diagnostic, Severity, StepRecord, WatchFact
+from .distributed import RANK_FACTS, rank_finding
 
 __all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
 
@@ -81,6 +82,8 @@ class TrainingChecks:
 
 
 def _from_fact(fact: WatchFact) -> Diagnostic:
+    if fact.kind in RANK_FACTS:  # torch.distributed: analysis/distributed.py
+        return rank_finding(fact)
     if fact.kind == "grad-accumulation":
         names = fact.detail or fact.param or "a parameter"
         who = _who(fact.optimizer)

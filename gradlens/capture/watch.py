@@ -39,8 +39,10 @@ from torch.optim.optimizer import (
 from torch.utils.hooks import RemovableHandle
 
 from ..records import ParamInfo, StepRecord, WatchFact
+from ..records.histograms import GradHistogram
 from . import gradstats
 from .calls import parse_backward
+from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .pending import Pending, to_records
 from .source import format_location, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
@@ -106,6 +108,7 @@ class Watcher:
         global_hooks: bool = False,
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
+        external: bool = False,
     ) -> None:
         self._params: dict[int, ParamState] = {}  # id(tensor) -> ParamState
         self._order: list[ParamState] = []
@@ -139,6 +142,16 @@ class Watcher:
         self.facts: list[WatchFact] = []
         self.notes: list[str] = []
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
+        # Steps a framework announces (gradlens.integrations): no step pre-hook; ``before_step``
+        # measures, the step post-hook finishes, ``step_skipped`` drops what never stepped.
+        self._external = external
+        self._external_open: set[int] = set()  # ids of optimizers measured, not yet stepped
+        self._skipped = 0
+        #: Sinks' on-device gradient histograms: (bins, range per parameter name); None: none.
+        self.histograms: gradstats.HistogramSpec | None = None
+        self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
+        self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
+        self._ready_hist: list[GradHistogram] = []  # their histograms (this rank's own)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +162,8 @@ class Watcher:
             for opt in self._given:
                 o = self._adopt(opt, late=False)
                 self._members(o)
-                self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
+                if not self._external:
+                    self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
                 self._handles.append(opt.register_step_post_hook(self._on_step_post))
             if self._global or not self._given:  # watch(model) alone: its optimizer, found
                 self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
@@ -170,6 +184,8 @@ class Watcher:
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
             self._started = True
+            if torch.distributed.is_available():  # the last exchange before the group goes
+                self._ranks.watch_destroy(self.sync_ranks)
         except BaseException:
             self.stop()
             raise
@@ -181,6 +197,7 @@ class Watcher:
                 mode, self._mode = self._mode, None
                 mode.__exit__(None, None, None)
         finally:
+            self._ranks.stop()
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
@@ -190,6 +207,12 @@ class Watcher:
             except Exception as e:
                 self._broke("hand-written updates", e)
             self._param_infos = [p.info for p in self._order]
+            if self._skipped:
+                self.notes.append(
+                    f"the loss scaler skipped {self._skipped} optimizer step(s) with non-finite "
+                    "gradients (AMP lowers its scale and tries again): they count as steps but "
+                    "are not recorded, since they never reached the weights"
+                )
             for o in [*self._opts.values(), *([self._manual] if self._manual else [])]:
                 o.open = None  # a step that raised between its hooks: drop its weight copy
                 o.optimizer = None
@@ -352,8 +375,8 @@ class Watcher:
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
                 self._grad_ptrs.clear()
-            # A sparse gradient has no data_ptr: it is known by its id (checked by identity).
-            self._grad_ptrs[g.data_ptr() if g.layout == torch.strided else id(g)] = p
+            # A sparse gradient or a DTensor has no data_ptr: known by its id (by identity).
+            self._grad_ptrs[grad_key(g)] = p
         return g
 
     def _grad_hook(self, p: ParamState) -> Callable[[torch.Tensor], None]:
@@ -422,8 +445,8 @@ class Watcher:
         return func(*args, **kwargs)
 
     def _zeroed(self, t: torch.Tensor) -> None:
-        strided = t.layout == torch.strided
-        key = t.data_ptr() if strided else id(t)
+        strided = t.layout == torch.strided and not is_dtensor(t)
+        key = grad_key(t)
         p = self._grad_ptrs.get(key)
         if p is None:
             return
@@ -566,12 +589,56 @@ class Watcher:
             return
         try:
             with own_ops():
+                if self._external and id(opt) not in self._external_open:
+                    o.closure = True  # stepped with no announcement: measure after, no update
+                self._external_open.discard(id(opt))
                 if o.closure:  # gradients and loss of the closure's last evaluation
                     self._measure(o)
                 self._finish(o)
         except Exception as e:
             o.broken, o.open = True, None
             self._broke(f"optimizer {o.label}", e)
+
+    # -- steps a framework announces (gradlens.integrations) ---------------------------------
+    def before_step(self, opt: Optimizer, loss_scale: torch.Tensor | float | None = None) -> None:
+        """Measures the gradients ``opt`` is about to step with, where a framework has them
+        final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
+        roots were multiplied by (the loss is divided by it, on the device). The step's
+        post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
+        if id(opt) in self._external_open:  # announced again, never stepped: skipped
+            self.step_skipped(opt)
+        o = self._opt(opt)
+        if o is None:
+            return
+        try:
+            with own_ops():
+                o.closure = False
+                self._measure(o)
+                if o.open is not None and o.open.loss is not None and loss_scale is not None:
+                    o.open.loss = o.open.loss / loss_scale
+            self._external_open.add(id(opt))
+        except Exception as e:
+            o.broken, o.open = True, None
+            self._broke(f"optimizer {o.label}", e)
+
+    def step_skipped(self, opt: Optimizer) -> None:
+        """A step measured by ``before_step`` whose ``opt.step()`` never ran (an AMP loss
+        scaler found non-finite gradients): it counts as a step, with no record."""
+        o = self._opt(opt)
+        if o is None or id(opt) not in self._external_open:
+            return
+        self._external_open.discard(id(opt))
+        o.open = None
+        self._skipped += 1
+        o.steps += 1
+        self.steps_seen += 1
+        if self.on_step is not None:
+            self.on_step(len(self._pending))
+
+    @property
+    def watched_count(self) -> int:
+        """Returns how many parameters are watched so far."""
+        return len(self._order)
 
     def _measure(self, o: OptState) -> None:
         """Checks and measures what an optimizer step is about to use (its open Pending)."""
@@ -609,6 +676,11 @@ class Watcher:
             self._stale(o, step, stale)
         backs = self._step_backwards(o)
         pending: Pending | None = None
+        if active():  # torch.distributed: what the exchange across ranks needs besides
+            try:
+                self._note_ranks(o, step, members, backs)
+            except Exception as e:
+                self._broke("combining across ranks", e)
         if step % self._every == 0:
             detail = self._detail_every > 0 and o.recorded % self._detail_every == 0
             pending = Pending(
@@ -624,6 +696,10 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
+                if detail and self.histograms is not None:  # a sink asked for them
+                    pending.hists = gradstats.histograms(
+                        [(p.name, p.tensor.grad) for p in with_grad], self.histograms
+                    )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
                 pending.lr = lr_value(lr)
@@ -640,6 +716,18 @@ class Watcher:
         o.last_backward = self._backward_index
         self._last_step_backward = self._backward_index
         self._prune()
+
+    def _note_ranks(
+        self, o: OptState, step: int, members: list[ParamState], backs: list[BackwardCall]
+    ) -> None:
+        if step % self._every != 0:
+            self._ranks.skip()
+            return
+        touched: set[int] = set()
+        for b in backs:
+            touched |= b.touched
+        grads = [(p.slot, p.name, p.tensor) for p in members if p.tensor.requires_grad]
+        self._ranks.note(o.label, step, grads, touched)
 
     def _stale(self, o: OptState, step: int, stale: list[ParamState]) -> None:
         lines = [p.stale[1] for p in stale if p.stale is not None and p.stale[0] == p.epoch]
@@ -659,6 +747,8 @@ class Watcher:
             return [b for b in self._backs if b.index > o.last_backward]
         if o.late and o.steps == 0:  # its hooks came after this backward: take the latest ones
             return [b for b in self._backs if b.index > self._last_step_backward]
+        if o.members and all(is_dtensor(p.tensor) for p in o.members):  # FSDP2: no hook fires
+            return [b for b in self._backs if b.index > o.last_backward]
         # Only the backward calls since the members' .grad was last reset went into it: a GAN's
         # generator backward reaches D too, but D.zero_grad() drops that before D steps.
         slots = o.slots
@@ -684,7 +774,7 @@ class Watcher:
             for group in pending.groups:
                 if group.snapshot is not None:
                     with torch.no_grad():
-                        after = [members[n] for n in group.names]
+                        after = [local(members[n]) for n in group.names]
                         group.update = gradstats.update_sumsq(group.snapshot, after)
                     group.snapshot = None
             self._pending.append(pending)
@@ -739,6 +829,8 @@ class Watcher:
         """Whether ``p`` (whose ``.grad`` is ``g``, synced) got a gradient since ``o``'s
         previous step with it."""
         seen = o.seen.get(p.slot)
+        if is_dtensor(p.tensor):  # FSDP2 writes a sharded .grad itself: no gradient hook fires
+            return self._ranks.grad_moved(o.label, p.slot, g)
         if g is None:
             return False
         if seen is None:  # o's first step with it
@@ -746,10 +838,51 @@ class Watcher:
         return p.adds > seen[1]
 
     # -- to the host -------------------------------------------------------------------------
-    def flush(self) -> list[StepRecord]:
-        """Copies every pending step to the host (one transfer per device) as StepRecords."""
+    def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
+        """Copies every pending step to the host (one transfer per device) as StepRecords;
+        their gradient histograms (for the sinks) are appended to ``histograms`` if given.
+
+        Under torch.distributed, returns the steps ``sync_ranks`` combined; the others wait
+        for it (it must run at the same point on every rank). Histograms stay this rank's."""
+        ready, self._ready = self._ready, []
+        ready_hist, self._ready_hist = self._ready_hist, []
+        if histograms is not None:
+            histograms += ready_hist
+        if self._ranks.holding():
+            return ready
         pending, self._pending = self._pending, []
         if not pending:
-            return []
+            return ready
         with own_ops():  # no user mode around the block sees the copy
-            return to_records(pending)
+            return ready + self._ranks.local_only(to_records(pending, histograms))
+
+    # -- torch.distributed -------------------------------------------------------------------
+    @property
+    def ranks(self) -> Ranks:
+        """Returns the distributed side: world size, rank, exchanges made."""
+        return self._ranks
+
+    def ranks_due(self, every: int) -> bool:
+        """Returns whether ``every`` recorded steps wait for the exchange across ranks."""
+        return self._ranks.due(every)
+
+    def sync_ranks(self) -> None:
+        """Under torch.distributed, combines the waiting steps with every other rank's (one
+        collective; ``capture/distributed.py``). Every rank must call it at the same point:
+        every ``FLUSH_EVERY`` recorded steps, when the watch ends, and before the process
+        group is destroyed. Does nothing in a single process."""
+        if not self._ranks.holding():
+            return
+        pending, self._pending = self._pending, []
+        records: list[StepRecord] = []
+        try:
+            with own_ops():
+                hist: list[GradHistogram] = []
+                records = to_records(pending, hist) if pending else []
+                self._ready_hist += hist
+        except Exception as e:  # still exchange: the other ranks wait for this rank's part
+            self._broke("combining across ranks", e)
+        try:
+            self._ready += self._ranks.exchange(records)
+        except Exception as e:
+            self._broke("combining across ranks", e)

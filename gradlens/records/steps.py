@@ -66,7 +66,15 @@ class StepRecord:
     optimizer: str = ""  # which optimizer stepped ("Adam", "Adam#2"; "manual": hand-written)
 
 
-FactKind = Literal["grad-accumulation", "loss-input", "frozen", "no-grad"]
+FactKind = Literal[
+    "grad-accumulation",
+    "loss-input",
+    "frozen",
+    "no-grad",
+    "nonfinite-rank",
+    "replica-divergence",
+    "unused-on-some-ranks",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ class WatchFact:
     top; ``source`` is the backward line that added on top. ``loss-input``: a loss function got
     the wrong kind of input (``detail`` says which).
     ``frozen``: the optimizer holds a parameter that does not require grad.
+    Under torch.distributed (``ranks``: the ranks concerned; ``detail``: how, then ``|`` and
+    numbers): ``nonfinite-rank``: the first non-finite gradient and the ranks it came from;
+    ``replica-divergence``: replicated parameters whose gradients differ between ranks;
+    ``unused-on-some-ranks``: a parameter that the backward of only some ranks reached.
     """
 
     kind: FactKind
@@ -86,6 +98,7 @@ class WatchFact:
     source: str | None = None  # the user's "file.py:line"
     detail: str = ""
     optimizer: str = ""  # the optimizer whose step it concerns, if any
+    ranks: tuple[int, ...] = ()  # torch.distributed: the ranks it concerns
 
 
 @dataclass(frozen=True)
@@ -104,3 +117,5 @@ class WatchRecord:
     stride: int = 1
     total_steps: int = 0  # steps seen, all optimizers together
     notes: tuple[str, ...] = ()  # parts the watcher stopped watching after an error of its own
+    world_size: int = 1  # ranks whose gradients the steps' statistics combine (torch.distributed)
+    rank: int = 0  # the rank that wrote this record
