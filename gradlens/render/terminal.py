@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ..analysis.views import PAGE_NODES, view
 from ..records import (
     BackwardEvent,
     Diagnostic,
@@ -75,9 +76,6 @@ __all__ = [
 #: levels a 100-column terminal has no room left for the text (and rich drops such lines).
 DEFAULT_MAX_DEPTH = 16
 
-#: A graph with more nodes than this is too big for one screen: the report shows it by module
-#: (``view(depth="auto", fold=True)``) and the tree draws chains compactly.
-PAGE_NODES = 60
 
 #: The most nodes the report's own auto view draws: a tree of about one screen.
 SCREEN_NODES = 40
@@ -251,7 +249,7 @@ def graph_tree(
         compact = (
             len(graph.nodes) > PAGE_NODES
             or max(heights.values(), default=0) > min(limit, _COMPACT_HEIGHT)
-            or any(n.kind.value in ("module", "stub") for n in graph.nodes)
+            or any(n.kind in (NodeKind.MODULE, NodeKind.STUB) for n in graph.nodes)
         )
 
     roots = graph.outputs or _sinks(graph, parents, set())
@@ -328,7 +326,7 @@ def graph_tree(
         for child in children:
             branch.add(child)
         stack.extend((p, branch, depth + 1, current) for p in reversed(ins))
-    for note in getattr(graph, "notes", ()):
+    for note in graph.notes:
         tree.add(Text("note: " + note, style="dim"))
     return tree
 
@@ -385,10 +383,10 @@ def format_graph_tree(
 
 def _tree_title(graph: Graph) -> Text:
     text = Text(f"autograd graph: {len(graph.nodes)} nodes", style="bold")
-    modules = [n for n in graph.nodes if n.kind.value == "module"]
+    modules = [n for n in graph.nodes if n.kind == NodeKind.MODULE]
     if modules:
-        hidden = sum(getattr(n, "inner", 0) for n in modules)
-        text.append(f", {len(modules)} of them modules hiding {hidden} nodes", style="bold")
+        hidden = sum(n.inner for n in modules)
+        text.append(f", {len(modules)} of them standing for {hidden}", style="bold")
     return text
 
 
@@ -406,13 +404,12 @@ def _tree_label(
     if seen:
         text.append("  (see above)", style="dim")
         return text
-    kind = node.kind.value
-    if kind == "module":
+    if node.kind == NodeKind.MODULE:
         return _module_label(node)
-    if kind == "stub":
+    if node.kind == NodeKind.STUB:
         text.stylize("dim")
-        where = f"in {node.source}" if node.source else "outside every module"
-        text.append(f"  (outside the module shown: {where})", style="dim")
+        if node.source:
+            text.append(f"  (neighbour in {node.source})", style="dim")
         return text
     if node.kind == NodeKind.OP:
         if node.op:
@@ -431,7 +428,7 @@ def _tree_label(
             text.append(f"  grad#{i} ← {_short(grad)}", style="green")
     if node.kind == NodeKind.LEAF and node.grad is not None:
         text.append(f"  .grad = {node.grad.short()}", style="green")
-    aliases = getattr(node, "aliases", ())
+    aliases = node.aliases
     if aliases:
         text.append("  = " + ", ".join(aliases), style="cyan")
     if node.source:
@@ -440,20 +437,31 @@ def _tree_label(
 
 
 def _module_label(node: GraphNode) -> Text:
-    """Returns one line for a MODULE node: class (×count), path(s), shapes, params, grad norm."""
-    count = getattr(node, "count", 1)
-    text = Text(getattr(node, "module_class", None) or "module", style="bold")
+    """Returns one line for a MODULE node: class (×count), path(s), shapes, params, grad norm;
+    for a folded run of one op (a view's ``r:`` node): the op, ×count, grad norm, line."""
+    if node.module_class is None:
+        text = Text(node.name, style="bold")
+        if node.op:
+            text.append(f"  {node.op}", style="cyan")
+        text.append(f"  ×{node.count}", style="bold magenta")
+        if node.grad_norm is not None:
+            text.append(f"  grad norm={_num(node.grad_norm)}", style="green")
+        if node.source:
+            text.append(f"  {node.source}", style="dim")
+        return text
+    count = node.count
+    text = Text(node.module_class, style="bold")
     if count > 1:
         text.append(f" ×{count}", style="bold magenta")
     text.append(f"  {node.name}", style="cyan")
-    ins = getattr(node, "in_shapes", ())
-    outs = getattr(node, "out_shapes", ())
+    ins = node.in_shapes
+    outs = node.out_shapes
     if ins or outs:
         text.append(f"  {_shapes(ins)} → {_shapes(outs)}")
-    params = getattr(node, "params", None)
+    params = node.params
     if params:
         text.append(f"  {_count(params)} params", style="dim")
-    grad_norm = getattr(node, "grad_norm", None)
+    grad_norm = node.grad_norm
     if grad_norm is not None:
         text.append(f"  grad norm={_num(grad_norm)}", style="green")
     return text
@@ -461,9 +469,8 @@ def _module_label(node: GraphNode) -> Text:
 
 def _instance_lines(node: GraphNode) -> list[Text]:
     """Returns, for a folded MODULE node, one line of each instance's gradient norm."""
-    norms: tuple[float | None, ...] = getattr(node, "instance_grad_norms", ())
-    instances: tuple[str, ...] = getattr(node, "instances", ())
-    if getattr(node, "count", 1) < 2 or not norms or all(n is None for n in norms):
+    norms, instances = node.instance_grad_norms, node.instances
+    if node.count < 2 or not norms or all(n is None for n in norms):
         return []
     names = _short_names(instances) if len(instances) == len(norms) else []
     parts = [f"{names[i]} {_num(n)}" if names else _num(n) for i, n in enumerate(norms)]
@@ -923,10 +930,6 @@ def report_graph(graph: Graph, options: ReportOptions | None = None) -> Graph:
         return graph
     if opts.module is None and opts.depth == "auto" and len(graph.nodes) <= PAGE_NODES:
         return graph
-    try:
-        from ..analysis.views import view
-    except ImportError:  # module views arrive with gradlens.analysis.views (issue 10)
-        return graph
     if opts.module is not None:
         depth = None if opts.depth == "auto" else opts.depth
         return view(graph, depth, module=opts.module)
@@ -1004,13 +1007,12 @@ def trace_report(
 
 def _how_to_see_more(graph: Graph, shown: Graph) -> Text:
     """Returns the line under a module view: what it shows and how to see more of it."""
-    example = next((n for n in shown.nodes if getattr(n, "instances", ())), None)
-    if example is None:
-        example = next((n for n in shown.nodes if n.kind.value == "module"), None)
+    modules = [n for n in shown.nodes if n.kind == NodeKind.MODULE and n.id.startswith("m:")]
+    example = next((n for n in modules if n.instances), modules[0] if modules else None)
     text = Text(f"{len(shown.nodes)} of {len(graph.nodes)} nodes shown; ", style="dim")
     text.append("gradlens run …: --depth N shows modules N deep", style="dim")
     if example is not None:
-        first = (getattr(example, "instances", ()) or (example.id.removeprefix("m:"),))[0]
+        first = (example.instances or (example.id.removeprefix("m:"),))[0]
         text.append(f", --module {first} one of them", style="dim")
     text.append(", --depth all every op; Python: trace_report(t.record, depth=N)", style="dim")
     return text
