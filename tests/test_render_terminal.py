@@ -554,3 +554,41 @@ def test_many_tensors_list_only_those_worth_a_look() -> None:
     assert full == format_graph_tree(Graph((), ())) + format_status(tensors, width=120)
     few = dict(list(tensors.items())[:30])  # up to SUMMARY_TENSORS: every one
     assert format_trace_report(TraceRecord(Graph((), ()), few)).endswith(format_status(few))
+
+
+def test_a_cut_branch_and_nodes_no_output_reaches_are_drawn() -> None:
+    nodes = (
+        GraphNode("y", NodeKind.OUTPUT, "y", shape=(1,)),
+        GraphNode("add", NodeKind.OP, "AddBackward0", op="add"),
+        GraphNode("yb", NodeKind.INPUT, "yb", shape=(1,)),
+        GraphNode("mm", NodeKind.OP, "MmBackward0", op="mm"),
+        GraphNode("w", NodeKind.LEAF, "w", shape=(1,)),
+        GraphNode("v", NodeKind.INPUT, ".item() value"),
+        GraphNode("mean", NodeKind.OP, "MeanBackward0", op="mean"),
+    )
+    edges = (
+        GraphEdge("add", "y"),
+        GraphEdge("yb", "add"),
+        GraphEdge("w", "add"),
+        GraphEdge("mm", "yb", EdgeKind.CUT, "detach at x.py:3"),
+        GraphEdge("w", "mm"),
+        GraphEdge("mean", "v", EdgeKind.CUT, "host at x.py:4"),
+        GraphEdge("w", "mean"),
+    )
+    assert format_graph_tree(Graph(nodes, edges)) == (
+        "autograd graph: 7 nodes\n"
+        "├── y  output [1]\n"
+        "│   └── AddBackward0  add\n"
+        "│       ├── yb  input [1]\n"
+        "│       │   └── ✂ detach at x.py:3: MmBackward0  mm\n"
+        "│       │       └── w  leaf [1]\n"
+        "│       └── w  (see above)\n"
+        "└── .item() value  input\n"
+        "    └── ✂ host at x.py:4: MeanBackward0  mean\n"
+        "        └── w  (see above)\n"
+    )
+    # Without an output (a view of one module), the tree starts where nothing is fed.
+    assert format_graph_tree(Graph(nodes[1:], edges[1:])).splitlines()[1:3] == [
+        "├── AddBackward0  add",
+        "│   ├── yb  input [1]",
+    ]

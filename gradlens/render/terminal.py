@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ..analysis.views import PAGE_NODES, view
 from ..records import (
     BackwardEvent,
     Diagnostic,
@@ -46,6 +47,7 @@ from .dot import format_shape
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "PAGE_NODES",
+    "SCREEN_NODES",
     "SUMMARY_EVENTS",
     "SUMMARY_TENSORS",
     "ReportOptions",
@@ -74,9 +76,9 @@ __all__ = [
 #: levels a 100-column terminal has no room left for the text (and rich drops such lines).
 DEFAULT_MAX_DEPTH = 16
 
-#: A graph with more nodes than this is too big for one screen: the report shows it by module
-#: (``view(depth="auto", fold=True)``) and the tree draws chains compactly.
-PAGE_NODES = 60
+
+#: The most nodes the report's own auto view draws: a tree of about one screen.
+SCREEN_NODES = 40
 
 #: Past this many events the report summarises the log per pass; past this many tensors it
 #: lists only the tensors worth a look (``events="full"``/``tensors="full"``: everything).
@@ -143,7 +145,7 @@ def status_table(
     grads = [s.grad.short() if s.grad is not None else "None" for s in statuses]
     widest = max((len(g) for g in grads), default=4)
     table.add_column("grad", style="green", overflow="fold", min_width=min(widest, 12))
-    table.add_column("note", style="dim", ratio=1, min_width=8)
+    table.add_column("note", style="dim", ratio=1)
     for status, grad in zip(statuses, grads, strict=True):
         note = _grad_note(status)
         table.add_row(
@@ -229,6 +231,7 @@ def graph_tree(
     """
     parents: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
     saved: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
+    cuts: dict[tuple[str, str], str] = {}  # (src, dst) of a CUT edge: its label
     for edge in graph.edges:
         if edge.src not in parents or edge.dst not in parents:
             continue
@@ -236,16 +239,20 @@ def graph_tree(
             parents[edge.dst].append(edge.src)
         elif edge.kind == EdgeKind.SAVED:
             saved[edge.dst].append(edge.src)
+        elif edge.kind == EdgeKind.CUT:
+            cuts[(edge.src, edge.dst)] = edge.label or "history dropped"
+    for src, dst in cuts:  # after the real inputs: where a value came from, its history cut
+        parents[dst].append(src)
     heights = _heights(parents)
     limit = max_depth if max_depth is not None else len(graph.nodes) + 1
     if compact is None:
         compact = (
             len(graph.nodes) > PAGE_NODES
             or max(heights.values(), default=0) > min(limit, _COMPACT_HEIGHT)
-            or any(n.kind.value in ("module", "stub") for n in graph.nodes)
+            or any(n.kind in (NodeKind.MODULE, NodeKind.STUB) for n in graph.nodes)
         )
 
-    roots = graph.outputs or [n for n in graph.nodes if n.kind != NodeKind.SAVED][:1]
+    roots = graph.outputs or _sinks(graph, parents, set())
     tree = Tree(_tree_title(graph))
     shown: set[str] = set()
 
@@ -256,7 +263,7 @@ def graph_tree(
         key = (first.kind, first.name, first.op, first.module)
         while True:
             ins = parents[run[-1]]
-            if len(ins) != 1 or ins[0] in shown or ins[0] in run:
+            if len(ins) != 1 or ins[0] in shown or ins[0] in run or (ins[0], run[-1]) in cuts:
                 break
             nxt = graph.node(ins[0])
             if (nxt.kind, nxt.name, nxt.op, nxt.module) != key:
@@ -264,12 +271,23 @@ def graph_tree(
             run.append(ins[0])
         return run if len(run) >= _MIN_RUN else [node_id]
 
-    # Depth-first, in order, with an explicit stack: (node id, tree to add it to, depth).
-    stack: list[tuple[str, Tree, int]] = [(n.id, tree, 0) for n in reversed(roots)]
-    while stack:
-        node_id, into, depth = stack.pop()
+    # Depth-first, in order, with an explicit stack: (node id, tree to add it to, depth, the
+    # node it feeds). Nodes no output reaches (a focused module's) are drawn from their sinks.
+    stack: list[tuple[str, Tree, int, str | None]] = [
+        (n.id, tree, 0, None) for n in reversed(roots)
+    ]
+    drawable = sum(1 for n in graph.nodes if n.kind != NodeKind.SAVED)
+    beyond: set[str] = set()  # nodes past max_depth: counted by a "… N more levels" line
+    while stack or len(shown | beyond) < drawable:
+        if not stack:
+            rest = _sinks(graph, parents, shown | beyond)
+            if not rest:
+                break
+            stack = [(n.id, tree, 0, None) for n in reversed(rest)]
+        node_id, into, depth, feeds = stack.pop()
+        cut = cuts.get((node_id, feeds)) if feeds is not None else None
         if node_id in shown:
-            into.add(_tree_label(graph.node(node_id), seen=True))
+            into.add(_cut_mark(cut, _tree_label(graph.node(node_id), seen=True)))
             continue
         # The entry's label: one node, or (compact) a chain of them, one (marker, text) a line.
         lines: list[tuple[str, Text]] = []
@@ -280,6 +298,8 @@ def graph_tree(
             shown.update(run)
             node = graph.node(current)
             entry = _tree_label(node, count=len(run), last=graph.node(run[-1]))
+            if not lines:
+                entry = _cut_mark(cut, entry)
             extra = [_saved_label(graph.node(s), len(run)) for s in saved[current]]
             extra += _instance_lines(node)
             if compact:
@@ -292,22 +312,49 @@ def graph_tree(
             ins = parents[current]
             if ins and depth >= limit:
                 more = _more_levels(heights[current])
+                _add_ancestors(parents, ins, beyond)
                 if compact:
                     lines.append(("↑ ", more))
                 else:
                     children.append(more)
                 ins = []
-            if not compact or len(ins) != 1 or ins[0] in shown:
+            if not compact or len(ins) != 1 or ins[0] in shown or (ins[0], current) in cuts:
                 break
             current = ins[0]
             depth += 1
         branch = into.add(_chain_label(lines))
         for child in children:
             branch.add(child)
-        stack.extend((p, branch, depth + 1) for p in reversed(ins))
-    for note in getattr(graph, "notes", ()):
+        stack.extend((p, branch, depth + 1, current) for p in reversed(ins))
+    for note in graph.notes:
         tree.add(Text("note: " + note, style="dim"))
     return tree
+
+
+def _sinks(graph: Graph, parents: Mapping[str, list[str]], shown: set[str]) -> list[GraphNode]:
+    """Returns the nodes not shown yet that feed no other such node (where a tree starts), or
+    the first one not shown when every one feeds another (a cycle)."""
+    rest = [n for n in graph.nodes if n.kind != NodeKind.SAVED and n.id not in shown]
+    feeding = {p for n in rest for p in parents[n.id]}
+    return [n for n in rest if n.id not in feeding] or rest[:1]
+
+
+def _add_ancestors(parents: Mapping[str, list[str]], start: list[str], into: set[str]) -> None:
+    """Adds ``start`` and every node above it to ``into``."""
+    todo = [n for n in start if n not in into]
+    into.update(todo)
+    while todo:
+        for p in parents[todo.pop()]:
+            if p not in into:
+                into.add(p)
+                todo.append(p)
+
+
+def _cut_mark(cut: str | None, label: Text) -> Text:
+    """Returns ``label`` marked as reached through a cut edge (its history dropped there)."""
+    if cut is None:
+        return label
+    return Text.assemble(("✂ ", "red"), (f"{cut}: ", "red"), label)
 
 
 def _chain_label(lines: Sequence[tuple[str, Text]]) -> RenderableType:
@@ -336,10 +383,10 @@ def format_graph_tree(
 
 def _tree_title(graph: Graph) -> Text:
     text = Text(f"autograd graph: {len(graph.nodes)} nodes", style="bold")
-    modules = [n for n in graph.nodes if n.kind.value == "module"]
+    modules = [n for n in graph.nodes if n.kind == NodeKind.MODULE]
     if modules:
-        hidden = sum(getattr(n, "inner", 0) for n in modules)
-        text.append(f", {len(modules)} of them modules hiding {hidden} nodes", style="bold")
+        hidden = sum(n.inner for n in modules)
+        text.append(f", {len(modules)} of them standing for {hidden}", style="bold")
     return text
 
 
@@ -357,13 +404,12 @@ def _tree_label(
     if seen:
         text.append("  (see above)", style="dim")
         return text
-    kind = node.kind.value
-    if kind == "module":
+    if node.kind == NodeKind.MODULE:
         return _module_label(node)
-    if kind == "stub":
+    if node.kind == NodeKind.STUB:
         text.stylize("dim")
-        where = f"in {node.source}" if node.source else "outside every module"
-        text.append(f"  (outside the module shown: {where})", style="dim")
+        if node.source:
+            text.append(f"  (neighbour in {node.source})", style="dim")
         return text
     if node.kind == NodeKind.OP:
         if node.op:
@@ -382,7 +428,7 @@ def _tree_label(
             text.append(f"  grad#{i} ← {_short(grad)}", style="green")
     if node.kind == NodeKind.LEAF and node.grad is not None:
         text.append(f"  .grad = {node.grad.short()}", style="green")
-    aliases = getattr(node, "aliases", ())
+    aliases = node.aliases
     if aliases:
         text.append("  = " + ", ".join(aliases), style="cyan")
     if node.source:
@@ -391,37 +437,44 @@ def _tree_label(
 
 
 def _module_label(node: GraphNode) -> Text:
-    """Returns one line for a MODULE node: class (×count), path(s), shapes, params, grad norm."""
-    count = getattr(node, "count", 1)
-    text = Text(getattr(node, "module_class", None) or "module", style="bold")
+    """Returns one line for a MODULE node: class (×count), path(s), shapes, params, grad norm;
+    for a folded run of one op (a view's ``r:`` node): the op, ×count, grad norm, line."""
+    if node.module_class is None:
+        text = Text(node.name, style="bold")
+        if node.op:
+            text.append(f"  {node.op}", style="cyan")
+        text.append(f"  ×{node.count}", style="bold magenta")
+        if node.grad_norm is not None:
+            text.append(f"  grad norm={_num(node.grad_norm)}", style="green")
+        if node.source:
+            text.append(f"  {node.source}", style="dim")
+        return text
+    count = node.count
+    text = Text(node.module_class, style="bold")
     if count > 1:
         text.append(f" ×{count}", style="bold magenta")
     text.append(f"  {node.name}", style="cyan")
-    ins = getattr(node, "in_shapes", ())
-    outs = getattr(node, "out_shapes", ())
+    ins = node.in_shapes
+    outs = node.out_shapes
     if ins or outs:
         text.append(f"  {_shapes(ins)} → {_shapes(outs)}")
-    params = getattr(node, "params", None)
+    params = node.params
     if params:
         text.append(f"  {_count(params)} params", style="dim")
-    grad_norm = getattr(node, "grad_norm", None)
+    grad_norm = node.grad_norm
     if grad_norm is not None:
-        text.append(f"  grad norm {_num(grad_norm)}", style="green")
-    inner = getattr(node, "inner", 0)
-    if inner:
-        text.append(f"  ({inner} nodes)", style="dim")
+        text.append(f"  grad norm={_num(grad_norm)}", style="green")
     return text
 
 
 def _instance_lines(node: GraphNode) -> list[Text]:
     """Returns, for a folded MODULE node, one line of each instance's gradient norm."""
-    norms: tuple[float | None, ...] = getattr(node, "instance_grad_norms", ())
-    instances: tuple[str, ...] = getattr(node, "instances", ())
-    if getattr(node, "count", 1) < 2 or not norms or all(n is None for n in norms):
+    norms, instances = node.instance_grad_norms, node.instances
+    if node.count < 2 or not norms or all(n is None for n in norms):
         return []
     names = _short_names(instances) if len(instances) == len(norms) else []
     parts = [f"{names[i]} {_num(n)}" if names else _num(n) for i, n in enumerate(norms)]
-    return [Text("grad norm of each: " + " · ".join(parts), style="green")]
+    return [Text("grad norm of each: " + "  ".join(parts), style="green")]
 
 
 def _short_names(paths: Sequence[str]) -> list[str]:
@@ -435,7 +488,11 @@ def _short_names(paths: Sequence[str]) -> list[str]:
 
 
 def _shapes(shapes: Sequence[Sequence[int]]) -> str:
-    return ", ".join(format_shape(s) for s in shapes) or "—"
+    """Returns the first shape as ``[1×64×768]``, and how many more there are (``+2``)."""
+    if not shapes:
+        return "—"
+    first = "[" + "×".join(str(d) for d in shapes[0]) + "]"
+    return first + (f" +{len(shapes) - 1}" if len(shapes) > 1 else "")
 
 
 def _count(n: int) -> str:
@@ -873,15 +930,11 @@ def report_graph(graph: Graph, options: ReportOptions | None = None) -> Graph:
         return graph
     if opts.module is None and opts.depth == "auto" and len(graph.nodes) <= PAGE_NODES:
         return graph
-    try:
-        from ..analysis.views import view
-    except ImportError:  # module views arrive with gradlens.analysis.views (issue 10)
-        return graph
     if opts.module is not None:
         depth = None if opts.depth == "auto" else opts.depth
         return view(graph, depth, module=opts.module)
     if opts.depth == "auto":
-        return view(graph, "auto", fold=True, saved=False)
+        return view(graph, "auto", fold=True, saved=False, max_nodes=SCREEN_NODES)
     return view(graph, opts.depth, fold=True)
 
 
@@ -954,13 +1007,12 @@ def trace_report(
 
 def _how_to_see_more(graph: Graph, shown: Graph) -> Text:
     """Returns the line under a module view: what it shows and how to see more of it."""
-    example = next((n for n in shown.nodes if getattr(n, "instances", ())), None)
-    if example is None:
-        example = next((n for n in shown.nodes if n.kind.value == "module"), None)
+    modules = [n for n in shown.nodes if n.kind == NodeKind.MODULE and n.id.startswith("m:")]
+    example = next((n for n in modules if n.instances), modules[0] if modules else None)
     text = Text(f"{len(shown.nodes)} of {len(graph.nodes)} nodes shown; ", style="dim")
     text.append("gradlens run …: --depth N shows modules N deep", style="dim")
     if example is not None:
-        first = (getattr(example, "instances", ()) or (example.id.removeprefix("m:"),))[0]
+        first = (example.instances or (example.id.removeprefix("m:"),))[0]
         text.append(f", --module {first} one of them", style="dim")
     text.append(", --depth all every op; Python: trace_report(t.record, depth=N)", style="dim")
     return text
