@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
     )
     run.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        type=Path,
+        help="scripts: also write the watched training to TensorBoard event files in DIR",
+    )
+    run.add_argument(
         "--guard",
         action="store_const",
         const="warn",
@@ -140,13 +146,14 @@ def _take_own_flags(args: argparse.Namespace) -> None:
         flag = item[2:].split("=", 1)[0] if item.startswith("--") else None
         if item in ("--guard", "--strict"):
             args.guard = "strict" if item == "--strict" or args.guard == "strict" else "warn"
-        elif flag in _OUTPUT_FLAGS:
+        elif flag in _OUTPUT_FLAGS or flag == "tensorboard":
             if "=" in item:
                 value = item.split("=", 1)[1]
             elif items:
                 value = items.pop(0)
             else:
-                raise GradlensError(f"--{flag} needs a PATH")
+                what = "DIR" if flag == "tensorboard" else "PATH"
+                raise GradlensError(f"--{flag} needs a {what}")
             setattr(args, flag, Path(value))
         else:
             rest.append(item)
@@ -195,6 +202,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise GradlensError(
             f"example {args.name!r} takes no arguments, got {' '.join(args.args)!r}"
         )
+    if args.tensorboard is not None:
+        raise GradlensError("--tensorboard is for training scripts, not the worked examples")
     module = load_example(args.name)
     training = bool(getattr(module, "TRAINING", False))
     outputs = _check_outputs(
@@ -266,7 +275,10 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         ("json", "plot"),
         what="a script: gradlens watches its training and draws plots, not a graph",
     )
-    lens = watch_everything(console)
+    if args.tensorboard is not None and all_ranks_asked():  # DIR, DIR.rank1, ...
+        args.tensorboard = Path(rank_path(args.tensorboard, current_rank()))
+    sinks = _tensorboard(args.tensorboard)
+    lens = watch_everything(console, sinks=sinks)
     checker = guard(mode=args.guard) if args.guard else None
     findings = _LiveFindings(console)
     code = 0
@@ -309,6 +321,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     lens.report(console)
     if checker is not None:
         _report_guard(checker, findings.shown, console)
+    if sinks and not any("TensorBoard" in n for n in lens.record.notes):
+        _say(console, f"wrote TensorBoard events to {args.tensorboard} (tensorboard --logdir)")
     if code != 0:
         what = "was interrupted" if interrupted else f"exited with code {code}"
         _say(console, f"the script {what}", "bold red")
@@ -323,6 +337,17 @@ def _ranked(script: Path) -> str:
     if all_ranks_asked() and "RANK" in os.environ:
         return f"{script} (rank {current_rank()})"
     return str(script)
+
+
+def _tensorboard(folder: Path | None) -> list[Any]:
+    """Returns the ``--tensorboard DIR`` sink (none without the flag), checked before the run."""
+    if folder is None:
+        return []
+    if folder.exists() and not folder.is_dir():
+        raise GradlensError(f"--tensorboard {folder}: that is a file, not a folder")
+    from .sinks import TensorBoard
+
+    return [TensorBoard(folder)]
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:

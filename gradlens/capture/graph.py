@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from .._errors import GradlensError, NoGraphError
 from ..records import Graph, ValueSummary
 from .builder import GraphBuilder
+from .module_paths import infer_modules
 from .names import TensorNames, named_params
 from .summary import summarize
 
@@ -41,7 +43,8 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
             names.set_name(names.key(t), "output" if len(outputs) == 1 else f"output {i}")
             builder.add_output(t)
         leaf_grads: dict[int, ValueSummary | None] = {}
-        for fn, nid in builder.walk(roots):
+        reached = builder.walk(roots)
+        for fn, nid in reached:
             leaf = getattr(fn, "variable", None)
             key = builder.draft(nid).tensor_key
             if not isinstance(leaf, torch.Tensor) or key is None:
@@ -50,7 +53,11 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
                 names.set_name(key, _shape_name(leaf))
             if leaf.grad is not None:
                 leaf_grads[key] = summarize(leaf.grad)
-        return builder.build(leaf_grads)
+        # views: each node's module, inferred from the parameters it reaches (module_paths.py)
+        infos = (
+            infer_modules(reached, builder, params) if isinstance(params, torch.nn.Module) else ()
+        )
+        return replace(builder.build(leaf_grads), modules=infos)
     finally:
         builder.forget_marks(roots)
 

@@ -39,6 +39,7 @@ from torch.optim.optimizer import (
 from torch.utils.hooks import RemovableHandle
 
 from ..records import ParamInfo, StepRecord, WatchFact
+from ..records.histograms import GradHistogram
 from . import gradstats
 from .calls import parse_backward
 from .distributed import Ranks, active, grad_key, is_dtensor, local
@@ -107,6 +108,7 @@ class Watcher:
         global_hooks: bool = False,
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
+        external: bool = False,
     ) -> None:
         self._params: dict[int, ParamState] = {}  # id(tensor) -> ParamState
         self._order: list[ParamState] = []
@@ -142,6 +144,14 @@ class Watcher:
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
         self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
         self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
+        self._ready_hists: list[GradHistogram] = []  # their histograms (replicated parameters)
+        # Steps a framework announces (gradlens.integrations): no step pre-hook; ``before_step``
+        # measures, the step post-hook finishes, ``step_skipped`` drops what never stepped.
+        self._external = external
+        self._external_open: set[int] = set()  # ids of optimizers measured, not yet stepped
+        self._skipped = 0
+        #: Sinks' on-device gradient histograms: (bins, range per parameter name); None: none.
+        self.histograms: gradstats.HistogramSpec | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,7 +162,8 @@ class Watcher:
             for opt in self._given:
                 o = self._adopt(opt, late=False)
                 self._members(o)
-                self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
+                if not self._external:
+                    self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
                 self._handles.append(opt.register_step_post_hook(self._on_step_post))
             if self._global or not self._given:  # watch(model) alone: its optimizer, found
                 self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
@@ -196,6 +207,12 @@ class Watcher:
             except Exception as e:
                 self._broke("hand-written updates", e)
             self._param_infos = [p.info for p in self._order]
+            if self._skipped:
+                self.notes.append(
+                    f"the loss scaler skipped {self._skipped} optimizer step(s) with non-finite "
+                    "gradients (AMP lowers its scale and tries again): they count as steps but "
+                    "are not recorded, since they never reached the weights"
+                )
             for o in [*self._opts.values(), *([self._manual] if self._manual else [])]:
                 o.open = None  # a step that raised between its hooks: drop its weight copy
                 o.optimizer = None
@@ -572,12 +589,56 @@ class Watcher:
             return
         try:
             with own_ops():
+                if self._external and id(opt) not in self._external_open:
+                    o.closure = True  # stepped with no announcement: measure after, no update
+                self._external_open.discard(id(opt))
                 if o.closure:  # gradients and loss of the closure's last evaluation
                     self._measure(o)
                 self._finish(o)
         except Exception as e:
             o.broken, o.open = True, None
             self._broke(f"optimizer {o.label}", e)
+
+    # -- steps a framework announces (gradlens.integrations) ---------------------------------
+    def before_step(self, opt: Optimizer, loss_scale: torch.Tensor | float | None = None) -> None:
+        """Measures the gradients ``opt`` is about to step with, where a framework has them
+        final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
+        roots were multiplied by (the loss is divided by it, on the device). The step's
+        post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
+        if id(opt) in self._external_open:  # announced again, never stepped: skipped
+            self.step_skipped(opt)
+        o = self._opt(opt)
+        if o is None:
+            return
+        try:
+            with own_ops():
+                o.closure = False
+                self._measure(o)
+                if o.open is not None and o.open.loss is not None and loss_scale is not None:
+                    o.open.loss = o.open.loss / loss_scale
+            self._external_open.add(id(opt))
+        except Exception as e:
+            o.broken, o.open = True, None
+            self._broke(f"optimizer {o.label}", e)
+
+    def step_skipped(self, opt: Optimizer) -> None:
+        """A step measured by ``before_step`` whose ``opt.step()`` never ran (an AMP loss
+        scaler found non-finite gradients): it counts as a step, with no record."""
+        o = self._opt(opt)
+        if o is None or id(opt) not in self._external_open:
+            return
+        self._external_open.discard(id(opt))
+        o.open = None
+        self._skipped += 1
+        o.steps += 1
+        self.steps_seen += 1
+        if self.on_step is not None:
+            self.on_step(len(self._pending))
+
+    @property
+    def watched_count(self) -> int:
+        """Returns how many parameters are watched so far."""
+        return len(self._order)
 
     def _measure(self, o: OptState) -> None:
         """Checks and measures what an optimizer step is about to use (its open Pending)."""
@@ -635,6 +696,10 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
+                if detail and self.histograms is not None:  # a sink asked for them
+                    pending.hists = gradstats.histograms(
+                        [(p.name, local(p.tensor.grad)) for p in with_grad], self.histograms
+                    )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
                 pending.lr = lr_value(lr)
@@ -773,19 +838,27 @@ class Watcher:
         return p.adds > seen[1]
 
     # -- to the host -------------------------------------------------------------------------
-    def flush(self) -> list[StepRecord]:
-        """Copies every pending step to the host (one transfer per device) as StepRecords.
+    def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
+        """Copies every pending step to the host (one transfer per device) as StepRecords;
+        their gradient histograms (for the sinks) are appended to ``histograms`` if given.
 
         Under torch.distributed, returns the steps ``sync_ranks`` combined; the others wait
         for it (it must run at the same point on every rank)."""
         ready, self._ready = self._ready, []
+        ready_hists, self._ready_hists = self._ready_hists, []
+        if histograms is not None:
+            histograms += ready_hists
         if self._ranks.holding():
             return ready
         pending, self._pending = self._pending, []
         if not pending:
             return ready
+        hists: list[GradHistogram] | None = [] if histograms is not None else None
         with own_ops():  # no user mode around the block sees the copy
-            return ready + self._ranks.local_only(to_records(pending))
+            records = to_records(pending, hists)
+        if histograms is not None:
+            histograms += self._ranks.whole_histograms(hists or [])
+        return ready + self._ranks.local_only(records)
 
     # -- torch.distributed -------------------------------------------------------------------
     @property
@@ -806,12 +879,14 @@ class Watcher:
             return
         pending, self._pending = self._pending, []
         records: list[StepRecord] = []
+        hists: list[GradHistogram] | None = [] if self.histograms is not None else None
         try:
             with own_ops():
-                records = to_records(pending) if pending else []
+                records = to_records(pending, hists) if pending else []
         except Exception as e:  # still exchange: the other ranks wait for this rank's part
             self._broke("combining across ranks", e)
         try:
             self._ready += self._ranks.exchange(records)
+            self._ready_hists += self._ranks.whole_histograms(hists or [])
         except Exception as e:
             self._broke("combining across ranks", e)

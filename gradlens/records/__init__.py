@@ -7,6 +7,7 @@ from .diagnostics import Diagnostic, Severity
 from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
 from .inplace import InplaceViolation, ViolationKind
+from .modules import ModuleInfo
 from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, WatchRecord
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
@@ -30,6 +31,7 @@ __all__ = [
     "GraphEdge",
     "GraphNode",
     "InplaceViolation",
+    "ModuleInfo",
     "NodeKind",
     "OpEvent",
     "ParamInfo",
