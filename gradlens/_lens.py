@@ -138,6 +138,8 @@ class Lens:
         if self.silent:  # torch.distributed: one live view, on rank 0
             live = False
         self._sinks, self._spec = check_sinks(sinks)
+        if self.silent:  # torch.distributed: rank 0's sinks only (never opened here)
+            self._sinks, self._spec = [], None
         self._sink_notes: list[str] = []
         self._ranged = 0  # parameters watched when the histogram ranges were last looked at
         if watcher is not None:
