@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._errors import GradlensError
 from ..records import InplaceViolation
-from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .calls import BACKWARD_CALLS, BackwardCall, parse_backward, tensors_in
 from .inplace import SavedTensors
 from .pure import _cache as _never_writes
 from .pure import never_writes
@@ -84,6 +84,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _jit_tracing = torch._C._get_tracing_state
 _is_compiling = torch.compiler.is_compiling
 _saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
+_TENSOR_BACKWARD = torch.Tensor.backward
 
 #: Said once when ``torch.jit.trace`` runs inside a guard or trace.
 JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
@@ -273,18 +274,20 @@ class Guard:
             # without moving their version on CPU: each tensor of its first argument is written.
             bumped = [(t, t._version) for t in fused if isinstance(t, torch.Tensor)]
         log = self.log
-        frame, source = user_frame() if bumped else (None, None)
-        for t, v in bumped:
-            if log is not None:
-                log.log_write(t, name, source, v, seq)
-            else:
-                self.saved.check_write(t, name, source, frame, v)
         if log is not None:
+            if bumped:
+                file, line = _user(sys._getframe(1))
+                site = None if file is None else (file, line)
+                for t, v in bumped:
+                    log.log_write(t, name, site, v, seq)
             end = _next_seq()
             if end != seq:
                 file, line = _user(sys._getframe(1))
                 log.made(seq, end, name, None if file is None else (file, line))
             return
+        frame, source = user_frame() if bumped else (None, None)
+        for t, v in bumped:
+            self.saved.check_write(t, name, source, frame, v)
         if type(out) in _PLAIN:
             outputs = [out] if grad_fn_of(out) is not None else []
         elif isinstance(out, (list, tuple)):
@@ -307,8 +310,9 @@ class Guard:
         if self.log is not None:
             seq = _next_seq()
             out = func(*args, **kwargs)
-            _, source = user_frame()
-            self._safely("data =", self.log.log_data_set, args[0], source, seq)
+            file, line = _user(sys._getframe(1))
+            site = None if file is None else (file, line)
+            self._safely("data =", self.log.log_data_set, args[0], site, seq)
             return out
         ids = self._safely("data =", self.saved.same_tensor, args[0]) or []
         out = func(*args, **kwargs)
@@ -324,7 +328,10 @@ class Guard:
         ids: list[int] = []
         retain = True
         try:
-            parsed = parse_backward(func, args, kwargs)
+            if func is _TENSOR_BACKWARD and len(args) == 1 and not kwargs:  # loss.backward()
+                parsed = BackwardCall("backward", [args[0]], [], [], False, False)
+            else:
+                parsed = parse_backward(func, args, kwargs)
             retain = parsed.retain_graph
             if self.log is not None:
                 found = self.log.check_backward(parsed.roots, frame, parsed.inputs)

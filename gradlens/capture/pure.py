@@ -56,6 +56,9 @@ _DUNDERS = {
 }
 # Arguments a schema does not mark as written although the kernel writes them.
 _UNDECLARED = frozenset({"running_mean", "running_var", "noise"})
+_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
+# Attributes whose assignment writes no tensor's memory (``.data =``, ``.real =`` do).
+_SETTERS = frozenset({"grad", "requires_grad", "retains_grad", "name"})
 _CACHE_MAX = 4096
 _cache: dict[Any, frozenset[str] | None] = {}
 
@@ -70,7 +73,16 @@ def never_writes(func: Any) -> frozenset[str] | None:
     except TypeError:  # unhashable
         return None
     found = _classify(func)
-    if type(func) in _BINDINGS:  # long-lived objects: worth keeping (not bound methods)
+    kind = type(func)
+    if (
+        kind in _BINDINGS
+        or kind is types.FunctionType
+        or (
+            # t.grad and other attributes: a new method-wrapper per access, equal to the others
+            kind is types.MethodWrapperType
+            and type(getattr(func, "__self__", None)) in _DESCRIPTORS
+        )
+    ):  # long-lived objects (not bound to a tensor): worth keeping
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
         _cache[func] = found
@@ -78,6 +90,15 @@ def never_writes(func: Any) -> frozenset[str] | None:
 
 
 def _classify(func: Any) -> frozenset[str] | None:
+    if type(func) is types.MethodWrapperType:
+        owner = getattr(func, "__self__", None)
+        if type(owner) not in _DESCRIPTORS:
+            return None
+        if func.__name__ == "__get__" or (
+            func.__name__ == "__set__" and getattr(owner, "__name__", None) in _SETTERS
+        ):
+            return frozenset()  # reading an attribute; setting .grad writes no memory
+        return None
     if type(func) not in _BINDINGS:
         return None
     name = getattr(func, "__name__", None)

@@ -62,9 +62,13 @@ class _Write:
     before: int | None  # the version it moved from (None: a .data assignment)
     after: int | None
     op: str
-    source: str | None
+    site: tuple[str, int] | None  # file and line, formatted only if a finding needs them
     written: weakref.ref[torch.Tensor] | None
     shape: tuple[int, ...] = ()
+
+    @property
+    def source(self) -> str | None:
+        return None if self.site is None else format_location(*self.site)
 
 
 @dataclass(slots=True)
@@ -119,7 +123,12 @@ class WriteLog:
         return op, None if file is None else format_location(file, line)
 
     def log_write(
-        self, written: torch.Tensor, op: str, source: str | None, before: int | None, seq: int
+        self,
+        written: torch.Tensor,
+        op: str,
+        site: tuple[str, int] | None,
+        before: int | None,
+        seq: int,
     ) -> None:
         """Logs a write that moved ``written``'s version from ``before``, by an op that started
         at autograd sequence number ``seq`` (``torch._C._autograd._get_sequence_nr()``)."""
@@ -129,14 +138,14 @@ class WriteLog:
                 f"writes to a {unsupported(written) or 'tensor with no plain memory'}"
             ] += 1
         else:
-            self._log(span, before, written._version, op, source, written, seq)
+            self._log(span, before, written._version, op, site, written, seq)
 
-    def log_data_set(self, t: torch.Tensor, source: str | None, seq: int) -> None:
+    def log_data_set(self, t: torch.Tensor, site: tuple[str, int] | None, seq: int) -> None:
         """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
         ``t`` itself now reads the new values; one that saved a view of the old memory does not."""
         span = _span(t)
         if span is not None:
-            self._log(span, None, None, ".data =", source, t, seq)
+            self._log(span, None, None, ".data =", site, t, seq)
 
     def _log(
         self,
@@ -144,12 +153,12 @@ class WriteLog:
         before: int | None,
         after: int | None,
         op: str,
-        source: str | None,
+        site: tuple[str, int] | None,
         written: torch.Tensor,
         seq: int,
     ) -> None:
         write = _Write(
-            self._count, seq, *span, before, after, op, source, weakref.ref(written),
+            self._count, seq, *span, before, after, op, site, weakref.ref(written),
             shape_of(written),
         )  # fmt: skip
         self._count += 1
@@ -294,7 +303,7 @@ class WriteLog:
         ]
         # One write (or one call writing several tensors, as _foreach_add_ does) is the
         # culprit; writes from several lines could not be told apart: say nothing untrue.
-        if not hits or len({(w.op, w.source) for w in hits}) != 1:
+        if not hits or len({(w.op, w.site) for w in hits}) != 1:
             return []
         frame, _ = user_frame()
         found = []
