@@ -36,8 +36,9 @@ from ..records import (
     TraceRecord,
     format_shape,
 )
-from .builder import GraphBuilder, node_name, replaced
+from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .fast import make_record, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .modules import ModuleStack
@@ -328,7 +329,8 @@ class Recorder:
         self._saved.record_saves(outputs, name, source, inputs)  # after the nodes got ids
         if name not in _PASSIVE:
             self._consumed.update(k for _, k, _ in before)
-        op_event = OpEvent(
+        op_event = make_record(
+            OpEvent,
             index=len(self._events),
             op=name,
             inputs=tuple(r for _, _, r in before),
@@ -488,7 +490,8 @@ class Recorder:
         grads = [add(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs]
         draft = self._builder.draft(nid)
         draft.grads.append(next((g for g in grads if g is not None), None))
-        event = GradEvent(
+        event = make_record(
+            GradEvent,
             index=len(self._events),
             pass_index=pass_index,
             node=nid,
