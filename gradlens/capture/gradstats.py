@@ -12,14 +12,17 @@ counting passes (zeros, non-finite, NaN) and, for the update size, a copy of the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 __all__ = [
     "DETAIL",
     "LIGHT",
+    "HistogramSpec",
     "clone_weights",
     "detail_stats",
+    "histograms",
     "light_stats",
     "sum_of_squares",
     "update_sumsq",
@@ -114,3 +117,41 @@ def update_sumsq(before: list[torch.Tensor], after: Sequence[torch.Tensor]) -> t
         return torch.zeros(0)
     torch._foreach_sub_(before, [w.detach() for w in after])
     return torch.stack(sum_of_squares(before))
+
+
+# -- gradient histograms, for the sinks (gradlens.sinks) ----------------------------------------
+@dataclass
+class HistogramSpec:
+    """What the sinks asked for: ``bins`` equal bins over each parameter's fixed range
+    ``[lo, hi)`` (``ranges``, by name; ``default`` for a name not there, or None: no histogram
+    until its range is known)."""
+
+    bins: int
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    default: tuple[float, float] | None = None
+
+
+_EXACT_FLOAT32_COUNT = 2**24  # counts above this are not exact in float32
+
+
+def histograms(
+    named: Sequence[tuple[str, torch.Tensor | None]], spec: HistogramSpec
+) -> list[tuple[str, float, float, torch.Tensor]]:
+    """Returns ``(name, lo, hi, counts)`` per gradient with a known range: ``counts`` is a
+    ``(bins + 2,)`` device tensor from one ``torch.histc`` over the gradient clamped into
+    ``[lo - w, hi + w]`` (``w`` the bin width): the first and last bins count what lies below
+    ``lo`` and at or above ``hi``, infinities included; NaN is in no bin (counted elsewhere)."""
+    out: list[tuple[str, float, float, torch.Tensor]] = []
+    for name, g in named:
+        bounds = spec.ranges.get(name, spec.default)
+        if g is None or bounds is None or g.layout != torch.strided:
+            continue
+        lo, hi = bounds
+        width = (hi - lo) / spec.bins
+        real = _real(g)
+        if real.dtype != torch.float64:
+            big = real.numel() > _EXACT_FLOAT32_COUNT
+            real = real.to(torch.float64 if big else torch.float32)
+        clamped = real.clamp(lo - width / 2, hi + width / 2)  # nan stays nan: histc skips it
+        out.append((name, lo, hi, torch.histc(clamped, spec.bins + 2, lo - width, hi + width)))
+    return out

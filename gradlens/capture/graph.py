@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from .._errors import GradlensError, NoGraphError
 from ..records import Graph
 from .builder import GraphBuilder
+from .module_paths import infer_modules
 from .names import TensorNames, named_params
 from .summary import Summaries
 
@@ -55,8 +57,12 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
                 names.set_name(key, _shape_name(leaf))
             if leaf.grad is not None:
                 leaf_grads[key] = values.add(leaf.grad)
+        # views: each node's module, inferred from the parameters it reaches (module_paths.py)
+        infos = (
+            infer_modules(reached, builder, params) if isinstance(params, torch.nn.Module) else ()
+        )
         values.resolve()
-        graph = builder.build(leaf_grads, values.get)
+        graph = replace(builder.build(leaf_grads, values.get), modules=infos)
         builder.forget(fn for fn, _ in reached)  # every Node marked was reached
         done = True
         return graph

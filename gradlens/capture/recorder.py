@@ -41,6 +41,7 @@ from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .fast import make_record, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
+from .module_paths import CallModules
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
@@ -114,6 +115,8 @@ class Recorder:
                 )
             named[name] = t
         self._modules = ModuleStack(mods)
+        self._module_infos = self._modules.infos()  # views: the modules as records (ModuleInfo)
+        self._call_modules = CallModules()  # views: an op's interior nodes get its module
         self._param_owner: dict[int, str] = {}
         for pname, (p, _path) in self._modules.param_modules().items():
             named.setdefault(pname, p)
@@ -317,6 +320,7 @@ class Recorder:
                 continue
             nid = self._builder.node_for(fn)
             self._builder.link_new(fn)
+            self._call_modules.claim(self._builder, fn, module, len(self._events))  # views
             draft = self._builder.draft(nid)
             if draft.kind is NodeKind.OP and draft.op is None:
                 draft.op, draft.module, draft.source = name, module, source
@@ -565,6 +569,7 @@ class Recorder:
             values.add(t)
         values.resolve()
         graph = self._builder.build(leaf_grads, values.get)
+        graph = replace(graph, modules=self._module_infos)  # views: the modules the hooks saw
         if final:
             fns = [grad_fn_of(t) for _, t in alive]
             self._builder.forget_marks([fn for fn in fns if fn is not None])

@@ -27,6 +27,28 @@ _GRADLENS_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
 # Worked examples live inside the package but are user code: their lines are the point.
 _EXAMPLES_DIR = _GRADLENS_DIR + "examples" + os.sep
 _cache: dict[str, bool] = {}
+
+
+def _framework_dirs() -> tuple[str, ...]:
+    """Training frameworks' own folders (found, not imported): their frames call the user's
+    code (a Lightning ``manual_backward``, a Trainer's ``training_step``), so they are not it."""
+    import importlib.util
+
+    out = []
+    names = ("lightning", "pytorch_lightning", "lightning_fabric", "transformers", "accelerate")
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+            out.append(os.path.realpath(folder) + os.sep)
+    return tuple(out)
+
+
+_FRAMEWORK_DIRS = _framework_dirs()
+# Model definitions shipped with transformers are where ops happen: their lines are shown.
+_MODELS_DIR = os.sep + os.path.join("transformers", "models") + os.sep
 _HEAVY = (torch.Tensor, torch.nn.Module)
 # Installed code is shown from its package down (``transformers/.../modeling_gpt2.py``).
 _PACKAGE_DIRS = ("site-packages", "dist-packages")
@@ -46,6 +68,7 @@ def _is_internal(filename: str) -> bool:
         hit = (
             path.startswith(_TORCH_DIR)
             or (path.startswith(_GRADLENS_DIR) and not path.startswith(_EXAMPLES_DIR))
+            or (path.startswith(_FRAMEWORK_DIRS) and _MODELS_DIR not in path)
             or filename.startswith("<frozen")
             or os.sep + "contextlib.py" in filename
         )
@@ -65,7 +88,8 @@ def user_source(skip: int = 1) -> str | None:
 
 
 def is_internal(filename: str) -> bool:
-    """Whether ``filename`` is torch's or gradlens's own code (not the user's)."""
+    """Whether ``filename`` is torch's, gradlens's or a training framework's own code (not
+    the user's)."""
     return _is_internal(filename)
 
 
