@@ -266,7 +266,8 @@ class GraphBuilder:
         get = value or _same
         nodes = []
         for d in self._drafts.values():
-            name, aliases = d.name, ()
+            name = d.name
+            aliases: tuple[str, ...] = ()
             if d.tensor_key is not None:
                 name = self.names.name(d.tensor_key)
                 aliases = self.names.aliases(d.tensor_key)  # tied weights: the other names
