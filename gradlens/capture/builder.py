@@ -276,8 +276,10 @@ class GraphBuilder:
         nodes = []
         for d in self._drafts.values():
             name = d.name
+            aliases: tuple[str, ...] = ()
             if d.tensor_key is not None:
                 name = self.names.name(d.tensor_key)
+                aliases = self.names.aliases(d.tensor_key)  # tied weights: the other names
             grad = d.grad
             if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
                 grad = get(leaf_grads.get(d.tensor_key, grad))
@@ -296,6 +298,7 @@ class GraphBuilder:
                     grads=tuple(get(g) for g in d.grads) if d.grads else (),
                     grad=grad,
                     freed=d.freed,
+                    aliases=aliases,
                 )
             )
         edges = tuple(

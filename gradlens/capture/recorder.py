@@ -122,7 +122,7 @@ class Recorder:
             named.setdefault(pname, p)
         self._names = TensorNames(named)
         for _pname, (p, path) in self._modules.param_modules().items():
-            self._param_owner[self._names.key(p)] = path
+            self._param_owner.setdefault(self._names.key(p), path)  # tied: the first name's
         self._builder = GraphBuilder(self._names)
         self._events: list[tuple[Event, dict[str, Any]]] = []
         self._mode = _Mode(self)
