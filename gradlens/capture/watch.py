@@ -598,17 +598,18 @@ class Watcher:
         final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
         roots were multiplied by (the loss is divided by it, on the device). The step's
         post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
-        if id(opt) in self._external_open:  # announced again, never stepped: skipped
-            self.step_skipped(opt)
         o = self._opt(opt)
         if o is None:
             return
         try:
             with own_ops():
+                if id(opt) in self._external_open:  # announced again before it stepped (a
+                    o.open = None  # closure evaluated again, LBFGS): the last one counts
                 o.closure = False
+                scale = None if "loss" in self._scalars else loss_scale  # the roots' only
                 self._measure(o)
-                if o.open is not None and o.open.loss is not None and loss_scale is not None:
-                    o.open.loss = o.open.loss / loss_scale
+                if scale is not None and o.open is not None and o.open.loss is not None:
+                    o.open.loss = o.open.loss / scale
             self._external_open.add(id(opt))
         except Exception as e:
             o.broken, o.open = True, None
