@@ -685,9 +685,10 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
-                if detail and self.histograms is not None:  # a sink asked for them
+                spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
+                if spec is not None and o.recorded % spec.every == 1 % spec.every:
                     pending.hists = gradstats.histograms(
-                        [(p.name, p.tensor.grad) for p in with_grad], self.histograms
+                        [(p.name, p.tensor.grad) for p in with_grad], spec
                     )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
