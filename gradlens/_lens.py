@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from rich.console import Console, RenderableType
 from ._errors import GradlensError
 from ._live import LiveOutput
 from .analysis.training import TrainingChecks
+from .capture.distributed import all_ranks_asked, current_rank
 from .capture.gradstats import HistogramSpec
 from .capture.watch import DETAIL_EVERY, Watcher
 from .records import Diagnostic, StepRecord, WatchRecord
@@ -34,6 +36,7 @@ __all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch", "watch_everything"
 DEFAULT_HISTORY = 2000
 #: Recorded steps left on the device before they are copied to the host in one transfer.
 FLUSH_EVERY = 64
+_COMPILED = re.compile(r"(?:^|(?<=\.))_orig_mod\.")  # torch.compile's wrapper in a name
 
 
 def watch(
@@ -45,6 +48,8 @@ def watch(
     detail_every: int = DETAIL_EVERY,
     history: int = DEFAULT_HISTORY,
     sinks: Sequence[Sink] = (),
+    all_ranks: bool | None = None,
+    nan_origin: bool = False,
 ) -> Lens:
     """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
 
@@ -61,6 +66,13 @@ def watch(
     memory; past it, every other kept step is dropped (the stride doubles).
     ``sinks``: where the records also go after each host copy (``gradlens.sinks.TensorBoard``,
     ``gradlens.sinks.Wandb``), with gradient histograms counted on the device.
+    Under torch.distributed (DDP, FSDP2), the statistics are the whole gradient's, combined
+    across ranks every ``FLUSH_EVERY`` steps; only rank 0 shows the live view, prints
+    ``report()`` and writes ``plot()``, unless ``all_ranks=True`` (or ``GRADLENS_ALL_RANKS=1``).
+    ``nan_origin=True``: probe every module's inputs and output in the forward (on the device,
+    no sync) so that the first step with a nan or inf names the module that made it (costs one
+    read of each activation and weight per step; see the README).
+    A ``torch.compile``'d model is watched without graph breaks or recompiles.
     """
     if model is not None and not isinstance(model, torch.nn.Module):
         raise GradlensError(
@@ -76,23 +88,31 @@ def watch(
             raise GradlensError(f"watch({name}=...) takes an integer >= {low}, got {value!r}")
     if isinstance(history, bool) or not isinstance(history, int) or history < 16:
         raise GradlensError(f"watch(history=...) takes an integer >= 16, got {history!r}")
+    if not isinstance(nan_origin, bool):
+        raise GradlensError(f"watch(nan_origin=...) takes True or False, got {nan_origin!r}")
     if live not in (None, True, False):
         raise GradlensError(f"watch(live=...) takes True, False or None, got {live!r}")
-    named = dict(model.named_parameters()) if model is not None else {}
+    if all_ranks not in (None, True, False):
+        raise GradlensError(f"watch(all_ranks=...) takes True, False or None, got {all_ranks!r}")
+    params = model.named_parameters() if model is not None else ()
+    named = {_COMPILED.sub("", n): p for n, p in params}
     watcher = Watcher(
         named,
         [optimizer] if optimizer is not None else [],
         global_hooks=model is None and optimizer is None,
         every=every,
         detail_every=detail_every,
+        model=model,
+        nan_origin=nan_origin,
     )
-    return Lens(watcher, live=live, history=history, every=every, sinks=sinks)
+    return Lens(watcher, live=live, history=history, every=every, sinks=sinks, all_ranks=all_ranks)
 
 
 def watch_everything(console: Console | None = None, sinks: Sequence[Sink] = ()) -> Lens:
     """Returns a Lens on every optimizer that steps (``gradlens run script.py``), shown on
-    ``console``: the live view on a terminal, compact lines elsewhere."""
-    watcher = Watcher({}, [], global_hooks=True)
+    ``console``: the live view on a terminal, compact lines elsewhere (under torchrun: on
+    rank 0 only, unless ``GRADLENS_ALL_RANKS=1``); with ``nan_origin``."""
+    watcher = Watcher({}, [], global_hooks=True, nan_origin=True)
     return Lens(watcher, live=None, console=console, sinks=sinks)
 
 
@@ -112,8 +132,14 @@ class Lens:
         every: int = 1,
         console: Console | None = None,
         sinks: Sequence[Sink] = (),
+        all_ranks: bool | None = None,
     ) -> None:
+        self._all_ranks = all_ranks_asked() if all_ranks is None else all_ranks
+        if self.silent:  # torch.distributed: one live view, on rank 0
+            live = False
         self._sinks, self._spec = check_sinks(sinks)
+        if self.silent:  # torch.distributed: rank 0's sinks only (never opened here)
+            self._sinks, self._spec = [], None
         self._sink_notes: list[str] = []
         self._ranged = 0  # parameters watched when the histogram ranges were last looked at
         if watcher is not None:
@@ -168,6 +194,7 @@ class Lens:
             self._watcher.stop()
         finally:
             try:
+                self._watcher.sync_ranks()  # torch.distributed: every rank leaves the block
                 self._pull()
             finally:  # even a failed copy leaves a readable record of what reached the host
                 try:
@@ -209,8 +236,17 @@ class Lens:
         self._pull()
         return self._snapshot()
 
+    @property
+    def silent(self) -> bool:
+        """Returns whether this Lens keeps quiet: a rank other than 0 under torch.distributed
+        (torchrun), unless every rank's output was asked for."""
+        return not self._all_ranks and current_rank() != 0
+
     def report(self, console: Console | None = None) -> None:
-        """Prints the summary: per-parameter gradient norms, update ratios, and the findings."""
+        """Prints the summary: per-parameter gradient norms, update ratios, and the findings
+        (under torch.distributed: on rank 0 only, unless ``all_ranks``)."""
+        if self.silent:
+            return
         (console or Console()).print(self.__rich__())
 
     def __rich__(self) -> RenderableType:
@@ -222,8 +258,11 @@ class Lens:
         """Writes loss, gradient norms and update ratios to ``path`` (.png, .svg or .pdf).
 
         Raises GradlensError, writing nothing, when no step was recorded (an empty plot would
-        say nothing) or when ``path`` cannot be written.
+        say nothing) or when ``path`` cannot be written. Under torch.distributed only rank 0
+        writes it (unless ``all_ranks``); the other ranks return ``path`` and write nothing.
         """
+        if self.silent:
+            return Path(path)
         from .render.files import check_writable
         from .render.plots import save_figure, training_figure
         from .render.watch_view import NOTHING_WATCHED
@@ -244,8 +283,14 @@ class Lens:
     def _on_step(self, pending: int) -> None:
         """Called after every optimizer step with the number of steps left on the device."""
         assert self._watcher is not None
+        synced = self._watcher.ranks_due(FLUSH_EVERY)
+        if synced:  # torch.distributed: on every rank at once
+            self._watcher.sync_ranks()
+            self._pull()
         new_facts = len(self._watcher.facts) > self._facts_seen
         due = self._output.due(self._watcher.steps_seen)
+        if due and not synced and self._watcher.ranks.holding():
+            due = False  # a view is shown when new combined steps arrive, not before
         # A parameter with no histogram range yet: one copy now fixes it (once per parameter).
         spec = self._spec
         ranges = spec is not None and spec.default is None
@@ -290,6 +335,8 @@ class Lens:
             stride=self._stride,
             total_steps=total,
             notes=(tuple(watcher.notes) if watcher is not None else ()) + tuple(self._sink_notes),
+            world_size=watcher.ranks.world if watcher is not None and watcher.ranks.combined else 1,
+            rank=current_rank(),
         )
 
     # -- sinks -------------------------------------------------------------------------------

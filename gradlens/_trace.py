@@ -106,12 +106,28 @@ class Trace:
                 )
         return explain(loss, params, trace=self)
 
+    def view(
+        self,
+        depth: int | str | None = None,
+        *,
+        module: str | None = None,
+        fold: bool = False,
+        saved: bool = True,
+        max_nodes: int | None = None,
+        expand: tuple[str, ...] = (),
+    ) -> Graph:
+        """Returns the graph at module level: ``self.graph.view(...)`` (see ``Graph.view``)."""
+        return self.graph.view(
+            depth, module=module, fold=fold, saved=saved, max_nodes=max_nodes, expand=expand
+        )
+
     def to_dot(self) -> str:
         """Returns the graph as DOT text."""
         return self.graph.to_dot()
 
     def render(self, path: str | Path) -> RenderResult:
-        """Writes the graph diagram to ``path`` (.svg/.png/.pdf/.dot); returns what was written."""
+        """Writes the graph diagram to ``path`` (.svg/.png/.pdf/.dot, or .html: an interactive
+        page); returns what was written."""
         return self.graph.render(path)
 
     def __rich__(self) -> Any:

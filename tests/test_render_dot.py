@@ -280,9 +280,15 @@ def test_derivative_edges_are_dashed_purple() -> None:
     )
 
 
-def test_modules_become_clusters_with_sanitized_ids() -> None:
-    found = check_dot(to_dot(clustered_graph()))
-    assert found.subgraphs == ["cluster_0_encoder_layer1", "cluster_1_script"]
+def test_modules_become_clusters_nested_by_path_with_sanitized_ids() -> None:
+    text = to_dot(clustered_graph())
+    found = check_dot(text)
+    assert found.subgraphs == ["cluster_0_encoder", "cluster_1_encoder_layer1", "cluster_2_script"]
+    # encoder.layer1 sits inside encoder: its subgraph opens before encoder's closes.
+    lines = text.splitlines()
+    outer = lines.index("  subgraph cluster_0_encoder {")
+    inner = lines.index("    subgraph cluster_1_encoder_layer1 {")
+    assert outer < inner < lines.index("  subgraph cluster_2_script {")
 
 
 def test_html_escape() -> None:
@@ -310,24 +316,43 @@ def test_format_shape() -> None:
 def test_nasty_names_are_well_formed() -> None:
     found = check_dot(to_dot(nasty_graph(), title=NASTY))
     assert len(found.nodes) == 8 and len(found.edges) == 7
-    assert found.subgraphs == ["cluster_0_a_b_c_d", "cluster_1_script"]
+    assert found.subgraphs == ["cluster_0_a_b", "cluster_1_a_b_c_d", "cluster_2_script"]
 
 
-def test_big_graphs_are_cut_with_a_note() -> None:
+def test_big_graphs_are_never_cut_silently() -> None:
+    # 350 different ops, no modules, no runs: the last resort keeps 59 and one "more" stub.
     text = to_dot(chain_graph(350))
     found = check_dot(text)
-    assert len(found.nodes) == 301 and found.nodes[-1] == '"gradlens_omitted"'
-    assert len(found.edges) == 299
-    assert "… 50 more nodes not shown" in text and "max_nodes=300" in text
-    assert len(check_dot(to_dot(chain_graph(10), max_nodes=9)).nodes) == 10
-    assert "… 1 more node not shown" in to_dot(chain_graph(10), max_nodes=9)
-    assert "omitted" not in to_dot(chain_graph(10), max_nodes=10)
+    assert len(found.nodes) == 61  # 59 ops, the stub, the note
+    assert found.nodes[-3:] == ['"n58"', '"s:more"', '"gradlens_notes"']
+    assert ('"s:more"', '"n58"') in found.edges and len(found.edges) == 59
+    assert "… 291 more nodes" in text and "cut: 291 nodes" in text
+    # Small graphs are drawn as they are, with no note.
+    assert "gradlens_notes" not in to_dot(chain_graph(60))
+    assert len(check_dot(to_dot(chain_graph(10), max_nodes=9)).nodes) == 10  # 8 + stub + note
+
+
+def test_runs_of_one_op_are_drawn_as_one_node() -> None:
+    nodes = [GraphNode(f"n{i}", NodeKind.OP, "MulBackward0", op="mul") for i in range(500)]
+    edges = [GraphEdge(f"n{i + 1}", f"n{i}", label="[1]") for i in range(499)]
+    text = to_dot(Graph(tuple(nodes), tuple(edges)))
+    found = check_dot(text)
+    assert found.nodes == ['"r:n499"', '"gradlens_notes"']  # a run is named by its first op
+    assert "MulBackward0 ×500" in text and "500 ops in 1 chain of one op" in text
 
 
 def test_note_id_avoids_existing_ids() -> None:
-    nodes = (GraphNode("gradlens_omitted", NodeKind.OP, "A"), GraphNode("b", NodeKind.OP, "B"))
-    found = check_dot(to_dot(Graph(nodes, ()), max_nodes=1))
-    assert found.nodes == ['"gradlens_omitted"', '"gradlens_omitted_"']
+    nodes = (GraphNode("gradlens_notes", NodeKind.OP, "A"),)
+    nodes += tuple(GraphNode(f"n{i}", NodeKind.OP, f"Op{i}") for i in range(70))
+    found = check_dot(to_dot(Graph(nodes, ()), max_nodes=5))
+    assert found.nodes == [
+        '"gradlens_notes"',
+        '"n0"',
+        '"n1"',
+        '"n2"',
+        '"s:more"',
+        '"gradlens_notes_"',
+    ]
 
 
 def test_checker_rejects_malformed_dot() -> None:
@@ -360,8 +385,9 @@ def test_dot_draws_the_classic_graph(graph: Graph) -> None:
 def test_dot_draws_module_clusters() -> None:
     drawn = draw(to_dot(clustered_graph()))
     assert drawn.clusters == {
-        "cluster_0_encoder_layer1": ["encoder.layer1"],
-        "cluster_1_script": ["<script>"],
+        "cluster_0_encoder": ["encoder"],
+        "cluster_1_encoder_layer1": ["encoder.layer1"],
+        "cluster_2_script": ["<script>"],
     }
     assert len(drawn.nodes) == 7 and len(drawn.edges) == 6
 
@@ -377,11 +403,12 @@ def test_dot_draws_nasty_names_exactly() -> None:
     assert "new" in texts and "line" in texts  # a newline in a name becomes a line break
     assert "bell\\x07" in texts and "tab here" in texts
     assert "'single'" in texts and "}{;]->" in texts
-    assert sorted(drawn.clusters.values()) == [["<script>"], ['a"b.c\\d']]
+    assert sorted(drawn.clusters.values()) == [["<script>"], ['a"b'], ['a"b.c\\d']]
 
 
 @needs_dot
 def test_dot_draws_big_graphs() -> None:
     drawn = draw(to_dot(chain_graph(320), max_nodes=20))
-    assert len(drawn.nodes) == 21 and len(drawn.edges) == 19
-    assert drawn.nodes["gradlens_omitted"] == ["… 300 more nodes not shown", "max_nodes=20"]
+    assert len(drawn.nodes) == 21 and len(drawn.edges) == 19  # 19 ops, the stub, the note
+    assert drawn.nodes["s:more"] == ["… 301 more nodes"]
+    assert drawn.nodes["gradlens_notes"][0].startswith("max_nodes=20: 20 of 320 nodes")

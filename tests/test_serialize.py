@@ -360,7 +360,7 @@ _NODES = ["data", "nodes"]
             [*_NODES, 3, "kind"],
             "bogus",
             "data.nodes[3].kind: expected one of 'leaf', 'input', 'op', 'output', 'saved', "
-            "got 'bogus'",
+            "'module', 'stub', got 'bogus'",
         ),
         ([*_NODES, 0, "id"], _DELETE, "data.nodes[0].id: missing (expected a string)"),
         ([*_NODES, 1, "name"], 7, "data.nodes[1].name: expected a string, got 7"),

@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 
 from ..records import Diagnostic, Severity, StepRecord, WatchFact
+from .distributed import RANK_FACTS, rank_finding
+from .nan_origin import nonfinite_step, origin_finding
 
 __all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
 
@@ -63,6 +65,9 @@ class TrainingChecks:
         for name in step.missing:
             if self._once("no-grad", name):
                 out.append(_no_grad(name, step.step))
+        if step.forward_calls and nonfinite_step(step) and self._once("nan-origin", None):
+            origin = origin_finding(step)  # watch(nan_origin=True): the first one only
+            out += [origin] if origin is not None else []
         for name, stats in step.grads.items():
             if stats.nonfinite:
                 kind = "nan-grad" if math.isnan(stats.grad_max) else "inf-grad"
@@ -81,6 +86,8 @@ class TrainingChecks:
 
 
 def _from_fact(fact: WatchFact) -> Diagnostic:
+    if fact.kind in RANK_FACTS:  # torch.distributed: analysis/distributed.py
+        return rank_finding(fact)
     if fact.kind == "grad-accumulation":
         names = fact.detail or fact.param or "a parameter"
         who = _who(fact.optimizer)

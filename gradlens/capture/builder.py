@@ -7,8 +7,10 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from .names import TensorNames
 from .saved import saved_slots
 from .summary import shape_of
 
-__all__ = ["GraphBuilder", "node_name"]
+__all__ = ["GraphBuilder", "make_record", "node_name", "replaced"]
 
 _META_KEY = "gradlens"
 
@@ -36,6 +38,10 @@ def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
 def _label(meta: Any, i: int) -> str | None:
     shape = _meta_shape(meta, i) if i < len(meta) else None
     return None if shape is None else format_shape(shape)
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def node_name(fn: Any) -> str:
@@ -55,7 +61,7 @@ class _Draft:
     module: str | None = None
     source: str | None = None
     saved_as: str | None = None
-    grads: list[ValueSummary | None] = field(default_factory=list)
+    grads: list[Any] = field(default_factory=list)  # summaries, or what build(value=) reads
     grad: ValueSummary | None = None
     freed: bool = False
     expanded: bool = False
@@ -76,6 +82,7 @@ class GraphBuilder:
         self._by_tensor: dict[tuple[NodeKind, int], str] = {}
         self._saved: dict[tuple[str, str], str] = {}  # (op node id, attribute) -> node id
         self._linked: set[str] = set()  # op nodes whose input edges are drawn
+        self._labels: dict[str, list[str | None]] = {}  # node id -> shape label of each input
 
     # -- node identity -------------------------------------------------------------------
     def _new(self, kind: NodeKind, **kw: Any) -> _Draft:
@@ -96,9 +103,10 @@ class GraphBuilder:
 
     def node_for(self, fn: Any) -> str:
         """Returns the node id of autograd Node ``fn``, creating a draft the first time."""
-        nid = self.known_id(fn)
-        if nid is not None:
-            return nid
+        marks = fn.metadata
+        mark = marks.get(self._key)
+        if mark is not None and mark[0] is self._token:
+            return str(mark[1])
         variable = getattr(fn, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
@@ -107,7 +115,7 @@ class GraphBuilder:
             shape = _meta_shape(meta, 0) if len(meta) == 1 else None
             dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
-        fn.metadata[self._key] = (self._token, nid)
+        marks[self._key] = (self._token, nid)
         return nid
 
     def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
@@ -129,12 +137,15 @@ class GraphBuilder:
         self._edges.setdefault((src, dst, kind), label)
 
     # -- walking -------------------------------------------------------------------------
-    def add_output(self, t: torch.Tensor) -> str:
-        """Adds ``t`` as an OUTPUT node, walks its graph, and returns the output node id."""
+    def add_output(self, t: torch.Tensor, reached: list[tuple[Any, str]] | None = None) -> str:
+        """Adds ``t`` as an OUTPUT node, walks its graph (adding what it reached to ``reached``
+        when given), and returns the output node id."""
         out = self.tensor_node(t, NodeKind.OUTPUT)
         if t.grad_fn is not None:
             self.edge(self.node_for(t.grad_fn), out, label=format_shape(shape_of(t)))
-            self.walk([t.grad_fn])
+            found = self.walk([t.grad_fn])
+            if reached is not None:
+                reached.extend(found)
         return out
 
     def link_new(self, fn: Any) -> None:
@@ -152,7 +163,7 @@ class GraphBuilder:
                     continue
                 known = self.known_id(child) is not None
                 cid = self.node_for(child)
-                self.edge(cid, nid, label=_label(child._input_metadata, nr))
+                self.edge(cid, nid, label=self._label(child, cid, nr))
                 if not known:
                     queue.append(child)
 
@@ -163,10 +174,10 @@ class GraphBuilder:
         """
         reached: list[tuple[Any, str]] = []
         seen: set[str] = set()
-        queue: deque[Any] = deque(roots)
+        queue: deque[tuple[Any, str]] = deque((fn, self.node_for(fn)) for fn in roots)
+        edges, node_for, data = self._edges, self.node_for, EdgeKind.DATA
         while queue:
-            fn = queue.popleft()
-            nid = self.node_for(fn)
+            fn, nid = queue.popleft()
             if nid in seen:
                 continue
             seen.add(nid)
@@ -177,13 +188,22 @@ class GraphBuilder:
             for child, nr in fn.next_functions:
                 if child is None:
                     continue
-                cid = self.node_for(child)
-                label = _label(child._input_metadata, nr)
-                self.edge(cid, nid, label=label)
+                cid = node_for(child)
+                if (cid, nid, data) not in edges:
+                    edges[(cid, nid, data)] = self._label(child, cid, nr)
                 if cid not in seen:
-                    queue.append(child)
+                    queue.append((child, cid))
             draft.expanded = True
         return reached
+
+    def _label(self, fn: Any, nid: str, i: int) -> str | None:
+        """Returns the shape label of input ``i`` of node ``fn`` (id ``nid``), reading the
+        node's input metadata once."""
+        labels = self._labels.get(nid)
+        if labels is None:
+            meta = fn._input_metadata
+            labels = self._labels[nid] = [_label(meta, j) for j in range(len(meta))]
+        return labels[i] if i < len(labels) else None
 
     def _read_saved(self, fn: Any, draft: _Draft) -> None:
         """Adds a SAVED node per saved value of ``fn`` (read without unpacking: no unpack hook
@@ -230,9 +250,20 @@ class GraphBuilder:
             del fn.metadata[self._key]
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
+    def forget(self, fns: Iterable[Any]) -> None:
+        """Removes this builder's marks from the Nodes ``fns`` (all a walk reached)."""
+        for fn in fns:
+            fn.metadata.pop(self._key, None)
+
     # -- result --------------------------------------------------------------------------
-    def build(self, leaf_grads: dict[int, ValueSummary | None] | None = None) -> Graph:
-        """Returns the Graph of everything collected so far."""
+    def build(
+        self,
+        leaf_grads: dict[int, Any] | None = None,
+        value: Callable[[Any], ValueSummary | None] | None = None,
+    ) -> Graph:
+        """Returns the Graph of everything collected so far; ``value`` turns what the drafts and
+        ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
+        get = value or _same
         nodes = []
         for d in self._drafts.values():
             name = d.name
@@ -240,9 +271,10 @@ class GraphBuilder:
                 name = self.names.name(d.tensor_key)
             grad = d.grad
             if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
-                grad = leaf_grads.get(d.tensor_key, grad)
+                grad = get(leaf_grads.get(d.tensor_key, grad))
             nodes.append(
-                GraphNode(
+                make_record(
+                    GraphNode,
                     id=d.id,
                     kind=d.kind,
                     name=name,
@@ -252,10 +284,63 @@ class GraphBuilder:
                     module=d.module,
                     source=d.source,
                     saved_as=d.saved_as,
-                    grads=tuple(d.grads),
+                    grads=tuple(get(g) for g in d.grads) if d.grads else (),
                     grad=grad,
                     freed=d.freed,
                 )
             )
-        edges = tuple(GraphEdge(s, t, k, label) for (s, t, k), label in self._edges.items())
+        edges = tuple(
+            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
+            for (s, t, k), label in self._edges.items()
+        )
         return Graph(nodes=tuple(nodes), edges=edges)
+
+
+@functools.cache
+def _defaults(cls: type) -> dict[str, Any] | None:
+    """Returns every field of frozen dataclass ``cls`` with its default, or None when its
+    ``__init__`` does more than set fields (a ``__post_init__``, a default factory); required
+    fields map to ``_REQUIRED``."""
+    if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):
+        return None
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.default_factory is not dataclasses.MISSING:
+            return None
+        out[f.name] = _REQUIRED if f.default is dataclasses.MISSING else f.default
+    return out
+
+
+_REQUIRED = object()
+
+
+def make_record(cls: Any, **fields: Any) -> Any:
+    """Returns ``cls(**fields)``: thousands of nodes are made at once, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) is most of their cost, so the instance
+    gets its ``__dict__`` in one step when that is all ``__init__`` would do."""
+    defaults = _defaults(cls)
+    if defaults is None or not fields.keys() <= defaults.keys():
+        return cls(**fields)
+    if not _required(cls) <= fields.keys():
+        return cls(**fields)  # raises the TypeError a missing argument gets
+    obj = object.__new__(cls)
+    obj.__dict__.update(defaults)
+    obj.__dict__.update(fields)
+    return obj
+
+
+@functools.cache
+def _required(cls: type) -> frozenset[str]:
+    return frozenset(k for k, v in (_defaults(cls) or {}).items() if v is _REQUIRED)
+
+
+def replaced(obj: Any, **changes: Any) -> Any:
+    """Returns ``dataclasses.replace(obj, **changes)``, as ``make_record`` makes records."""
+    cls: type = type(obj)
+    defaults = _defaults(cls)
+    if defaults is None or not changes.keys() <= defaults.keys():
+        return dataclasses.replace(obj, **changes)
+    new: Any = object.__new__(cls)
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new

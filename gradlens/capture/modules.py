@@ -1,4 +1,5 @@
-"""Know which ``nn.Module``'s forward is running: a stack of module paths kept by hooks."""
+"""Know which ``nn.Module``'s forward is running (a stack of module paths kept by hooks), and
+describe a model's modules as records (:class:`ModuleInfo`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,49 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["ModuleStack", "module_path_names"]
+from ..records import ModuleInfo
+
+__all__ = ["ModuleStack", "module_infos", "module_path_names"]
 
 
-def module_path_names(module: torch.nn.Module) -> dict[torch.nn.Module, str]:
-    """Returns ``{submodule: path}``; the root is named by its class (``"MLP"``)."""
-    root = type(module).__name__
-    return {m: (f"{root}.{name}" if name else root) for name, m in module.named_modules()}
+def module_path_names(module: torch.nn.Module, prefix: str = "") -> dict[torch.nn.Module, str]:
+    """Returns ``{submodule: path}`` with ``named_modules()`` paths: ``""`` is the root,
+    ``"transformer.h.3"``; ``prefix`` (several models in one trace) goes before each."""
+    out: dict[torch.nn.Module, str] = {}
+    for name, m in module.named_modules():
+        out.setdefault(m, f"{prefix}.{name}" if prefix and name else (prefix or name))
+    return out
+
+
+def module_infos(module: torch.nn.Module, prefix: str = "") -> tuple[ModuleInfo, ...]:
+    """Returns one ModuleInfo per module, in ``named_modules()`` order: class, parameter
+    elements owned recursively (a tied tensor counted once) and its own parameters' names."""
+    infos = []
+    for name, m in module.named_modules():
+        path = f"{prefix}.{name}" if prefix and name else (prefix or name)
+        full = f"{path}." if path else ""
+        own = tuple(full + n for n, _ in m.named_parameters(recurse=False, remove_duplicate=False))
+        seen: set[int] = set()
+        count = 0
+        for p in m.parameters():  # recursive, each tensor once
+            if id(p) not in seen:
+                seen.add(id(p))
+                count += p.numel()
+        infos.append(ModuleInfo(path=path, cls=type(m).__name__, params=count, param_names=own))
+    return tuple(infos)
+
+
+def _prefixes(roots: list[torch.nn.Module]) -> list[str]:
+    """One model: no prefix; several: each by its class name (``#2`` for a repeated class)."""
+    if len(roots) <= 1:
+        return [""] * len(roots)
+    out: list[str] = []
+    counts: dict[str, int] = {}
+    for r in roots:
+        name = type(r).__name__
+        counts[name] = counts.get(name, 0) + 1
+        out.append(name if counts[name] == 1 else f"{name}#{counts[name]}")
+    return out
 
 
 class ModuleStack:
@@ -21,9 +58,11 @@ class ModuleStack:
 
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         self._roots = modules
+        self._prefixes = _prefixes(modules)
         self._paths: dict[torch.nn.Module, str] = {}
-        for m in modules:
-            self._paths.update(module_path_names(m))
+        for m, prefix in zip(modules, self._prefixes, strict=True):
+            for sub, path in module_path_names(m, prefix).items():
+                self._paths.setdefault(sub, path)
         self._stack: list[str] = []
         self._handles: list[RemovableHandle] = []
 
@@ -32,20 +71,29 @@ class ModuleStack:
         """Returns the path of the innermost module whose forward is running, or None."""
         return self._stack[-1] if self._stack else None
 
+    def infos(self) -> tuple[ModuleInfo, ...]:
+        """Returns the ModuleInfo of every module of the models, in ``named_modules()`` order."""
+        out: list[ModuleInfo] = []
+        for m, prefix in zip(self._roots, self._prefixes, strict=True):
+            out.extend(module_infos(m, prefix))
+        return tuple(out)
+
     def param_modules(self) -> dict[str, tuple[torch.Tensor, str]]:
         """Returns ``{parameter name: (parameter, owning module path)}``.
 
-        Names are ``named_parameters()`` names (``"0.weight"``); paths start at the root class.
+        Names are ``named_parameters()`` names (``"0.weight"``); paths are ``named_modules()``
+        paths (``"0"``; ``""`` for the root), after the model's class with several models.
         """
         out: dict[str, tuple[torch.Tensor, str]] = {}
         several = len(self._roots) > 1
-        for i, root in enumerate(self._roots):
+        for i, (root, prefix) in enumerate(zip(self._roots, self._prefixes, strict=True)):
             base = type(root).__name__
             for name, p in root.named_parameters():
                 owner = name.rpartition(".")[0]
                 # Two modules both have a "weight": name each after its module's position.
                 key = f"{base}{i}.{name}" if several else name
-                out.setdefault(key, (p, f"{base}.{owner}" if owner else base))
+                path = f"{prefix}.{owner}" if prefix and owner else (prefix or owner)
+                out.setdefault(key, (p, path))
         return out
 
     def install(self) -> None:

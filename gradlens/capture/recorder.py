@@ -36,14 +36,15 @@ from ..records import (
     TraceRecord,
     format_shape,
 )
-from .builder import GraphBuilder, node_name
+from .builder import GraphBuilder, node_name, replaced
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
+from .module_paths import CallModules
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
-from .summary import grad_fn_of, summarize, tensor_ref, tensor_status, version_of
+from .summary import Summaries, grad_fn_of, tensor_ref, tensor_status, version_of
 
 __all__ = ["Recorder"]
 
@@ -113,6 +114,8 @@ class Recorder:
                 )
             named[name] = t
         self._modules = ModuleStack(mods)
+        self._module_infos = self._modules.infos()  # views: the modules as records (ModuleInfo)
+        self._call_modules = CallModules()  # views: an op's interior nodes get its module
         self._param_owner: dict[int, str] = {}
         for pname, (p, _path) in self._modules.param_modules().items():
             named.setdefault(pname, p)
@@ -129,7 +132,11 @@ class Recorder:
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
-        self._finite: dict[tuple[int, int], bool] = {}  # (tensor key, version) -> has NaN/Inf
+        # (tensor key, version) -> has NaN/Inf (an answer still on the device: a Pending)
+        self._finite: dict[tuple[int, int], Any] = {}
+        self._flags: dict[int, Any] = {}  # id of a TensorRef -> its pending nonfinite answer
+        # Values read on the device as they pass, copied to the host once, at the end.
+        self._values = Summaries()
         self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
         self._builder.saved_shape = self._saved.saved_shape
         self._saved.node_id = self._builder.known_id
@@ -206,6 +213,7 @@ class Recorder:
         if torch._C._get_tracing_state() is not None:  # ours would land in the jit graph
             self._note(JIT_NOTE)
             return func(*args, **kwargs)
+        self._values.fresh()  # the user's code ran: a value read before may have changed
         call = BACKWARD_CALLS.get(func)
         if call is not None:
             return self._on_backward(call, func, args, kwargs)
@@ -311,6 +319,7 @@ class Recorder:
                 continue
             nid = self._builder.node_for(fn)
             self._builder.link_new(fn)
+            self._call_modules.claim(self._builder, fn, module, len(self._events))  # views
             draft = self._builder.draft(nid)
             if draft.kind is NodeKind.OP and draft.op is None:
                 draft.op, draft.module, draft.source = name, module, source
@@ -375,10 +384,12 @@ class Recorder:
         key = (self._names.key(t), version_of(t))
         known = None if fresh else self._finite.get(key)
         if known is None:
-            ref = tensor_ref(t, "", check_finite=True)
-            self._finite[key] = ref.nonfinite
-            return ref
-        return replace(tensor_ref(t, ""), nonfinite=known)
+            known = self._finite[key] = self._values.nonfinite(t)
+        if isinstance(known, bool):
+            return tensor_ref(t, "", nonfinite=known)
+        ref = tensor_ref(t, "", nonfinite=False)  # the answer comes with the batched copy
+        self._flags[id(ref)] = known
+        return ref
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
@@ -402,16 +413,16 @@ class Recorder:
                 root_nodes[k] = self._builder.add_output(t)
         reached = self._builder.walk([t.grad_fn for t in roots_l if t.grad_fn is not None])
         slot = len(self._events)
-        keys = {"roots": [self._names.key(t) for t in roots_l]}
+        keys: dict[str, Any] = {"roots": [self._names.key(t) for t in roots_l]}
         keys["wrt"] = [self._names.key(t) for t in wrt if isinstance(t, torch.Tensor)]
+        keys["gradient"] = [
+            self._values.add(w) if isinstance(w, torch.Tensor) else None for w in weights_l
+        ]
         base = BackwardEvent(
             index=slot,
             call=call,
             pass_index=pass_index,
             roots=(),
-            gradient=tuple(
-                summarize(w) if isinstance(w, torch.Tensor) else None for w in weights_l
-            ),
             retain_graph=retain_graph,
             create_graph=create_graph,
             source=source,
@@ -438,15 +449,14 @@ class Recorder:
                 raise
             finally:
                 self._remove_hooks()
+                # No fresh() here: the gradients read in the hooks are still what they were
+                # unless the user's code changes them, and every op it runs calls fresh().
                 self._builder.refresh_saved(reached)
             if not retain_graph:
                 self._saved.drop(saved_ids)  # freed by this backward: later writes are harmless
             if call == "grad":
                 results = [r if isinstance(r, torch.Tensor) else None for r in result]
-                self._events[slot] = (
-                    replace(base, results=tuple(summarize(r) for r in results)),
-                    keys,
-                )
+                keys["results"] = [self._values.add(r) for r in results]
                 for r in results:
                     if r is None or r.grad_fn is None:
                         continue
@@ -466,35 +476,46 @@ class Recorder:
 
     def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
         def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-            grads = tuple(
-                summarize(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs
-            )
-            draft = self._builder.draft(nid)
-            draft.grads.append(next((g for g in grads if g is not None), None))
-            event = GradEvent(
-                index=len(self._events),
-                pass_index=pass_index,
-                node=nid,
-                node_name=node_name,
-                grads=grads,
-            )
-            keys: dict[str, Any] = {}
-            if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
-                keys["leaf"] = draft.tensor_key
-                self._pending_leaf[draft.tensor_key] = len(self._events)
-            self._events.append((event, keys))
+            if self._off:
+                return
+            try:
+                self._on_grad(nid, node_name, pass_index, grad_outputs)
+            except Exception as e:  # gradlens's own failure must never break the backward
+                self._fail(f"the gradient of {node_name}", e)
 
         return hook
 
+    def _on_grad(
+        self, nid: str, node_name: str, pass_index: int, grad_outputs: tuple[Any, ...]
+    ) -> None:
+        add = self._values.add
+        grads = [add(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs]
+        draft = self._builder.draft(nid)
+        draft.grads.append(next((g for g in grads if g is not None), None))
+        event = GradEvent(
+            index=len(self._events),
+            pass_index=pass_index,
+            node=nid,
+            node_name=node_name,
+            grads=(),
+        )
+        keys: dict[str, Any] = {"grads": grads}
+        if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
+            keys["leaf"] = draft.tensor_key
+            self._pending_leaf[draft.tensor_key] = len(self._events)
+        self._events.append((event, keys))
+
     def _accumulated_hook(self) -> Any:
         def hook(leaf: torch.Tensor) -> None:
-            k = self._names.key(leaf)
-            slot = self._pending_leaf.pop(k, None)
-            if slot is None:
+            if self._off:
                 return
-            event, keys = self._events[slot]
-            assert isinstance(event, GradEvent)
-            self._events[slot] = (replace(event, accumulated=summarize(leaf.grad)), keys)
+            try:
+                k = self._names.key(leaf)
+                slot = self._pending_leaf.pop(k, None)
+                if slot is not None:
+                    self._events[slot][1]["accumulated"] = self._values.add(leaf.grad)
+            except Exception as e:  # gradlens's own failure must never break the backward
+                self._fail("a leaf's accumulated gradient", e)
 
         return hook
 
@@ -519,15 +540,21 @@ class Recorder:
             if k in self._param_owner:
                 nid = self._builder.tensor_node(t, NodeKind.LEAF)
                 self._builder.draft(nid).module = self._param_owner[k]
-        leaf_grads = {k: summarize(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
-        graph = self._builder.build(leaf_grads)
+        values = self._values  # fresh() ran at the user's last op: what it read still holds
+        leaf_grads = {k: values.add(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
+        for _, t in alive:  # read now, so that one copy to the host brings everything
+            values.add(t.grad if (t.is_leaf or t.retains_grad) else None)
+            values.add(t)
+        values.resolve()
+        graph = self._builder.build(leaf_grads, values.get)
+        graph = replace(graph, modules=self._module_infos)  # views: the modules the hooks saw
         if final:
             fns = [grad_fn_of(t) for _, t in alive]
             self._builder.forget_marks([fn for fn in fns if fn is not None])
         tensors = {}
         for k, t in alive:
             name = self._names.name(k)
-            tensors[name] = tensor_status(t, name)
+            tensors[name] = tensor_status(t, name, summaries=values)
         events = tuple(self._finish_event(e, keys) for e, keys in self._events)
         violations = tuple(self._saved.violations)
         notes = [f"not checked for in-place writes: {n} saved value{'s' if n != 1 else ''}: {why}"
@@ -552,23 +579,36 @@ class Recorder:
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
             return tuple(
-                replace(r, name=self._names.name(k)) for r, k in zip(refs, ks, strict=True)
+                replaced(r, name=self._names.name(k))
+                if id(r) not in self._flags
+                else replaced(
+                    r, name=self._names.name(k), nonfinite=self._values.flag(self._flags[id(r)])
+                )
+                for r, k in zip(refs, ks, strict=True)
             )
 
         if isinstance(event, OpEvent):
-            return replace(
+            return replaced(
                 event,
                 inputs=named(event.inputs, keys["inputs"]),
                 outputs=named(event.outputs, keys["outputs"]),
             )
         if isinstance(event, ErrorEvent):
-            return replace(event, inputs=named(event.inputs, keys["inputs"]))
+            return replaced(event, inputs=named(event.inputs, keys["inputs"]))
+        get = self._values.get
         if isinstance(event, BackwardEvent):
-            return replace(
+            return replaced(
                 event,
                 roots=tuple(self._names.name(k) for k in keys["roots"]),
                 inputs=tuple(self._names.name(k) for k in keys["wrt"]),
+                gradient=tuple(get(g) for g in keys["gradient"]),
+                results=tuple(get(r) for r in keys.get("results", ())),
             )
-        if "leaf" in keys:
-            return replace(event, leaf=self._names.name(keys["leaf"]))
+        if isinstance(event, GradEvent):
+            return replaced(
+                event,
+                grads=tuple(get(g) for g in keys["grads"]),
+                accumulated=get(keys.get("accumulated")),
+                leaf=self._names.name(keys["leaf"]) if "leaf" in keys else event.leaf,
+            )
         return event

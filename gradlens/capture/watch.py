@@ -23,7 +23,9 @@ and line number) by the gradient hook; it is formatted only when a finding is ma
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
@@ -42,6 +44,8 @@ from ..records import ParamInfo, StepRecord, WatchFact
 from ..records.histograms import GradHistogram
 from . import gradstats
 from .calls import parse_backward
+from .distributed import Ranks, active, grad_key, is_dtensor, local
+from .nan_origin import ForwardChecks, ForwardPending
 from .pending import Pending, to_records
 from .source import format_location, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
@@ -87,6 +91,8 @@ _WRITES: tuple[Any, ...] = (
     _DATA_SET,
 )
 _FOREACH_WRITES: tuple[Any, ...] = (torch._foreach_add_, torch._foreach_sub_, torch._foreach_mul_)
+_OptimizedModule = torch._dynamo.eval_frame.OptimizedModule  # torch.compile(model)
+_GLOBAL_HOOK_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks"
 _ZEROS: tuple[Any, ...] = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
 
 
@@ -108,7 +114,17 @@ class Watcher:
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
         external: bool = False,
+        model: torch.nn.Module | None = None,
+        nan_origin: bool = False,
     ) -> None:
+        self._model = model
+        self.notes: list[str] = []
+        # nan_origin: forward hooks on the model's modules (global ones without a model)
+        self._forward = ForwardChecks(model, self.notes) if nan_origin else None
+        self._popped: list[bool] = []  # a compiled model's calls: whether the mode was left
+        self._hidden: list[tuple[dict[int, Any], int, Any]] = []  # global hooks taken out
+        self._gaps: set[int] = set()  # compiled modules given the hook that returns the mode
+        self._warning_filter: Any = None
         self._params: dict[int, ParamState] = {}  # id(tensor) -> ParamState
         self._order: list[ParamState] = []
         self._names = dict(named)
@@ -139,8 +155,10 @@ class Watcher:
         self.on_step: Callable[[int], None] | None = None
         self._param_infos: list[ParamInfo] = []
         self.facts: list[WatchFact] = []
-        self.notes: list[str] = []
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
+        self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
+        self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
+        self._ready_hists: list[GradHistogram] = []  # their histograms (replicated parameters)
         # Steps a framework announces (gradlens.integrations): no step pre-hook; ``before_step``
         # measures, the step post-hook finishes, ``step_skipped`` drops what never stepped.
         self._external = external
@@ -179,7 +197,25 @@ class Watcher:
             self._handlers = handlers
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
+            # Dynamo guards on the torch-function mode stack: leave the mode out of a compiled
+            # model's forward (it needs none of it), so no graph is recompiled for it.
+            if isinstance(self._model, _OptimizedModule):
+                model = self._model
+                self._handles.append(model.register_forward_pre_hook(self._leave_mode))
+                self._handles.append(
+                    model.register_forward_hook(self._return_mode, always_call=True)
+                )
+            elif self._model is None and self._global:  # gradlens run: any compiled module
+                hooks = torch.nn.modules.module
+                self._handles.append(hooks.register_module_forward_pre_hook(self._leave_mode))
+                # OptimizedModule warns of any global module hook; gradlens's are taken out
+                warnings.filterwarnings("ignore", message=_GLOBAL_HOOK_WARNING)
+                self._warning_filter = warnings.filters[0]
+            if self._forward is not None:
+                self._forward.start()
             self._started = True
+            if torch.distributed.is_available():  # the last exchange before the group goes
+                self._ranks.watch_destroy(self.sync_ranks)
         except BaseException:
             self.stop()
             raise
@@ -191,9 +227,20 @@ class Watcher:
                 mode, self._mode = self._mode, None
                 mode.__exit__(None, None, None)
         finally:
+            self._ranks.stop()
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+            self._popped.clear()
+            self._hidden.clear()
+            self._gaps.clear()
+            if self._warning_filter is not None:
+                with contextlib.suppress(ValueError):
+                    warnings.filters.remove(self._warning_filter)  # type: ignore[attr-defined]
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+                self._warning_filter = None
+            if self._forward is not None:
+                self._forward.stop()
             try:
                 if self._manual is not None and self._manual.open is not None:
                     self._finish(self._manual)
@@ -246,6 +293,38 @@ class Watcher:
                     f"lens.log({name}=...) takes a number or a one-element tensor, "
                     f"got {type(value).__name__}"
                 )
+
+    # -- a torch.compile'd model -------------------------------------------------------------
+    def _leave_mode(self, module: torch.nn.Module, args: Any) -> None:
+        """Takes the mode off the stack for the compiled forward, if it is on top."""
+        if type(module) is not _OptimizedModule:
+            return
+        mode, depth = self._mode, torch._C._len_torch_function_stack()
+        top = depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+        if top:
+            torch._C._pop_torch_function_stack()
+        self._popped.append(top)
+        if len(self._popped) == 1:  # dynamo guards on the number of global module hooks too
+            self._hidden = _hide_global_hooks(self._global_handles())
+        if self._model is None and id(module) not in self._gaps:  # found by the global hook
+            self._gaps.add(id(module))
+            self._handles.append(module.register_forward_hook(self._return_mode, always_call=True))
+
+    def _return_mode(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if type(module) is not _OptimizedModule:
+            return
+        if not self._popped:
+            return
+        if self._popped.pop() and self._mode is not None:
+            torch._C._push_on_torch_function_stack(self._mode)
+        if not self._popped:
+            hidden, self._hidden = self._hidden, []
+            for hooks, key, hook in hidden:
+                hooks[key] = hook
+
+    def _global_handles(self) -> list[RemovableHandle]:
+        extra = self._forward.handles if self._forward is not None else []
+        return [*self._handles, *extra]
 
     # -- internal errors ---------------------------------------------------------------------
     def _broke(self, piece: str, error: BaseException) -> None:
@@ -368,8 +447,8 @@ class Watcher:
             p.grad_ref = weakref.ref(g)
             if len(self._grad_ptrs) > 4 * len(self._order) + 64:
                 self._grad_ptrs.clear()
-            # A sparse gradient has no data_ptr: it is known by its id (checked by identity).
-            self._grad_ptrs[g.data_ptr() if g.layout == torch.strided else id(g)] = p
+            # A sparse gradient or a DTensor has no data_ptr: known by its id (by identity).
+            self._grad_ptrs[grad_key(g)] = p
         return g
 
     def _grad_hook(self, p: ParamState) -> Callable[[torch.Tensor], None]:
@@ -438,8 +517,8 @@ class Watcher:
         return func(*args, **kwargs)
 
     def _zeroed(self, t: torch.Tensor) -> None:
-        strided = t.layout == torch.strided
-        key = t.data_ptr() if strided else id(t)
+        strided = t.layout == torch.strided and not is_dtensor(t)
+        key = grad_key(t)
         p = self._grad_ptrs.get(key)
         if p is None:
             return
@@ -670,6 +749,11 @@ class Watcher:
             self._stale(o, step, stale)
         backs = self._step_backwards(o)
         pending: Pending | None = None
+        if active():  # torch.distributed: what the exchange across ranks needs besides
+            try:
+                self._note_ranks(o, step, members, backs)
+            except Exception as e:
+                self._broke("combining across ranks", e)
         if step % self._every == 0:
             detail = self._detail_every > 0 and o.recorded % self._detail_every == 0
             pending = Pending(
@@ -688,13 +772,14 @@ class Watcher:
                 spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
                 if spec is not None and o.recorded % spec.every == 1 % spec.every:
                     pending.hists = gradstats.histograms(
-                        [(p.name, p.tensor.grad) for p in with_grad], spec
+                        [(p.name, local(p.tensor.grad)) for p in with_grad], spec
                     )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
                 pending.lr = lr_value(lr)
             scalars, self._scalars = self._scalars, {}
             logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
+            pending.forward = self._take_forward()
             if o.closure:  # LBFGS evaluates the closure many times: its last loss is the one
                 backs = [b for b in backs if b.loss is not None][-1:]
             pending.loss = logged if logged is not None else sum_losses(losses_of(backs))
@@ -702,10 +787,24 @@ class Watcher:
             o.recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
             pending = Pending(step, tuple(missing), optimizer=o.label)
+        if pending is None or pending.forward is None:
+            self._take_forward()  # a step not recorded: its probes are dropped
         o.open = pending
         o.last_backward = self._backward_index
         self._last_step_backward = self._backward_index
         self._prune()
+
+    def _note_ranks(
+        self, o: OptState, step: int, members: list[ParamState], backs: list[BackwardCall]
+    ) -> None:
+        if step % self._every != 0:
+            self._ranks.skip()
+            return
+        touched: set[int] = set()
+        for b in backs:
+            touched |= b.touched
+        grads = [(p.slot, p.name, p.tensor) for p in members if p.tensor.requires_grad]
+        self._ranks.note(o.label, step, grads, touched)
 
     def _stale(self, o: OptState, step: int, stale: list[ParamState]) -> None:
         lines = [p.stale[1] for p in stale if p.stale is not None and p.stale[0] == p.epoch]
@@ -725,6 +824,8 @@ class Watcher:
             return [b for b in self._backs if b.index > o.last_backward]
         if o.late and o.steps == 0:  # its hooks came after this backward: take the latest ones
             return [b for b in self._backs if b.index > self._last_step_backward]
+        if o.members and all(is_dtensor(p.tensor) for p in o.members):  # FSDP2: no hook fires
+            return [b for b in self._backs if b.index > o.last_backward]
         # Only the backward calls since the members' .grad was last reset went into it: a GAN's
         # generator backward reaches D too, but D.zero_grad() drops that before D steps.
         slots = o.slots
@@ -750,7 +851,7 @@ class Watcher:
             for group in pending.groups:
                 if group.snapshot is not None:
                     with torch.no_grad():
-                        after = [members[n] for n in group.names]
+                        after = [local(members[n]) for n in group.names]
                         group.update = gradstats.update_sumsq(group.snapshot, after)
                     group.snapshot = None
             self._pending.append(pending)
@@ -780,6 +881,7 @@ class Watcher:
                 logged = scalars.pop("loss", None)
                 m.open.loss = logged if logged is not None else sum_losses(losses_of(backs))
                 m.open.scalars = scalars
+                m.open.forward = self._take_forward()
                 m.recorded += 1
             m.last_backward = self._backward_index
             self._prune()
@@ -805,18 +907,86 @@ class Watcher:
         """Whether ``p`` (whose ``.grad`` is ``g``, synced) got a gradient since ``o``'s
         previous step with it."""
         seen = o.seen.get(p.slot)
+        if is_dtensor(p.tensor):  # FSDP2 writes a sharded .grad itself: no gradient hook fires
+            return self._ranks.grad_moved(o.label, p.slot, g)
         if g is None:
             return False
         if seen is None:  # o's first step with it
             return p.adds > 0 or p.late  # hooked after the backward: .grad is all we know
         return p.adds > seen[1]
 
+    def _take_forward(self) -> ForwardPending | None:
+        """nan_origin: the module calls probed since the previous step (None when off)."""
+        return self._forward.take() if self._forward is not None else None
+
     # -- to the host -------------------------------------------------------------------------
     def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
         """Copies every pending step to the host (one transfer per device) as StepRecords;
-        their gradient histograms (for the sinks) are appended to ``histograms`` if given."""
+        their gradient histograms (for the sinks) are appended to ``histograms`` if given.
+
+        Under torch.distributed, returns the steps ``sync_ranks`` combined; the others wait
+        for it (it must run at the same point on every rank)."""
+        ready, self._ready = self._ready, []
+        ready_hists, self._ready_hists = self._ready_hists, []
+        if histograms is not None:
+            histograms += ready_hists
+        if self._ranks.holding():
+            return ready
         pending, self._pending = self._pending, []
         if not pending:
-            return []
+            return ready
+        hists: list[GradHistogram] | None = [] if histograms is not None else None
         with own_ops():  # no user mode around the block sees the copy
-            return to_records(pending, histograms)
+            records = to_records(pending, hists)
+        if histograms is not None:
+            histograms += self._ranks.whole_histograms(hists or [])
+        return ready + self._ranks.local_only(records)
+
+    # -- torch.distributed -------------------------------------------------------------------
+    @property
+    def ranks(self) -> Ranks:
+        """Returns the distributed side: world size, rank, exchanges made."""
+        return self._ranks
+
+    def ranks_due(self, every: int) -> bool:
+        """Returns whether ``every`` recorded steps wait for the exchange across ranks."""
+        return self._ranks.due(every)
+
+    def sync_ranks(self) -> None:
+        """Under torch.distributed, combines the waiting steps with every other rank's (one
+        collective; ``capture/distributed.py``). Every rank must call it at the same point:
+        every ``FLUSH_EVERY`` recorded steps, when the watch ends, and before the process
+        group is destroyed. Does nothing in a single process."""
+        if not self._ranks.holding():
+            return
+        pending, self._pending = self._pending, []
+        records: list[StepRecord] = []
+        hists: list[GradHistogram] | None = [] if self.histograms is not None else None
+        try:
+            with own_ops():
+                records = to_records(pending, hists) if pending else []
+        except Exception as e:  # still exchange: the other ranks wait for this rank's part
+            self._broke("combining across ranks", e)
+        try:
+            self._ready += self._ranks.exchange(records)
+            self._ready_hists += self._ranks.whole_histograms(hists or [])
+        except Exception as e:
+            self._broke("combining across ranks", e)
+
+
+_GLOBAL_HOOKS = (
+    torch.nn.modules.module._global_forward_pre_hooks,
+    torch.nn.modules.module._global_forward_hooks,
+    torch.nn.modules.module._global_forward_hooks_always_called,
+)
+
+
+def _hide_global_hooks(handles: list[RemovableHandle]) -> list[tuple[dict[int, Any], int, Any]]:
+    """Takes gradlens's global module hooks out of torch's dicts; returns them to put back."""
+    out = []
+    for handle in handles:
+        for ref in (handle.hooks_dict_ref, *handle.extra_dict_ref):
+            hooks = ref()
+            if any(hooks is g for g in _GLOBAL_HOOKS) and handle.id in hooks:
+                out.append((hooks, handle.id, hooks.pop(handle.id)))
+    return out

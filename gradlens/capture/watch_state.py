@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..records import ParamInfo
 from . import gradstats
+from .distributed import local
 from .pending import Group, Pending
 from .quiet import quiet
 from .source import is_internal
@@ -105,12 +106,15 @@ class RoutingMode(TorchFunctionMode):
 
 
 def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool) -> Group:
-    grads = [p.tensor.grad for p in group]
-    weights = [p.tensor for p in group]
-    out = Group([p.name for p in group], [p.info.numel for p in group], torch.zeros(0))
-    out.light = gradstats.light_stats(grads)  # type: ignore[arg-type]
+    # A DTensor (FSDP2) is measured by its local shard: capture/distributed combines the ranks.
+    grads = [local(p.tensor.grad) for p in group if p.tensor.grad is not None]
+    weights = [local(p.tensor) for p in group]
+    pairs = zip(group, weights, strict=True)
+    numels = [w.numel() if w is not p.tensor else p.info.numel for p, w in pairs]
+    out = Group([p.name for p in group], numels, torch.zeros(0))
+    out.light = gradstats.light_stats(grads)
     if detail:
-        out.detail = gradstats.detail_stats(grads, weights)  # type: ignore[arg-type]
+        out.detail = gradstats.detail_stats(grads, weights)
         if snapshot:
             out.snapshot = gradstats.clone_weights(weights)
     return out

@@ -7,7 +7,16 @@ from .diagnostics import Diagnostic, Severity
 from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
 from .inplace import InplaceViolation, ViolationKind
-from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, WatchRecord
+from .modules import ModuleInfo
+from .steps import (
+    FactKind,
+    ModuleCall,
+    ParamInfo,
+    ParamStats,
+    StepRecord,
+    WatchFact,
+    WatchRecord,
+)
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
 from .values import SMALL_NUMEL, ValueSummary, format_shape
@@ -30,6 +39,8 @@ __all__ = [
     "GraphEdge",
     "GraphNode",
     "InplaceViolation",
+    "ModuleCall",
+    "ModuleInfo",
     "NodeKind",
     "OpEvent",
     "ParamInfo",

@@ -7,12 +7,16 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .modules import ModuleInfo
 from .values import ValueSummary
 
 if TYPE_CHECKING:
     from ..render.graphviz import RenderResult
 
 __all__ = ["EdgeKind", "Graph", "GraphEdge", "GraphNode", "NodeKind"]
+
+#: Field metadata: JSON leaves the field out while it holds its default (records/serialize.py).
+_OMIT = {"omit_default": True}
 
 
 class NodeKind(str, Enum):
@@ -23,6 +27,8 @@ class NodeKind(str, Enum):
     OP = "op"  # an autograd Node such as MulBackward0
     OUTPUT = "output"  # a tensor the graph was asked about (a loss, a gradient)
     SAVED = "saved"  # a tensor an op saved for backward
+    MODULE = "module"  # one collapsed nn.Module, or a folded run of alike ones (a view's)
+    STUB = "stub"  # a neighbour outside the module a ``view(module=...)`` focuses on
 
 
 class EdgeKind(str, Enum):
@@ -52,6 +58,18 @@ class GraphNode:
     freed: bool = False  # saved tensors freed by a backward without retain_graph
     problem: str | None = None  # what went wrong here ("overwritten by mul_ at x.py:4")
     dead: bool = False  # received a gradient but passed on only zeros (``gradlens.explain``)
+    # Module views (``Graph.view``): MODULE nodes stand for a collapsed module or a folded run.
+    # JSON leaves these out while they hold their default (``_OMIT``), so files stay small.
+    module_class: str | None = field(default=None, metadata=_OMIT)  # class name ("GPT2Block")
+    count: int = field(default=1, metadata=_OMIT)  # instances a folded node stands for (x12)
+    instances: tuple[str, ...] = field(default=(), metadata=_OMIT)  # folded paths, in order
+    instance_grad_norms: tuple[float | None, ...] = field(default=(), metadata=_OMIT)
+    params: int | None = field(default=None, metadata=_OMIT)  # parameter elements inside
+    in_shapes: tuple[tuple[int, ...], ...] = field(default=(), metadata=_OMIT)  # into the module
+    out_shapes: tuple[tuple[int, ...], ...] = field(default=(), metadata=_OMIT)  # out of it
+    grad_norm: float | None = field(default=None, metadata=_OMIT)  # gradient at its output(s)
+    inner: int = field(default=0, metadata=_OMIT)  # nodes of the full graph it hides
+    aliases: tuple[str, ...] = field(default=(), metadata=_OMIT)  # other names (tied weights)
 
 
 @dataclass(frozen=True)
@@ -70,9 +88,14 @@ class Graph:
 
     nodes: tuple[GraphNode, ...]
     edges: tuple[GraphEdge, ...]
+    # every module known, in ``named_modules()`` order
+    modules: tuple[ModuleInfo, ...] = field(default=(), metadata=_OMIT)
+    # what a view collapsed, folded or cut, and how to expand it
+    notes: tuple[str, ...] = field(default=(), metadata=_OMIT)
     _index: dict[str, GraphNode] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
+    _view: bool = field(init=False, repr=False, compare=False, hash=False, default=False)
 
     def __post_init__(self) -> None:
         self._index.update((n.id, n) for n in self.nodes)
@@ -110,19 +133,54 @@ class Graph:
             if e.src == node_id and (kind is None or e.kind == kind)
         ]
 
-    # Convenience methods: they hand the record to the render layer, which is pure.
+    # Convenience methods: they hand the record to the analysis and render layers (pure).
+    def view(
+        self,
+        depth: int | str | None = None,
+        *,
+        module: str | None = None,
+        fold: bool = False,
+        saved: bool = True,
+        max_nodes: int | None = None,
+        expand: tuple[str, ...] = (),
+    ) -> Graph:
+        """Returns this graph at module level (``gradlens.analysis.views.view``).
+
+        ``depth=k`` collapses modules ``k`` levels down into one node each, ``"auto"`` picks
+        the deepest depth that fits a page; ``module`` focuses on one module; ``fold`` draws
+        repeated blocks once with ×N; ``saved=False`` hides saved tensors; ``max_nodes`` cuts
+        at module boundaries; ``expand`` opens collapsed modules. ``notes`` says what was done.
+        """
+        from ..analysis.views import view
+
+        return view(
+            self,
+            depth,  # type: ignore[arg-type]
+            module=module,
+            fold=fold,
+            saved=saved,
+            max_nodes=max_nodes,
+            expand=expand,
+        )
+
     def to_dot(self) -> str:
-        """Returns the graph as Graphviz DOT text (needs no Graphviz install)."""
+        """Returns the graph as Graphviz DOT text (needs no Graphviz install); a graph bigger
+        than a page is drawn as its auto view (``view(depth="auto")``), with a note."""
         from ..render.dot import to_dot
 
         return to_dot(self)
 
     def render(self, path: str | Path) -> RenderResult:
-        """Writes the diagram to ``path`` (.svg, .png, .pdf or .dot, by suffix).
+        """Writes the diagram to ``path`` (.svg, .png, .pdf, .dot or .html, by suffix).
 
         Uses the ``dot`` program; without it, writes the ``.dot`` file next to ``path`` and the
-        result says how to install Graphviz. Returns what was written.
+        result says how to install Graphviz (``.html``, an interactive page, needs ``dot``:
+        raises GradlensError without it). Returns what was written.
         """
+        if str(path).lower().endswith(".html"):
+            from ..render.html import write_html
+
+            return write_html(self, path)
         from ..render.graphviz import render
 
         return render(self.to_dot(), path)

@@ -65,6 +65,8 @@ def _encode(value: Any, path: str) -> Any:
         out = {}
         for field in _fields(type(value)):
             item, item_path = getattr(value, field.name), f"{path}.{field.name}"
+            if field.omit_default and item == field.default:
+                continue
             out[field.name] = (
                 _encode_values(item, item_path) if field.holds_values else _encode(item, item_path)
             )
@@ -283,6 +285,8 @@ class _Field:
     name: str
     type: Any  # the resolved type hint
     required: bool  # no default: a file must have it
+    omit_default: bool = False  # left out of the JSON while it holds its default
+    default: Any = None
 
     @property
     def holds_values(self) -> bool:
@@ -298,6 +302,8 @@ def _fields(cls: Any) -> tuple[_Field, ...]:
             f.name,
             hints[f.name],
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            bool(f.metadata.get("omit_default")),
+            f.default,
         )
         for f in dataclasses.fields(cls)
         if f.init

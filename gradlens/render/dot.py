@@ -16,8 +16,14 @@ Legend (how the diagram reads, top to bottom in the direction the forward pass r
   dashed red arrow labelled ``<kind> at <line>`` is a value whose autograd history was dropped
   there (``gradlens.explain``).
 - a **dead** node (``GraphNode.dead``: it received a gradient and passed on only zeros) is grey.
-- Nodes created inside an ``nn.Module`` sit in a box labelled with the module's path.
-- Past ``max_nodes`` nodes the rest are left out and a note says how many.
+- Nodes created inside an ``nn.Module`` sit in a box labelled with the module's path; boxes
+  nest by path (``transformer`` > ``transformer.h`` > ``transformer.h.3``).
+- **module** (``MODULE``, made by ``Graph.view``): a lilac box: class, path, shapes in and
+  out, parameter count, how many nodes it hides and, after backward, the gradient norm reaching
+  its output; a folded run shows ``×12`` and a small table of each instance's gradient norm.
+- **stub** (``STUB``): a small grey dashed box, a neighbour outside the module in focus.
+- **note** (yellow): what the view collapsed, folded or cut, and how to expand it.
+- A graph bigger than a page (``PAGE_NODES``) is drawn as its auto view: never a silent cut.
 
 The output is deterministic: nodes appear in ``graph.nodes`` order under the ids they were given,
 so the text can be compared with a golden file.
@@ -26,14 +32,11 @@ so the text can be compared with a golden file.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
+from ..analysis.views import PAGE_NODES, is_view, view
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
 
-__all__ = ["DEFAULT_MAX_NODES", "format_shape", "html_escape", "quote_id", "to_dot"]
-
-#: Past this many nodes, ``to_dot`` keeps the first ones in graph order and notes the rest.
-DEFAULT_MAX_NODES = 300
+__all__ = ["PAGE_NODES", "format_shape", "html_escape", "quote_id", "short_source", "to_dot"]
 
 _FONT = "Helvetica"
 _SMALL = 9  # point size of source lines and gradients
@@ -47,6 +50,11 @@ _NODE_STYLE: dict[NodeKind, str] = {
     NodeKind.SAVED: (
         'shape=box, style=filled, fillcolor="#ffd8a8", color="#d9822b", '
         'fontsize=9, margin="0.05,0.02", height=0.2'
+    ),
+    NodeKind.MODULE: 'shape=plain, style=filled, fillcolor="#e8dcf5", color="#6a4c93"',
+    NodeKind.STUB: (
+        'shape=box, style="dashed,filled", fillcolor="#f4f4f4", color="#9a9a9a", '
+        'fontcolor="#606060", fontsize=9, margin="0.05,0.02", height=0.2'
     ),
 }
 
@@ -94,18 +102,20 @@ def quote_id(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
-def to_dot(graph: Graph, *, title: str | None = None, max_nodes: int = DEFAULT_MAX_NODES) -> str:
+def to_dot(graph: Graph, *, title: str | None = None, max_nodes: int | None = None) -> str:
     """Returns the graph as DOT text (see the module docstring for the legend).
 
-    Nodes keep ``graph.nodes`` order and their ids; past ``max_nodes`` nodes, the first
-    ``max_nodes`` are kept, edges touching the others are dropped, and a note node says how many
-    were left out. Needs no Graphviz install: :func:`gradlens.render.graphviz.render` draws it.
+    A graph of at most ``PAGE_NODES`` nodes, or one made by ``Graph.view``, is drawn as it is,
+    nodes in ``graph.nodes`` order under their ids. A bigger one is drawn as its auto view
+    (``view(graph, depth="auto")``) and ``max_nodes`` asks for ``view(graph,
+    max_nodes=max_nodes)``: both collapse at module boundaries and say so in a note. Needs no
+    Graphviz install: :func:`gradlens.render.graphviz.render` draws it.
     """
-    kept = graph.nodes[: max(max_nodes, 0)]
-    omitted = len(graph.nodes) - len(kept)
-    kept_ids = {n.id for n in kept}
-    edges = [e for e in graph.edges if e.src in kept_ids and e.dst in kept_ids]
-
+    if max_nodes is not None and not is_view(graph):
+        graph = view(graph, max_nodes=max_nodes)
+    elif len(graph.nodes) > PAGE_NODES and not is_view(graph):
+        graph = view(graph, depth="auto")
+    classes = {info.path: info.cls for info in graph.modules}
     lines = [
         "digraph gradlens {",
         "  rankdir=TB;",
@@ -116,39 +126,96 @@ def to_dot(graph: Graph, *, title: str | None = None, max_nodes: int = DEFAULT_M
     if title:
         lines.append(f"  labelloc=t; label=<<b>{html_escape(title)}</b>>;")
 
-    by_module: dict[str, list[GraphNode]] = {}
-    for node in kept:
+    tree = _ClusterTree()
+    for node in graph.nodes:
         if node.module:
-            by_module.setdefault(node.module, []).append(node)
+            tree.add(node.module, node)
         else:
             lines.append("  " + _node_stmt(node))
-    for index, (module, members) in enumerate(by_module.items()):
-        lines.extend(_cluster(index, module, members))
+    lines.extend(tree.lines(classes))
 
-    lines.extend("  " + _edge_stmt(e) for e in edges)
-    if omitted:
-        note_id = _unused_id("omitted", kept_ids)
-        text = f"… {omitted} more node{'s' if omitted != 1 else ''} not shown"
+    lines.extend("  " + _edge_stmt(e) for e in graph.edges)
+    if graph.notes:
+        taken = {n.id for n in graph.nodes}
+        note_id = _unused_id("notes", taken)
+        body = "<br/>".join(html_escape(_wrap(n)) for n in graph.notes)
         lines.append(
-            f'  {quote_id(note_id)} [shape=note, style=filled, fillcolor="#fff5c0", '
-            f'label=<{html_escape(text)}<br/><font point-size="{_SMALL}">'
-            f"max_nodes={max_nodes}</font>>];"
+            f"  {quote_id(note_id)} [id={quote_id(note_id)}, shape=note, style=filled, "
+            f'fillcolor="#fff5c0", fontsize=9, label=<{body}>];'
         )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _cluster(index: int, module: str, members: Iterable[GraphNode]) -> list[str]:
-    # Nested module paths ("encoder.layer1") stay flat clusters labelled with the full path.
-    cluster_id = f"cluster_{index}_{_NOT_ID.sub('_', module).strip('_')}".rstrip("_")
-    lines = [
-        f"  subgraph {cluster_id} {{",
-        f"    label=<{html_escape(module)}>; labeljust=l;",
-        '    style="rounded,dashed"; color="#9a9a9a"; fontsize=10;',
-    ]
-    lines.extend("    " + _node_stmt(n) for n in members)
-    lines.append("  }")
-    return lines
+class _ClusterTree:
+    """Nodes by module path, drawn as clusters nested by path ("a" holds "a.b")."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, list[GraphNode]] = {}
+
+    def add(self, module: str, node: GraphNode) -> None:
+        self.members.setdefault(module, []).append(node)
+
+    def lines(self, classes: dict[str, str]) -> list[str]:
+        # Every cluster's ancestors that are clusters too, in first-seen order.
+        paths: list[str] = []
+        known: set[str] = set()
+        for module in self.members:
+            chain = []
+            p = module
+            while p and p not in known:
+                chain.append(p)
+                known.add(p)
+                p = p.rpartition(".")[0]
+            paths.extend(reversed(chain))
+        kids: dict[str, list[str]] = {}
+        tops: list[str] = []
+        for p in paths:
+            parent = _parent_in(p, known)
+            (kids.setdefault(parent, []) if parent else tops).append(p)
+        out: list[str] = []
+        index = 0
+        stack: list[tuple[str, int, bool]] = [(p, 1, False) for p in reversed(tops)]
+        while stack:
+            path, level, closing = stack.pop()
+            pad = "  " * level
+            if closing:
+                out.append(pad + "}")
+                continue
+            cluster_id = f"cluster_{index}_{_NOT_ID.sub('_', path).strip('_')}".rstrip("_")
+            index += 1
+            label = html_escape(path)
+            if classes.get(path):
+                label += f' <font point-size="{_SMALL}">{html_escape(classes[path])}</font>'
+            out.append(f"{pad}subgraph {cluster_id} {{")
+            out.append(f"{pad}  label=<{label}>; labeljust=l;")
+            out.append(f'{pad}  style="rounded,dashed"; color="#9a9a9a"; fontsize=10;')
+            out.extend(f"{pad}  " + _node_stmt(n) for n in self.members.get(path, []))
+            stack.append((path, level, True))
+            stack.extend((k, level + 1, False) for k in reversed(kids.get(path, [])))
+        return out
+
+
+def _parent_in(path: str, known: set[str]) -> str | None:
+    p = path.rpartition(".")[0]
+    while p:
+        if p in known:
+            return p
+        p = p.rpartition(".")[0]
+    return None
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    """Returns ``text`` with newlines at spaces so no line is much wider than ``width``."""
+    out, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    out.append(line)
+    return "\n".join(out)
 
 
 _PROBLEM_STYLE = 'color="#c62828", fontcolor="#c62828", penwidth=2.5'
@@ -164,7 +231,7 @@ def _node_stmt(node: GraphNode) -> str:
     if node.problem:
         style = f"{style}, {_PROBLEM_STYLE}"
         label += "<br/>" + _small(node.problem, color="#c62828")
-    return f"{quote_id(node.id)} [{style}, label=<{label}>];"
+    return f"{quote_id(node.id)} [id={quote_id(node.id)}, {style}, label=<{label}>];"
 
 
 def _edge_stmt(edge: GraphEdge) -> str:
@@ -179,6 +246,13 @@ def _edge_stmt(edge: GraphEdge) -> str:
 
 def _label(node: GraphNode) -> str:
     """Returns the HTML-like label body of one node: bold name, then one line per fact."""
+    if node.kind == NodeKind.MODULE:
+        return _module_label(node)
+    if node.kind == NodeKind.STUB:
+        lines = [html_escape(node.name) if node.name else "<i>(no name)</i>"]
+        if node.source:  # a stub's source is the module its node lives in
+            lines.append(_small(node.source))
+        return "<br/>".join(lines)
     if node.kind == NodeKind.SAVED:
         what = node.saved_as or node.name
         lines = [html_escape(f"saved {what} {format_shape(node.shape)}".rstrip())]
@@ -197,11 +271,108 @@ def _label(node: GraphNode) -> str:
             shape = f"{shape} {node.dtype}".strip()
         if shape:
             lines.append(html_escape(shape))
+    if node.aliases:
+        lines.append(_small("= " + ", ".join(node.aliases)))
     if node.kind in (NodeKind.OP, NodeKind.LEAF):
         lines.extend(_small(line) for line in _grad_lines(node))
     if node.source:
-        lines.append(_small(node.source, color="#606060"))
+        lines.append(_small(short_source(node.source), color="#606060"))
     return "<br/>".join(lines)
+
+
+def _module_label(node: GraphNode) -> str:
+    """Returns a MODULE node's label: an HTML table (class ×N, path, shapes, sizes, grads)."""
+    rows = []
+    title = html_escape(node.module_class or node.name)
+    if node.count > 1:
+        title += f" ×{node.count}"
+    rows.append(f"<b>{title}</b>")
+    if node.module_class:
+        rows.append(html_escape(_short_path(node.name)))
+    shapes = _shapes_text(node.in_shapes, node.out_shapes)
+    if shapes:
+        rows.append(_small(shapes))
+    facts = []
+    if node.params:
+        facts.append(f"{_count(node.params)} params")
+    if node.inner:
+        facts.append(f"{node.inner} nodes")
+    if facts:
+        rows.append(_small(" · ".join(facts)))
+    if node.grad_norm is not None:
+        rows.append(_small(f"grad norm ← {_num(node.grad_norm)}"))
+    cells = "".join(f"<tr><td>{row}</td></tr>" for row in rows)
+    norms = [
+        (p, g)
+        for p, g in zip(node.instances, node.instance_grad_norms, strict=False)
+        if g is not None
+    ]
+    if norms:
+        cells += f"<tr><td>{_norm_table(norms)}</td></tr>"
+    return (
+        '<table border="1" cellborder="0" cellspacing="0" cellpadding="2" style="rounded" '
+        f'bgcolor="#e8dcf5" color="#6a4c93">{cells}</table>'
+    )
+
+
+def _norm_table(norms: list[tuple[str, float]]) -> str:
+    """Returns a small table of per-instance gradient norms, three to a row."""
+    cells = [
+        f'<td align="right"><font point-size="{_SMALL - 1}">'
+        f"{html_escape(p.rpartition('.')[2])}: {_num(g)}</font></td>"
+        for p, g in norms
+    ]
+    rows = ["".join(cells[i : i + 3]) for i in range(0, len(cells), 3)]
+    body = "".join(f"<tr>{r}</tr>" for r in rows)
+    font = f'<font point-size="{_SMALL - 1}">'
+    head = f'<tr><td colspan="3">{font}grad norm per instance</font></td></tr>'
+    return f'<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{head}{body}</table>'
+
+
+def _shapes_text(ins: tuple[tuple[int, ...], ...], outs: tuple[tuple[int, ...], ...]) -> str:
+    def text(shapes: tuple[tuple[int, ...], ...]) -> str:
+        return " ".join(format_shape(s) for s in shapes[:2]) + (" …" if len(shapes) > 2 else "")
+
+    if not ins and not outs:
+        return ""
+    return f"{text(ins) or '?'} → {text(outs) or '?'}"
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _short_path(path: str, width: int = 40) -> str:
+    """Returns a long module path with its middle left out (``transformer…h.3.attn``)."""
+    if len(path) <= width:
+        return path
+    parts = path.split(".")
+    head, tail = parts[0], parts[1:]
+    while tail and len(head) + 2 + len(".".join(tail)) > width:
+        tail = tail[1:]
+    return f"{head}…{'.'.join(tail)}" if tail else path[: width - 1] + "…"
+
+
+_SITE = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")
+
+
+def short_source(source: str) -> str:
+    """Returns a ``file.py:line`` short enough to draw: inside site-packages the package and
+    the file (``transformers/.../modeling_gpt2.py:569``), else long paths shortened likewise."""
+    text = _SITE.sub("", source)
+    if len(text) <= 40:
+        return text
+    parts = re.split(r"[/\\]", text)
+    if len(parts) > 2:
+        return f"{parts[0]}/.../{parts[-1]}"
+    return text
 
 
 def _grad_lines(node: GraphNode) -> list[str]:

@@ -401,6 +401,8 @@ def _report_title(record: WatchRecord) -> Text:
         if record.stride > 1:
             text.append(f", thinned ×{record.stride} to fit the history", style="dim")
         text.append(")", style="dim")
+    if record.world_size > 1:  # torch.distributed: the whole gradient, all ranks combined
+        text.append(f"{_SEP}{record.world_size} ranks combined (loss: their mean)")
     optimizers = _optimizers(record)
     for optimizer in optimizers:
         losses = _losses(record.steps, optimizer)
