@@ -677,17 +677,18 @@ class Watcher:
         final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
         roots were multiplied by (the loss is divided by it, on the device). The step's
         post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
-        if id(opt) in self._external_open:  # announced again, never stepped: skipped
-            self.step_skipped(opt)
         o = self._opt(opt)
         if o is None:
             return
         try:
             with own_ops():
+                if id(opt) in self._external_open:  # announced again before it stepped (a
+                    o.open = None  # closure evaluated again, LBFGS): the last one counts
                 o.closure = False
+                scale = None if "loss" in self._scalars else loss_scale  # the roots' only
                 self._measure(o)
-                if o.open is not None and o.open.loss is not None and loss_scale is not None:
-                    o.open.loss = o.open.loss / loss_scale
+                if scale is not None and o.open is not None and o.open.loss is not None:
+                    o.open.loss = o.open.loss / scale
             self._external_open.add(id(opt))
         except Exception as e:
             o.broken, o.open = True, None
@@ -768,9 +769,10 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
-                if detail and self.histograms is not None:  # a sink asked for them
+                spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
+                if spec is not None and o.recorded % spec.every == 1 % spec.every:
                     pending.hists = gradstats.histograms(
-                        [(p.name, local(p.tensor.grad)) for p in with_grad], self.histograms
+                        [(p.name, local(p.tensor.grad)) for p in with_grad], spec
                     )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
