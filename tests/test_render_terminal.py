@@ -485,7 +485,7 @@ def test_event_summary_per_pass() -> None:
         " backward 1        backward of loss (retain_graph), train.py:9\n"
         "                   4 gradients reached 2 ops and 2 of 3 leaves\n"
         "                   1 gradient with NaN or Inf, first at AddmmBackward0\n"
-        " forward 2         1 op (1 without grad mode)\n"
+        " forward 2         1 op: mul (1 without grad mode)\n"
         " autograd.grad 2   autograd.grad of loss → d/d w\n"
         "                   0 gradients reached 0 ops and 0 of 3 leaves\n"
         "                   failed: boom\n"

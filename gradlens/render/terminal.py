@@ -612,6 +612,8 @@ def _forward_summary(chunk: Sequence[Event]) -> Text:
     errors = [e for e in chunk if isinstance(e, ErrorEvent)]
     others = len(chunk) - len(ops) - len(errors)
     text = Text(f"{len(ops)} op{'s' if len(ops) != 1 else ''}")
+    if len({e.op for e in ops}) == 1:
+        text.append(f": {ops[0].op}")
     inplace = sum(1 for e in ops if e.inplace)
     no_grad = sum(1 for e in ops if not e.grad_enabled)
     flags = [f"{inplace} in-place"] if inplace else []
