@@ -35,3 +35,12 @@ def test_every_workload_builds_and_steps(on_path: None) -> None:
     for mode in ("plain", "guard", "anomaly"):
         assert guard_overhead.time_block(mlp, mode, 1, counter) > 0
     assert counter.violations == 0
+
+
+def test_trace_overhead_runs_its_cases(on_path: None) -> None:
+    import trace_overhead
+
+    times = trace_overhead.step_times("mlp", repeats=1)
+    assert times["events"] > 0 and times["plain_cpu"] > 0 and times["traced_cpu"] > 0
+    plain, traced = trace_overhead.small_times(trace_overhead.classic, repeats=1)
+    assert plain > 0 and traced > 0
