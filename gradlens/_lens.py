@@ -65,7 +65,7 @@ def watch(
     terminal and a compact line every 100 steps elsewhere. ``history``: recorded steps kept in
     memory; past it, every other kept step is dropped (the stride doubles).
     ``sinks``: where the records also go after each host copy (``gradlens.sinks.TensorBoard``,
-    ``gradlens.sinks.Wandb``), with gradient histograms counted on the device on detail steps.
+    ``gradlens.sinks.Wandb``), with gradient histograms counted on the device.
     Under torch.distributed (DDP, FSDP2), the statistics are the whole gradient's, combined
     across ranks every ``FLUSH_EVERY`` steps; only rank 0 shows the live view, prints
     ``report()`` and writes ``plot()``, unless ``all_ranks=True`` (or ``GRADLENS_ALL_RANKS=1``).
@@ -138,6 +138,8 @@ class Lens:
         if self.silent:  # torch.distributed: one live view, on rank 0
             live = False
         self._sinks, self._spec = check_sinks(sinks)
+        if self.silent:  # torch.distributed: rank 0's sinks only (never opened here)
+            self._sinks, self._spec = [], None
         self._sink_notes: list[str] = []
         self._ranged = 0  # parameters watched when the histogram ranges were last looked at
         if watcher is not None:
@@ -390,13 +392,13 @@ def check_sinks(sinks: Sequence[Sink]) -> tuple[list[Sink], HistogramSpec | None
                 f"watch(sinks=[...]) takes gradlens.sinks objects (TensorBoard, Wandb), got "
                 f"{type(sink).__name__}"
             )
-    wanted = {(s.bins, s.hist_range) for s in out if s.histograms}
+    wanted = {(s.bins, s.hist_range, s.hist_every) for s in out if s.histograms}
     if len(wanted) > 1:
         raise GradlensError(
-            "the sinks ask for different histogram bins or ranges "
-            f"({sorted(wanted, key=str)}); give them the same bins= and hist_range="
+            "the sinks ask for different histograms (bins, hist_range, hist_every: "
+            f"{sorted(wanted, key=str)}); give them the same bins=, hist_range= and hist_every="
         )
     if not wanted:
         return out, None
-    bins, r = next(iter(wanted))
-    return out, HistogramSpec(bins, default=None if r is None else (-r, r))
+    bins, r, every = next(iter(wanted))
+    return out, HistogramSpec(bins, every, default=None if r is None else (-r, r))

@@ -393,6 +393,8 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
         ("json", "plot"),
         what="a script: gradlens watches its training and draws plots, not a graph",
     )
+    if args.tensorboard is not None and all_ranks_asked():  # DIR, DIR.rank1, ...
+        args.tensorboard = Path(rank_path(args.tensorboard, current_rank()))
     sinks = _tensorboard(args.tensorboard)
     lens = watch_everything(console, sinks=sinks)
     checker = guard(mode=args.guard) if args.guard else None
@@ -448,6 +450,13 @@ def _run_script(args: argparse.Namespace, console: Console) -> int:
     return _write_outputs(lens, outputs, code, console)
 
 
+def _ranked(script: Path) -> str:
+    """Returns the script's name, with the rank when every rank prints (GRADLENS_ALL_RANKS)."""
+    if all_ranks_asked() and "RANK" in os.environ:
+        return f"{script} (rank {current_rank()})"
+    return str(script)
+
+
 def _tensorboard(folder: Path | None) -> list[Any]:
     """Returns the ``--tensorboard DIR`` sink (none without the flag), checked before the run."""
     if folder is None:
@@ -457,13 +466,6 @@ def _tensorboard(folder: Path | None) -> list[Any]:
     from .sinks import TensorBoard
 
     return [TensorBoard(folder)]
-
-
-def _ranked(script: Path) -> str:
-    """Returns the script's name, with the rank when every rank prints (GRADLENS_ALL_RANKS)."""
-    if all_ranks_asked() and "RANK" in os.environ:
-        return f"{script} (rank {current_rank()})"
-    return str(script)
 
 
 def _write_outputs(lens: Any, outputs: dict[str, Path | None], code: int, console: Console) -> int:

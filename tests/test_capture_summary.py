@@ -210,3 +210,29 @@ def counting_resolve(reads: list[str]) -> Any:
         real(self)
 
     return resolve
+
+
+def test_accumulated_gradient_is_read_again_unless_it_must_equal_the_incoming_one() -> None:
+    def same_as(s: ValueSummary | None, value: float) -> bool:
+        return same(s, reference(torch.full((100,), float(value))))
+
+    w = torch.ones(100, requires_grad=True)  # .grad None: .grad becomes the incoming gradient
+    v = torch.ones(100, requires_grad=True)  # a hook of the user's changes .grad unseen
+
+    def triple(p: torch.Tensor) -> None:
+        assert p.grad is not None
+        p.grad.data.mul_(3)
+
+    v.register_post_accumulate_grad_hook(triple)
+    with gradlens.trace(w=w, v=v) as t:
+        (w * 2 + v * 2).sum().backward()
+        (w * 2 + v * 2).sum().backward()  # .grad exists: accumulated = old + new
+    events = {
+        (e.leaf, e.pass_index): e
+        for e in t.events
+        if isinstance(e, GradEvent) and e.leaf in ("w", "v")
+    }
+    assert same_as(events["w", 0].grads[0], 2) and same_as(events["w", 0].accumulated, 2)
+    assert same_as(events["w", 1].grads[0], 2) and same_as(events["w", 1].accumulated, 4)
+    assert same_as(events["v", 0].grads[0], 2) and same_as(events["v", 0].accumulated, 6)
+    assert same_as(events["v", 1].accumulated, 24)

@@ -7,8 +7,6 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,11 +15,12 @@ from typing import Any
 import torch
 
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
+from .fast import make_record
 from .names import TensorNames
 from .saved import saved_slots
 from .summary import shape_of
 
-__all__ = ["GraphBuilder", "make_record", "node_name", "replaced"]
+__all__ = ["GraphBuilder", "node_name"]
 
 _META_KEY = "gradlens"
 
@@ -30,14 +29,24 @@ def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
     """Returns the shape autograd expects at a node's input ``i`` (None when it has no single
     one: a nested tensor's sizes are symbolic)."""
     try:
-        return tuple(int(d) for d in meta[i].shape)
+        return tuple(map(int, meta[i].shape))
     except (RuntimeError, TypeError, AttributeError, ValueError):
         return None
 
 
 def _label(meta: Any, i: int) -> str | None:
     shape = _meta_shape(meta, i) if i < len(meta) else None
-    return None if shape is None else format_shape(shape)
+    if shape is None:
+        return None
+    text = _LABELS.get(shape)
+    if text is None:
+        if len(_LABELS) > 10_000:
+            _LABELS.clear()
+        text = _LABELS[shape] = format_shape(shape)
+    return text
+
+
+_LABELS: dict[tuple[int, ...], str] = {}  # a model has few distinct shapes: each made once
 
 
 def _same(x: Any) -> Any:
@@ -161,11 +170,11 @@ class GraphBuilder:
             for child, nr in node.next_functions:
                 if child is None:
                     continue
-                known = self.known_id(child) is not None
-                cid = self.node_for(child)
-                self.edge(cid, nid, label=self._label(child, cid, nr))
-                if not known:
+                cid = self.known_id(child)
+                if cid is None:
+                    cid = self.node_for(child)
                     queue.append(child)
+                self.edge(cid, nid, label=self._label(child, cid, nr))
 
     def walk(self, roots: list[Any]) -> list[tuple[Any, str]]:
         """Walks breadth-first from autograd Nodes ``roots``; returns every ``(fn, id)`` reached.
@@ -297,53 +306,3 @@ class GraphBuilder:
             for (s, t, k), label in self._edges.items()
         )
         return Graph(nodes=tuple(nodes), edges=edges)
-
-
-@functools.cache
-def _defaults(cls: type) -> dict[str, Any] | None:
-    """Returns every field of frozen dataclass ``cls`` with its default, or None when its
-    ``__init__`` does more than set fields (a ``__post_init__``, a default factory); required
-    fields map to ``_REQUIRED``."""
-    if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):
-        return None
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.default_factory is not dataclasses.MISSING:
-            return None
-        out[f.name] = _REQUIRED if f.default is dataclasses.MISSING else f.default
-    return out
-
-
-_REQUIRED = object()
-
-
-def make_record(cls: Any, **fields: Any) -> Any:
-    """Returns ``cls(**fields)``: thousands of nodes are made at once, and a frozen dataclass's
-    ``__init__`` (one ``object.__setattr__`` per field) is most of their cost, so the instance
-    gets its ``__dict__`` in one step when that is all ``__init__`` would do."""
-    defaults = _defaults(cls)
-    if defaults is None or not fields.keys() <= defaults.keys():
-        return cls(**fields)
-    if not _required(cls) <= fields.keys():
-        return cls(**fields)  # raises the TypeError a missing argument gets
-    obj = object.__new__(cls)
-    obj.__dict__.update(defaults)
-    obj.__dict__.update(fields)
-    return obj
-
-
-@functools.cache
-def _required(cls: type) -> frozenset[str]:
-    return frozenset(k for k, v in (_defaults(cls) or {}).items() if v is _REQUIRED)
-
-
-def replaced(obj: Any, **changes: Any) -> Any:
-    """Returns ``dataclasses.replace(obj, **changes)``, as ``make_record`` makes records."""
-    cls: type = type(obj)
-    defaults = _defaults(cls)
-    if defaults is None or not changes.keys() <= defaults.keys():
-        return dataclasses.replace(obj, **changes)
-    new: Any = object.__new__(cls)
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.update(changes)
-    return new

@@ -36,11 +36,12 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 import torch
 
 from ..records import ParamStats, StepRecord, WatchFact
+from ..records.histograms import GradHistogram
 from .quiet import quiet
 
 __all__ = [
@@ -164,9 +165,13 @@ def is_dtensor(t: object) -> bool:
     return isinstance(t, cls)
 
 
-def local(t: torch.Tensor) -> torch.Tensor:
+@overload
+def local(t: torch.Tensor) -> torch.Tensor: ...
+@overload
+def local(t: torch.Tensor | None) -> torch.Tensor | None: ...
+def local(t: torch.Tensor | None) -> torch.Tensor | None:
     """Returns what this rank holds of ``t``: a DTensor's local shard, else ``t`` itself."""
-    return t.to_local() if is_dtensor(t) else t  # type: ignore[attr-defined]
+    return t.to_local() if is_dtensor(t) else t  # type: ignore[union-attr]
 
 
 def grad_key(g: torch.Tensor) -> int:
@@ -437,6 +442,19 @@ class Ranks:
                 r = replace(r, grads=grads)
             out.append(r)
         return out
+
+    def whole_histograms(self, histograms: list[GradHistogram]) -> list[GradHistogram]:
+        """Returns the histograms that are of a whole gradient: under torch.distributed, those
+        of replicated parameters (a shard's histogram is not the gradient's: left out)."""
+        if not self.seen:
+            return histograms
+        kept = [h for h in histograms if self._kinds.get(h.param, REPLICATED) == REPLICATED]
+        if len(kept) < len(histograms):
+            self._note(
+                "gradlens sent the sinks no gradient histograms of sharded parameters: each "
+                "rank counts its own shard only"
+            )
+        return kept
 
     def _stop_combining(self, why: str) -> None:
         if self.off is None:

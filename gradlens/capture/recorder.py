@@ -36,8 +36,9 @@ from ..records import (
     TraceRecord,
     format_shape,
 )
-from .builder import GraphBuilder, node_name, replaced
+from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .fast import make_record, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .module_paths import CallModules
@@ -332,7 +333,8 @@ class Recorder:
         self._saved.record_saves(outputs, name, source, inputs)  # after the nodes got ids
         if name not in _PASSIVE:
             self._consumed.update(k for _, k, _ in before)
-        op_event = OpEvent(
+        op_event = make_record(
+            OpEvent,
             index=len(self._events),
             op=name,
             inputs=tuple(r for _, _, r in before),
@@ -433,11 +435,13 @@ class Recorder:
         self._confirmed(self._saved.confirm(saved_ids), frame)
         try:
             for fn, nid in reached:
-                self._hooks.append(
-                    fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index))
-                )
                 leaf = getattr(fn, "variable", None)
-                if isinstance(leaf, torch.Tensor):
+                if not isinstance(leaf, torch.Tensor):
+                    leaf = None
+                self._hooks.append(
+                    fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index, leaf))
+                )
+                if leaf is not None:
                     self._hooks.append(
                         leaf.register_post_accumulate_grad_hook(self._accumulated_hook())
                     )
@@ -474,25 +478,33 @@ class Recorder:
             for v in found:
                 self.on_confirm(v, frame)
 
-    def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
+    def _grad_hook(
+        self, nid: str, node_name: str, pass_index: int, leaf: torch.Tensor | None
+    ) -> Any:
         def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
             if self._off:
                 return
             try:
-                self._on_grad(nid, node_name, pass_index, grad_outputs)
+                self._on_grad(nid, node_name, pass_index, grad_outputs, leaf)
             except Exception as e:  # gradlens's own failure must never break the backward
                 self._fail(f"the gradient of {node_name}", e)
 
         return hook
 
     def _on_grad(
-        self, nid: str, node_name: str, pass_index: int, grad_outputs: tuple[Any, ...]
+        self,
+        nid: str,
+        node_name: str,
+        pass_index: int,
+        grad_outputs: tuple[Any, ...],
+        leaf: torch.Tensor | None,
     ) -> None:
         add = self._values.add
         grads = [add(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs]
         draft = self._builder.draft(nid)
         draft.grads.append(next((g for g in grads if g is not None), None))
-        event = GradEvent(
+        event = make_record(
+            GradEvent,
             index=len(self._events),
             pass_index=pass_index,
             node=nid,
@@ -503,6 +515,8 @@ class Recorder:
         if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
             keys["leaf"] = draft.tensor_key
             self._pending_leaf[draft.tensor_key] = len(self._events)
+            if leaf is not None and leaf.grad is None and len(grads) == 1:
+                keys["incoming"] = grads[0]  # .grad will be this gradient (or a copy of it)
         self._events.append((event, keys))
 
     def _accumulated_hook(self) -> Any:
@@ -512,8 +526,16 @@ class Recorder:
             try:
                 k = self._names.key(leaf)
                 slot = self._pending_leaf.pop(k, None)
-                if slot is not None:
-                    self._events[slot][1]["accumulated"] = self._values.add(leaf.grad)
+                if slot is None:
+                    return
+                keys = self._events[slot][1]
+                others = leaf._post_accumulate_grad_hooks
+                if "incoming" in keys and leaf.grad is not None and len(others or ()) == 1:
+                    # .grad was None, so AccumulateGrad made it the gradient that arrived, and
+                    # no hook but this one ran since: the same numbers, not read twice.
+                    keys["accumulated"] = keys["incoming"]
+                else:
+                    keys["accumulated"] = self._values.add(leaf.grad)
             except Exception as e:  # gradlens's own failure must never break the backward
                 self._fail("a leaf's accumulated gradient", e)
 

@@ -9,11 +9,13 @@ from typing import Any
 import torch
 
 from ..records import SMALL_NUMEL, TensorRef, TensorStatus, ValueSummary
+from .fast import make_record
 from .quiet import quiet
 
 __all__ = [
     "Pending",
     "Summaries",
+    "dtype_name",
     "grad_fn_name",
     "grad_fn_of",
     "shape_of",
@@ -34,7 +36,7 @@ def shape_of(t: torch.Tensor) -> tuple[int, ...]:
     if t.is_nested:
         return ()
     try:
-        return tuple(int(d) for d in t.shape)
+        return tuple(map(int, t.shape))
     except (RuntimeError, TypeError):  # symbolic or otherwise unreadable sizes
         return ()
 
@@ -218,7 +220,7 @@ def _summarize_host(t: torch.Tensor) -> ValueSummary:
     """Returns the summary of a plain floating CPU tensor: the common case, kept short (a few
     reads, no copy, no mask) because a trace makes one per gradient."""
     shape = tuple(t.shape)
-    dtype = _DTYPE_NAMES[t.dtype]
+    dtype = dtype_name(t.dtype)
     with _quiet():
         d = t.detach()
         if d.numel() <= SMALL_NUMEL:
@@ -233,7 +235,7 @@ def _summarize_host(t: torch.Tensor) -> ValueSummary:
         return _from_stats(shape, dtype, exact)
 
 
-_DTYPE_NAMES = {dt: str(dt).removeprefix("torch.") for dt in _FAST_DTYPES}
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
 
 
 def _quiet() -> Any:
@@ -391,16 +393,26 @@ def tensor_ref(
     ``nonfinite`` says it already."""
     if nonfinite is None:
         nonfinite = check_finite and _has_nonfinite(t)
-    return TensorRef(
+    fn = grad_fn_of(t)
+    return make_record(
+        TensorRef,
         name=name,
         shape=shape_of(t),
-        dtype=str(t.dtype).removeprefix("torch."),
+        dtype=dtype_name(t.dtype),
         requires_grad=t.requires_grad,
         is_leaf=t.is_leaf,
         version=version_of(t),
-        grad_fn=grad_fn_name(t),
+        grad_fn=None if fn is None else fn.name(),
         nonfinite=nonfinite,
     )
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Returns ``"float32"`` for ``torch.float32``."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 def _checkable(t: torch.Tensor) -> bool:

@@ -156,6 +156,9 @@ class Watcher:
         self._param_infos: list[ParamInfo] = []
         self.facts: list[WatchFact] = []
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
+        self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
+        self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
+        self._ready_hists: list[GradHistogram] = []  # their histograms (replicated parameters)
         # Steps a framework announces (gradlens.integrations): no step pre-hook; ``before_step``
         # measures, the step post-hook finishes, ``step_skipped`` drops what never stepped.
         self._external = external
@@ -163,9 +166,6 @@ class Watcher:
         self._skipped = 0
         #: Sinks' on-device gradient histograms: (bins, range per parameter name); None: none.
         self.histograms: gradstats.HistogramSpec | None = None
-        self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
-        self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
-        self._ready_hist: list[GradHistogram] = []  # their histograms (this rank's own)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -677,17 +677,18 @@ class Watcher:
         final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
         roots were multiplied by (the loss is divided by it, on the device). The step's
         post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
-        if id(opt) in self._external_open:  # announced again, never stepped: skipped
-            self.step_skipped(opt)
         o = self._opt(opt)
         if o is None:
             return
         try:
             with own_ops():
+                if id(opt) in self._external_open:  # announced again before it stepped (a
+                    o.open = None  # closure evaluated again, LBFGS): the last one counts
                 o.closure = False
+                scale = None if "loss" in self._scalars else loss_scale  # the roots' only
                 self._measure(o)
-                if o.open is not None and o.open.loss is not None and loss_scale is not None:
-                    o.open.loss = o.open.loss / loss_scale
+                if scale is not None and o.open is not None and o.open.loss is not None:
+                    o.open.loss = o.open.loss / scale
             self._external_open.add(id(opt))
         except Exception as e:
             o.broken, o.open = True, None
@@ -768,9 +769,10 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
-                if detail and self.histograms is not None:  # a sink asked for them
+                spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
+                if spec is not None and o.recorded % spec.every == 1 % spec.every:
                     pending.hists = gradstats.histograms(
-                        [(p.name, p.tensor.grad) for p in with_grad], self.histograms
+                        [(p.name, local(p.tensor.grad)) for p in with_grad], spec
                     )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
@@ -923,18 +925,22 @@ class Watcher:
         their gradient histograms (for the sinks) are appended to ``histograms`` if given.
 
         Under torch.distributed, returns the steps ``sync_ranks`` combined; the others wait
-        for it (it must run at the same point on every rank). Histograms stay this rank's."""
+        for it (it must run at the same point on every rank)."""
         ready, self._ready = self._ready, []
-        ready_hist, self._ready_hist = self._ready_hist, []
+        ready_hists, self._ready_hists = self._ready_hists, []
         if histograms is not None:
-            histograms += ready_hist
+            histograms += ready_hists
         if self._ranks.holding():
             return ready
         pending, self._pending = self._pending, []
         if not pending:
             return ready
+        hists: list[GradHistogram] | None = [] if histograms is not None else None
         with own_ops():  # no user mode around the block sees the copy
-            return ready + self._ranks.local_only(to_records(pending, histograms))
+            records = to_records(pending, hists)
+        if histograms is not None:
+            histograms += self._ranks.whole_histograms(hists or [])
+        return ready + self._ranks.local_only(records)
 
     # -- torch.distributed -------------------------------------------------------------------
     @property
@@ -955,15 +961,15 @@ class Watcher:
             return
         pending, self._pending = self._pending, []
         records: list[StepRecord] = []
+        hists: list[GradHistogram] | None = [] if self.histograms is not None else None
         try:
             with own_ops():
-                hist: list[GradHistogram] = []
-                records = to_records(pending, hist) if pending else []
-                self._ready_hist += hist
+                records = to_records(pending, hists) if pending else []
         except Exception as e:  # still exchange: the other ranks wait for this rank's part
             self._broke("combining across ranks", e)
         try:
             self._ready += self._ranks.exchange(records)
+            self._ready_hists += self._ranks.whole_histograms(hists or [])
         except Exception as e:
             self._broke("combining across ranks", e)
 

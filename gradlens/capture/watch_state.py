@@ -107,7 +107,7 @@ class RoutingMode(TorchFunctionMode):
 
 def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool) -> Group:
     # A DTensor (FSDP2) is measured by its local shard: capture/distributed combines the ranks.
-    grads = [local(p.tensor.grad) for p in group]  # type: ignore[arg-type]
+    grads = [local(p.tensor.grad) for p in group if p.tensor.grad is not None]
     weights = [local(p.tensor) for p in group]
     pairs = zip(group, weights, strict=True)
     numels = [w.numel() if w is not p.tensor else p.info.numel for p, w in pairs]

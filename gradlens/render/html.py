@@ -19,6 +19,8 @@ from __future__ import annotations
 import heapq
 import html
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,8 +38,9 @@ __all__ = ["NO_DOT", "PAGE_STATES", "to_html", "write_html"]
 
 #: How many views a page precomputes at most (each is drawn by ``dot`` once).
 PAGE_STATES = 32
-#: Stop precomputing once the SVGs add up to this many characters.
-_PAGE_CHARS = 24_000_000
+#: Stop precomputing once the states' DOT text adds up to this many characters (the SVG is
+#: about twice as long).
+_PAGE_DOT_CHARS = 8_000_000
 _CALL = "g"  # the name the page uses for the user's graph or trace in Python calls
 
 
@@ -71,7 +74,8 @@ class _Drawn:
     state: _State
     label: str  # how the page got here: "start view › unfolded transformer.h.0 ×12 › ..."
     graph: Graph
-    svg: str
+    dot: str
+    svg: str = ""
     modules: dict[str, str] = field(default_factory=dict)  # MODULE node id -> module path
 
 
@@ -86,6 +90,7 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
     if find_dot() is None:
         raise GradlensError(NO_DOT)
     drawn, index, cut = _explore(graph, max(max_states, 1))
+    _draw_all(drawn)
     details: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     states = []
@@ -178,16 +183,16 @@ def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, 
     labels = {_State(): "start view"}
     order = 0
     chars = 0
-    while queue and len(drawn) < max_states and chars < _PAGE_CHARS:
+    while queue and len(drawn) < max_states and chars < _PAGE_DOT_CHARS:
         *_, state = heapq.heappop(queue)
         shown = views.draw(state)
         signature = _signature(shown)
         if signature in by_nodes:  # opening it changed nothing
             index[state] = by_nodes[signature]
             continue
-        svg = _svg(shown)
-        chars += len(svg)
-        d = _Drawn(state, labels[state], shown, svg)
+        dot = to_dot(shown)  # a view: drawn as it is
+        chars += len(dot)
+        d = _Drawn(state, labels[state], shown, dot)
         for node in shown.nodes:
             path = _module_path(node)
             if path is None:
@@ -279,9 +284,17 @@ def _chains(state: _State) -> int:
     return sum(not any(q != p and within(q, p) for q in opened) for p in opened)
 
 
-def _svg(graph: Graph) -> str:
-    """Returns the SVG element of ``graph`` drawn exactly as given (no XML prolog)."""
-    text = to_svg(to_dot(graph))  # a view: drawn as it is
+def _draw_all(drawn: list[_Drawn]) -> None:
+    """Runs ``dot -Tsvg`` on every state, a few at a time (each is its own process)."""
+    workers = max(1, min(4, os.cpu_count() or 1, len(drawn)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for d, svg in zip(drawn, pool.map(_svg, (d.dot for d in drawn)), strict=True):
+            d.svg = svg
+
+
+def _svg(dot: str) -> str:
+    """Returns the SVG element ``dot`` draws (no XML prolog)."""
+    text = to_svg(dot)
     if text is None:  # dot went away since to_html looked
         raise GradlensError(NO_DOT)
     return text[text.index("<svg") :]
