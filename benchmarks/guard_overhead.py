@@ -21,7 +21,14 @@ The order of the modes rotates from round to round, and the ratios are taken per
 with the median step times. As a sanity check it prints how many violations the guard found in
 these correct loops (it should be 0).
 
-Run: python benchmarks/guard_overhead.py [--rounds N] [--quick]
+Four more workloads are the real-model shapes of ``tests/model_zoo.py`` and the worst case for
+any per-op cost: (f) GPT-2 small (124 M parameters, Hugging Face's layout, tied ``lm_head``) on
+one sequence of 64 tokens with AdamW, (g) ResNet-50 on two 224 x 224 images with SGD+momentum,
+(h) the classic MLP 4 x 256 on a batch of 64 with SGD, and (i) a chain of 10,000 scalar
+multiplications (``x = x * 1.0001``) and its backward. These time ``plain``, ``guard`` and
+``anomaly`` only (a trace of GPT-2 costs minutes here; ``trace_overhead.py`` measures traces).
+
+Run: python benchmarks/guard_overhead.py [--rounds N] [--quick] [--only f,g,h,i] [--threads N]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,6 +45,9 @@ from dataclasses import dataclass
 import _models  # benchmarks/_models.py: the shared models
 import torch
 from torch import nn
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "tests"))
+import model_zoo
 
 import gradlens
 
@@ -51,6 +62,8 @@ class Workload:
     step: Callable[[], torch.Tensor]
     steps: int  # per timed block
     quick_steps: int  # per timed block with --quick
+    modes: tuple[str, ...] = MODES
+    key: str = ""
 
 
 def mlp() -> Workload:
@@ -77,6 +90,63 @@ def transformer() -> Workload:
     return Workload(
         "(c) transformer encoder 4 x d256, batch 16 x 64, SGD", model, step, steps=4, quick_steps=2
     )
+
+
+def _zoo_step(
+    make: Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...], Callable[..., torch.Tensor]]],
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+) -> tuple[nn.Module, Callable[[], torch.Tensor]]:
+    model, inputs, loss_fn = make()
+    model.train()
+    opt = optimizer(model)
+
+    def step() -> torch.Tensor:
+        loss = loss_fn(model, *inputs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return model, step
+
+
+_FAST = ("plain", "guard", "anomaly")
+
+
+def gpt2() -> Workload:
+    model, step = _zoo_step(
+        model_zoo.gpt2_step, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4)
+    )
+    return Workload("(f) GPT-2 small 124M, 1 x 64 tokens, AdamW", model, step, 1, 1, _FAST, "f")
+
+
+def resnet50() -> Workload:
+    model, step = _zoo_step(
+        model_zoo.resnet50_step,
+        lambda m: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9),
+    )
+    return Workload("(g) ResNet-50, 2 x 3 x 224 x 224, SGD+momentum", model, step, 1, 1, _FAST, "g")
+
+
+def zoo_mlp() -> Workload:
+    model, step = _zoo_step(model_zoo.mlp_step, lambda m: torch.optim.SGD(m.parameters(), lr=1e-2))
+    return Workload("(h) MLP 4 x 256, batch 64, SGD", model, step, 20, 5, _FAST, "h")
+
+
+def chain() -> Workload:
+    w = nn.Parameter(torch.ones(1))
+
+    def step() -> torch.Tensor:
+        x = w
+        for _ in range(10_000):
+            x = x * 1.0001
+        x.sum().backward()
+        w.grad = None
+        return x.detach().sum()
+
+    holder = nn.Module()
+    holder.w = w
+    return Workload("(i) chain of 10,000 muls, forward+backward", holder, step, 1, 1, _FAST, "i")
 
 
 class Counter:
@@ -119,16 +189,32 @@ def measure(w: Workload, rounds: int, steps: int) -> tuple[dict[str, float], int
     """Returns median step times and the medians of the per-round ratios, and the number of
     violations the guard reported."""
     counter = Counter()
-    for mode in MODES:  # warm up every path once
+    modes = w.modes
+    for mode in modes:  # warm up every path once
         time_block(w, mode, 1, counter)
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for r in range(rounds):
-        for mode in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
             times[mode].append(time_block(w, mode, steps, counter))
     out = {mode: statistics.median(v) for mode, v in times.items()}
     for a, b in RATIOS:
-        out[f"{a}/{b}"] = statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+        if a in times and b in times:
+            out[f"{a}/{b}"] = statistics.median(
+                x / y for x, y in zip(times[a], times[b], strict=True)
+            )
     return out, counter.violations
+
+
+WORKLOADS = {
+    "b": mlp,
+    "c": transformer,
+    "d": lstm,
+    "e": policy,
+    "f": gpt2,
+    "g": resnet50,
+    "h": zoo_mlp,
+    "i": chain,
+}
 
 
 def main() -> None:
@@ -137,19 +223,27 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="3 rounds of fewer steps, for a smoke test"
     )
+    parser.add_argument("--only", default="", help="workload letters, e.g. f,g,h,i")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(WORKLOADS)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds")
     header = "".join(f"{m + ' ms':>11}" for m in MODES)
     header += "".join(f"{a + '/' + b:>15}" for a, b in RATIOS)
     print(f"{'workload':54} {'steps':>5}{header} {'violations':>10}")
-    for make in (mlp, transformer, lstm, policy):
-        w = make()
+    for key in keys:
+        w = WORKLOADS[key]()
         steps = w.quick_steps if args.quick else w.steps
         t, violations = measure(w, rounds, steps)
-        cells = "".join(f"{t[m] * 1e3:11.1f}" for m in MODES)
-        cells += "".join(f"{t[f'{a}/{b}']:14.2f}x" for a, b in RATIOS)
+        cells = "".join(f"{t[m] * 1e3:11.1f}" if m in t else f"{'-':>11}" for m in MODES)
+        cells += "".join(
+            f"{t[f'{a}/{b}']:14.2f}x" if f"{a}/{b}" in t else f"{'-':>15}" for a, b in RATIOS
+        )
         print(f"{w.name:54} {steps:5d}{cells} {violations:10d}", flush=True)
+        del w
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ Public API::
     gradlens.graph(*outputs, params=None) -> Graph
     gradlens.trace(*modules, **named_tensors) -> Trace     # a context manager
     gradlens.inspect(*tensors, **named_tensors) -> Inspection
-    gradlens.watch(model, optimizer, *, every=1, live=None) -> Lens  # a context manager
+    gradlens.watch(model, optimizer, *, every=1, live=None, sinks=()) -> Lens  # a context manager
     gradlens.guard(*, mode="warn", verify=False) -> Guard   # a context manager
     gradlens.explain(loss, params=None, *, trace=None) -> Explanation
     gradlens.save(obj, path) / gradlens.load(path)
 """
 
+from . import sinks as sinks  # watch(sinks=[gradlens.sinks.TensorBoard(dir)])
 from ._api import Inspection, graph, inspect, load, trace
 from ._errors import GradlensError, NoGraphError, SchemaError
 from ._explain import Explanation, explain

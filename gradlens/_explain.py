@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._errors import GradlensError
 from .analysis.why import ParamFacts, analyze
-from .capture.names import named_params
+from .capture.names import TensorNames, named_params
 from .capture.recorder import Recorder, _Mode
 from .capture.why import gradient_pass, walk_loss
 from .records import Diagnostic, Graph, ParamWhy, TraceRecord, WhyRecord
@@ -122,6 +123,12 @@ def _explain(
         if record is None:
             record = recorder.record  # a snapshot while recording
     named = _default_params(loss, recorder) if params is None else named_params(params)
+    # One tensor under several names (tied weights, a module used twice): judged once, under
+    # its first name, and every other name gets the same answer.
+    named, aliases = _one_name_each(named)
+    names = getattr(recorder, "_names", None)
+    if params is None and isinstance(names, TensorNames):  # the trace's names: trace(model)
+        aliases = {n: a for n, t in named.items() if (a := names.aliases_of(t))}
 
     def trace_name(name: str, t: torch.Tensor) -> str:
         found = recorder.name_of(t) if recorder is not None else None
@@ -141,7 +148,7 @@ def _explain(
     if recorder is not None:
         trace_loss = recorder.name_of(loss)
         loss_name = trace_loss or loss_name
-    return analyze(
+    why = analyze(
         loss=loss_name,
         params=facts,
         loss_graph=walked.graph,
@@ -152,6 +159,38 @@ def _explain(
         trace=record,
         trace_loss=trace_loss,
     )
+    return _with_aliases(why, aliases) if aliases else why
+
+
+def _one_name_each(
+    named: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, ...]]]:
+    """Returns ``named`` with each tensor under its first name only, and the other names of
+    each (``{"transformer.wte.weight": ("lm_head.weight",)}``)."""
+    first: dict[int, str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    others: dict[str, list[str]] = {}
+    for name, t in named.items():
+        seen = first.get(id(t))
+        if seen is None:
+            first[id(t)] = name
+            unique[name] = t
+        else:
+            others.setdefault(seen, []).append(name)
+    return unique, {k: tuple(v) for k, v in others.items()}
+
+
+def _with_aliases(record: WhyRecord, aliases: dict[str, tuple[str, ...]]) -> WhyRecord:
+    """Returns ``record`` with every other name of a tensor listed after its first, with the
+    same answer (``ParamWhy.aliases`` names the others, both ways)."""
+    params: dict[str, ParamWhy] = {}
+    for name, p in record.params.items():
+        others = aliases.get(name, ())
+        params[name] = replace(p, aliases=others) if others else p
+        for alias in others:
+            rest = tuple(n for n in (name, *others) if n != alias)
+            params[alias] = replace(p, name=alias, aliases=rest)
+    return replace(record, params=params)
 
 
 def _default_params(loss: torch.Tensor, recorder: Recorder | None) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ __all__ = ["DEFAULT_HISTORY", "FLUSH_EVERY", "Lens", "watch", "watch_everything"
 DEFAULT_HISTORY = 2000
 #: Recorded steps left on the device before they are copied to the host in one transfer.
 FLUSH_EVERY = 64
+_COMPILED = re.compile(r"(?:^|(?<=\.))_orig_mod\.")  # torch.compile's wrapper in a name
 
 
 def watch(
@@ -47,6 +49,7 @@ def watch(
     history: int = DEFAULT_HISTORY,
     sinks: Sequence[Sink] = (),
     all_ranks: bool | None = None,
+    nan_origin: bool = False,
 ) -> Lens:
     """Returns a ``Lens``: use it as ``with gradlens.watch(model, optimizer) as lens:``.
 
@@ -62,10 +65,14 @@ def watch(
     terminal and a compact line every 100 steps elsewhere. ``history``: recorded steps kept in
     memory; past it, every other kept step is dropped (the stride doubles).
     ``sinks``: where the records also go after each host copy (``gradlens.sinks.TensorBoard``,
-    ``gradlens.sinks.Wandb``), with gradient histograms counted on the device on detail steps.
+    ``gradlens.sinks.Wandb``), with gradient histograms counted on the device.
     Under torch.distributed (DDP, FSDP2), the statistics are the whole gradient's, combined
     across ranks every ``FLUSH_EVERY`` steps; only rank 0 shows the live view, prints
     ``report()`` and writes ``plot()``, unless ``all_ranks=True`` (or ``GRADLENS_ALL_RANKS=1``).
+    ``nan_origin=True``: probe every module's inputs and output in the forward (on the device,
+    no sync) so that the first step with a nan or inf names the module that made it (costs one
+    read of each activation and weight per step; see the README).
+    A ``torch.compile``'d model is watched without graph breaks or recompiles.
     """
     if model is not None and not isinstance(model, torch.nn.Module):
         raise GradlensError(
@@ -81,17 +88,22 @@ def watch(
             raise GradlensError(f"watch({name}=...) takes an integer >= {low}, got {value!r}")
     if isinstance(history, bool) or not isinstance(history, int) or history < 16:
         raise GradlensError(f"watch(history=...) takes an integer >= 16, got {history!r}")
+    if not isinstance(nan_origin, bool):
+        raise GradlensError(f"watch(nan_origin=...) takes True or False, got {nan_origin!r}")
     if live not in (None, True, False):
         raise GradlensError(f"watch(live=...) takes True, False or None, got {live!r}")
     if all_ranks not in (None, True, False):
         raise GradlensError(f"watch(all_ranks=...) takes True, False or None, got {all_ranks!r}")
-    named = dict(model.named_parameters()) if model is not None else {}
+    params = model.named_parameters() if model is not None else ()
+    named = {_COMPILED.sub("", n): p for n, p in params}
     watcher = Watcher(
         named,
         [optimizer] if optimizer is not None else [],
         global_hooks=model is None and optimizer is None,
         every=every,
         detail_every=detail_every,
+        model=model,
+        nan_origin=nan_origin,
     )
     return Lens(watcher, live=live, history=history, every=every, sinks=sinks, all_ranks=all_ranks)
 
@@ -99,8 +111,8 @@ def watch(
 def watch_everything(console: Console | None = None, sinks: Sequence[Sink] = ()) -> Lens:
     """Returns a Lens on every optimizer that steps (``gradlens run script.py``), shown on
     ``console``: the live view on a terminal, compact lines elsewhere (under torchrun: on
-    rank 0 only, unless ``GRADLENS_ALL_RANKS=1``)."""
-    watcher = Watcher({}, [], global_hooks=True)
+    rank 0 only, unless ``GRADLENS_ALL_RANKS=1``); with ``nan_origin``."""
+    watcher = Watcher({}, [], global_hooks=True, nan_origin=True)
     return Lens(watcher, live=None, console=console, sinks=sinks)
 
 
@@ -380,13 +392,13 @@ def check_sinks(sinks: Sequence[Sink]) -> tuple[list[Sink], HistogramSpec | None
                 f"watch(sinks=[...]) takes gradlens.sinks objects (TensorBoard, Wandb), got "
                 f"{type(sink).__name__}"
             )
-    wanted = {(s.bins, s.hist_range) for s in out if s.histograms}
+    wanted = {(s.bins, s.hist_range, s.hist_every) for s in out if s.histograms}
     if len(wanted) > 1:
         raise GradlensError(
-            "the sinks ask for different histogram bins or ranges "
-            f"({sorted(wanted, key=str)}); give them the same bins= and hist_range="
+            "the sinks ask for different histograms (bins, hist_range, hist_every: "
+            f"{sorted(wanted, key=str)}); give them the same bins=, hist_range= and hist_every="
         )
     if not wanted:
         return out, None
-    bins, r = next(iter(wanted))
-    return out, HistogramSpec(bins, default=None if r is None else (-r, r))
+    bins, r, every = next(iter(wanted))
+    return out, HistogramSpec(bins, every, default=None if r is None else (-r, r))

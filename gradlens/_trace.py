@@ -126,7 +126,8 @@ class Trace:
         return self.graph.to_dot()
 
     def render(self, path: str | Path) -> RenderResult:
-        """Writes the graph diagram to ``path`` (.svg/.png/.pdf/.dot); returns what was written."""
+        """Writes the graph diagram to ``path`` (.svg/.png/.pdf/.dot, or .html: an interactive
+        page); returns what was written."""
         return self.graph.render(path)
 
     def __rich__(self) -> Any:

@@ -35,13 +35,20 @@ from .examples import EXAMPLES, ExampleResult, load_example
 from .records import InplaceViolation
 from .records.serialize import to_json_dict
 from .render.files import check_writable, write_atomic
-from .render.graphviz import render
-from .render.terminal import diagnostics_list, event_log, graph_tree, status_table
+from .render.graphviz import find_dot, render
+from .render.html import NO_DOT
+from .render.terminal import (
+    diagnostics_list,
+    report_events,
+    report_options,
+    report_tensors,
+    report_tree,
+)
 
 __all__ = ["example_json", "main"]
 
 
-_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "json", "plot")
+_OUTPUT_FLAGS = ("svg", "png", "pdf", "dot", "html", "json", "plot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,13 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run a worked example (see `gradlens list`) or an unchanged training script "
             "(`gradlens run train.py --lr 0.1 --plot curves.png`). Arguments after the script "
-            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--json/--plot; put a "
+            "go to it, except gradlens's own --svg/--png/--pdf/--dot/--html/--json/--plot; put a "
             "script's own flags of those names after `--`."
         ),
     )
     run.add_argument("name", metavar="NAME", help="an example name, or a path to a .py script")
     for fmt in ("svg", "png", "pdf", "dot"):
         run.add_argument(f"--{fmt}", metavar="PATH", type=Path, help=f"write the diagram as {fmt}")
+    run.add_argument(
+        "--html", metavar="PATH", type=Path, help="write an interactive page of the diagram"
+    )
     run.add_argument("--json", metavar="PATH", type=Path, help="write the records as JSON")
     run.add_argument(
         "--plot", metavar="PATH", type=Path, help="write training plots (.png, .svg or .pdf)"
@@ -87,8 +97,79 @@ def _parser() -> argparse.ArgumentParser:
         const="strict",
         help="scripts: like --guard, but stop with an error at the first bad write",
     )
+    _add_report_flags(run)
     run.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+# How much of a trace the report shows (render.terminal.ReportOptions). For a script they
+# apply to every trace it prints (print(t)) and must come before the script's path: after it,
+# they are the script's own arguments (a training script may well have a --depth of its own).
+_REPORT_FLAGS = ("depth", "module", "events", "tensors", "levels")
+
+
+def _add_report_flags(run: argparse.ArgumentParser) -> None:
+    report = run.add_argument_group(
+        "trace report",
+        "How much of a trace is shown: by default a big one (a real model) fits a screen or "
+        "two, a small one is shown in full. With a script, put these before its path.",
+    )
+    report.add_argument(
+        "--depth",
+        metavar="N|auto|all",
+        type=_depth,
+        default=argparse.SUPPRESS,
+        help="draw modules N deep as one node each; auto (default): modules when the graph "
+        "is bigger than a page, repeated blocks folded; all: every op",
+    )
+    report.add_argument(
+        "--module", metavar="PATH", help="only this module's ops (transformer.h.3), --depth in it"
+    )
+    report.add_argument(
+        "--events",
+        choices=("auto", "summary", "full"),
+        help="the event log: per pass (summary), every event (full), or by its size (auto)",
+    )
+    report.add_argument(
+        "--tensors",
+        choices=("auto", "full"),
+        help="the tensor table: every tensor (full), or only those worth a look when many",
+    )
+    report.add_argument(
+        "--levels",
+        metavar="N|all",
+        type=_levels,
+        default=argparse.SUPPRESS,
+        help="how many levels of the tree are drawn (default: 16 of a whole graph)",
+    )
+
+
+def _depth(text: str) -> int | str | None:
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a depth of 1 or more, auto or all, not {text!r}")
+
+
+def _levels(text: str) -> int | None:
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of levels or all, not {text!r}")
+
+
+def _report_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Returns the report options given on the command line, as report_options() takes them."""
+    given: dict[str, Any] = {}
+    for flag, option in (("depth", "depth"), ("levels", "max_depth")):
+        if hasattr(args, flag):  # absent unless given: None is a value here ("all")
+            given[option] = getattr(args, flag)
+    for flag in ("module", "events", "tensors"):
+        if getattr(args, flag, None) is not None:
+            given[flag] = getattr(args, flag)
+    return given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,9 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _take_own_flags(args)
             args.args += tail
-            if args.name.endswith(".py") or Path(args.name).is_file():
-                return _run_script(args, console)
-            return _run(args, console)
+            with report_options(**_report_options(args)):
+                if _is_script(args.name):
+                    return _run_script(args, console)
+                return _run(args, console)
     except GradlensError as e:
         _error(console, str(e))
         return 2
@@ -146,18 +228,49 @@ def _take_own_flags(args: argparse.Namespace) -> None:
         flag = item[2:].split("=", 1)[0] if item.startswith("--") else None
         if item in ("--guard", "--strict"):
             args.guard = "strict" if item == "--strict" or args.guard == "strict" else "warn"
+        elif flag in _REPORT_FLAGS and not _is_script(args.name):
+            value = _flag_value(item, items, flag)
+            try:
+                setattr(args, flag, _REPORT_TYPES[flag](value))
+            except argparse.ArgumentTypeError as e:
+                raise GradlensError(f"--{flag}: {e}") from None
         elif flag in _OUTPUT_FLAGS or flag == "tensorboard":
-            if "=" in item:
-                value = item.split("=", 1)[1]
-            elif items:
-                value = items.pop(0)
-            else:
-                what = "DIR" if flag == "tensorboard" else "PATH"
-                raise GradlensError(f"--{flag} needs a {what}")
-            setattr(args, flag, Path(value))
+            setattr(args, flag, Path(_flag_value(item, items, flag)))
         else:
             rest.append(item)
     args.args = rest
+
+
+def _flag_value(item: str, items: list[str], flag: str) -> str:
+    """Returns the value of ``--flag=VALUE`` or of ``--flag VALUE`` (taken from items)."""
+    if "=" in item:
+        return item.split("=", 1)[1]
+    if items:
+        return items.pop(0)
+    what = "PATH" if flag in _OUTPUT_FLAGS else "DIR" if flag == "tensorboard" else "value"
+    raise GradlensError(f"--{flag} needs a {what}")
+
+
+def _is_script(name: str) -> bool:
+    return name.endswith(".py") or Path(name).is_file()
+
+
+def _choice(*choices: str) -> Any:
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, not {text!r}")
+        return text
+
+    return check
+
+
+_REPORT_TYPES: dict[str, Any] = {
+    "depth": _depth,
+    "module": str,
+    "events": _choice("auto", "summary", "full"),
+    "tensors": _choice("auto", "full"),
+    "levels": _levels,
+}
 
 
 def _check_outputs(
@@ -208,11 +321,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     training = bool(getattr(module, "TRAINING", False))
     outputs = _check_outputs(
         args,
-        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "json"),
+        ("json", "plot") if training else ("svg", "png", "pdf", "dot", "html", "json"),
         what=f"example {args.name!r}: it is a training run and draws plots, not a graph"
         if training
         else f"example {args.name!r}: it draws a graph, not plots",
     )
+    if outputs["html"] is not None and find_dot() is None:  # before the run, as for a bad path
+        raise GradlensError(f"--html: {NO_DOT}")
     with warnings.catch_warnings():
         # The in-place examples show each violation in their own sections; the warning the
         # guard issues on the way would print it a second time, raw, before the example.
@@ -220,13 +335,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         result = module.run()
     _print(result, console)
     diagram = result.diagram
-    for fmt in ("svg", "png", "pdf", "dot"):
+    for fmt in ("svg", "png", "pdf", "dot", "html"):
         path = outputs[fmt]
         if path is None:
             continue
         if diagram is None:
             raise GradlensError(f"example {args.name!r} draws no graph; use --plot for its plots")
-        written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
+        if fmt == "html":  # the interactive page: the record itself, not only its DOT text
+            written = diagram.render(path)
+        else:
+            written = render(diagram.to_dot(), path, warn=False)  # the message is printed here
         _say(console, f"wrote {written.path}")
         if written.message:
             _say(console, written.message, "yellow")
@@ -505,12 +623,12 @@ def _print(result: ExampleResult, console: Console) -> None:
         return
     record = result.trace.record
     console.print("\n[bold]Tensors[/]")
-    console.print(status_table(record.tensors))
+    console.print(report_tensors(record.tensors))
     if result.diagram is not None:
         console.print("\n[bold]Graph[/] (from the output back to the leaves)")
-        console.print(graph_tree(result.diagram))
+        console.print(report_tree(result.diagram))
     console.print("\n[bold]Events[/] (forward ops, backward passes, gradients, in order)")
-    console.print(event_log(record.events))
+    console.print(report_events(record.events, record.graph))
     if record.diagnostics:
         console.print("\n[bold]Diagnostics[/]")
         console.print(diagnostics_list(record.diagnostics))

@@ -190,3 +190,70 @@ def test_list_in_a_subprocess(how: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for name in EXAMPLES:
         assert name in done.stdout
+
+
+# ---- the trace report's options -----------------------------------------------------------
+
+
+def test_report_flags_after_an_example_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, full = run_cli(capsys, "run", "backward")
+    assert code == 0 and "events ┏" in full and "summarised" not in full
+    code, out = run_cli(capsys, "run", "backward", "--events", "summary", "--levels=1")
+    assert code == 0, out
+    assert "events: 20, summarised per pass" in out
+    assert "backward 3 backward of y" in out and "failed: Trying to backward" in out
+    assert "… 2 more levels (max_depth=None shows them all)" in out
+    code, out = run_cli(capsys, "run", "--events", "full", "backward")
+    assert code == 0 and out == full
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--depth", "0"], "--depth: expected a depth of 1 or more, auto or all, not '0'"),
+        (["--events", "some"], "--events: expected one of auto, summary, full, not 'some'"),
+        (["--levels"], "--levels needs a value"),
+    ],
+)
+def test_bad_report_flags_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_cli(capsys, "run", "backward", *argv)
+    assert code == 2
+    assert message in out and "Traceback" not in out
+
+
+SCRIPT = """
+import sys
+import rich
+import torch
+import gradlens
+
+w = torch.ones(3, requires_grad=True)
+with gradlens.trace(w=w) as t:
+    x = w
+    for _ in range(40):
+        x = x * 1.5
+    x.sum().backward()
+rich.print(t)
+print("argv", sys.argv[1:])
+"""
+
+
+def test_report_flags_before_a_script_apply_to_its_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "chain.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    code, out = run_cli(capsys, "run", str(script))
+    assert code == 0, out
+    assert "MulBackward0 mul ×40" in out  # 40 alike ops are one line
+    assert "events: 84, summarised per pass" in out
+    assert "forward 41 ops" in out and "backward 1 backward of" in out
+    code, out = run_cli(capsys, "run", "--events", "full", str(script))
+    assert code == 0, out
+    assert "summarised" not in out and "│ 41 │ backward │" in out
+    # After the script's path, the flags are the script's own.
+    code, out = run_cli(capsys, "run", str(script), "--events", "full")
+    assert code == 0, out
+    assert "summarised per pass" in out and "argv ['--events', 'full']" in out

@@ -135,6 +135,22 @@ def test_a_forgotten_zero_grad_in_manual_optimization_is_caught(tmp_path: Path) 
     )  # the user's manual_backward line
 
 
+class WithLBFGS(Tiny):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.LBFGS(self.parameters(), lr=0.1, max_iter=3)
+
+
+def test_lbfgs_closure_evaluations_are_one_step_each(tmp_path: Path) -> None:
+    # Lightning calls on_before_optimizer_step after every closure evaluation LBFGS makes.
+    module, cb = WithLBFGS(), GradlensCallback(report=False)
+    fit(module, tmp_path, cb, max_steps=3)
+    assert cb.lens is not None and [s.step for s in cb.lens.steps] == [0, 1, 2]
+    assert len(module.losses) > 3  # more than one evaluation per step
+    assert cb.lens.diagnostics == [] and cb.lens.record.notes == ()
+    for step in cb.lens.steps:  # the gradients and loss of the last evaluation
+        assert step.backward_calls == 1 and step.loss in module.losses
+
+
 class Breaks(Tiny):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if batch_idx == 3:

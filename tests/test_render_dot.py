@@ -338,7 +338,10 @@ def test_runs_of_one_op_are_drawn_as_one_node() -> None:
     text = to_dot(Graph(tuple(nodes), tuple(edges)))
     found = check_dot(text)
     assert found.nodes == ['"r:n499"', '"gradlens_notes"']  # a run is named by its first op
-    assert "MulBackward0 ×500" in text and "500 ops in 1 chain of one op" in text
+    assert (
+        "MulBackward0 ×500" in text
+        and "drew 1 chain of one op as one node (MulBackward0 ×500)" in text
+    )
 
 
 def test_note_id_avoids_existing_ids() -> None:

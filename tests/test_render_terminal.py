@@ -28,12 +28,14 @@ from gradlens.render.terminal import (
     diagnostics_list,
     diagnostics_table,
     event_log,
+    event_summary,
     format_diagnostics,
     format_event_log,
     format_graph_tree,
     format_status,
     format_trace_report,
     graph_tree,
+    report_options,
     status_table,
     to_text,
 )
@@ -153,24 +155,92 @@ def test_graph_tree_several_passes_and_freed() -> None:
 
 
 def test_graph_tree_caps_the_depth() -> None:
+    # A chain deeper than the cap is drawn compactly: one input under the other, not indented.
     assert format_graph_tree(chain_graph(10), max_depth=3) == (
+        "autograd graph: 12 nodes\n"
+        "└── y  output [1]\n"
+        "    ↑ Op0\n"
+        "    ↑ Op1\n"
+        "    ↑ Op2\n"
+        "    ↑ … 8 more levels (max_depth=None shows them all)\n"
+    )
+    assert format_graph_tree(chain_graph(10), max_depth=3, compact=False) == (
         "autograd graph: 12 nodes\n"
         "└── y  output [1]\n"
         "    └── Op0\n"
         "        └── Op1\n"
         "            └── Op2\n"
-        "                └── … 8 more levels\n"
+        "                └── … 8 more levels (max_depth=None shows them all)\n"
     )
-    assert "… 1 more level\n" in format_graph_tree(chain_graph(3), max_depth=3)
+    assert "… 1 more level (" in format_graph_tree(chain_graph(3), max_depth=3)
     assert "more level" not in format_graph_tree(chain_graph(3), max_depth=4)
+    # A shallow small graph keeps the nested tree.
+    assert "└── Op0\n" in format_graph_tree(chain_graph(3))
 
 
 def test_a_5000_deep_chain_renders() -> None:
     graph = chain_graph(5000)
     text = format_graph_tree(graph)
-    assert "Op15\n" in text and "… 4985 more levels" in text
-    text = to_text(graph_tree(graph, max_depth=200), width=1000)
-    assert "Op199\n" in text and "… 4801 more levels" in text
+    assert "    ↑ Op15\n    ↑ … 4985 more levels (max_depth=None shows them all)\n" in text
+    assert len(text.splitlines()) == 2 + 16 + 1
+    text = to_text(graph_tree(graph, max_depth=200), width=100)
+    assert "↑ Op199\n" in text and "… 4801 more levels" in text
+    text = to_text(graph_tree(graph, max_depth=None), width=100)
+    assert text.splitlines()[-1] == "    ↑ x  leaf [1]" and "more level" not in text
+    assert len(text.splitlines()) == 5003
+
+
+def same_op_chain(n: int, every: int = 0) -> Graph:
+    """y <- Sum <- Mul x n <- w, with a Sin in place of every ``every``-th Mul; each Mul saves
+    ``other``."""
+    nodes = [GraphNode("y", NodeKind.OUTPUT, "y", shape=()), GraphNode("s", NodeKind.OP, "Sum")]
+    edges = [GraphEdge("s", "y")]
+    for i in range(n):
+        sin = every and i % every == every - 1
+        nodes.append(
+            GraphNode(
+                f"m{i}",
+                NodeKind.OP,
+                "SinBackward0" if sin else "MulBackward0",
+                op="sin" if sin else "mul",
+                grads=(_value(float(i)),),
+                source="chain.py:3",
+            )
+        )
+        nodes.append(GraphNode(f"k{i}", NodeKind.SAVED, "c", shape=(), saved_as="other"))
+        edges += [
+            GraphEdge(f"m{i}", "s" if i == 0 else f"m{i - 1}"),
+            GraphEdge(f"k{i}", f"m{i}", EdgeKind.SAVED),
+        ]
+    nodes.append(GraphNode("w", NodeKind.LEAF, "w", shape=(1,)))
+    edges.append(GraphEdge("w", f"m{n - 1}"))
+    return Graph(tuple(nodes), tuple(edges))
+
+
+def test_runs_of_the_same_op_fold_into_one_line() -> None:
+    assert format_graph_tree(same_op_chain(10_000)) == (
+        "autograd graph: 20003 nodes\n"
+        "└── y  output []\n"
+        "    ↑ Sum\n"
+        "    ↑ MulBackward0  mul  ×10000  grad ← [0.] … [9999.]  chain.py:3\n"
+        "        saved other [] (each of the 10000)\n"
+        "    ↑ w  leaf [1]\n"
+    )
+    text = format_graph_tree(same_op_chain(40, every=10), max_depth=5)
+    assert text.splitlines()[2:] == [
+        "    ↑ Sum",
+        "    ↑ MulBackward0  mul  ×9  grad ← [0.] … [8.]  chain.py:3",
+        "        saved other [] (each of the 9)",
+        "    ↑ SinBackward0  sin  grad ← [9.]  chain.py:3",
+        "        saved other []",
+        "    ↑ MulBackward0  mul  ×9  grad ← [10.] … [18.]  chain.py:3",
+        "        saved other [] (each of the 9)",
+        "    ↑ SinBackward0  sin  grad ← [19.]  chain.py:3",
+        "        saved other []",
+        "    ↑ … 21 more levels (max_depth=None shows them all)",
+    ]
+    # Two alike ops in a row stay two lines: a fold must be worth it.
+    assert "×" not in format_graph_tree(same_op_chain(6, every=3))
 
 
 def test_a_very_wide_graph_renders() -> None:
@@ -342,7 +412,7 @@ def test_markup_in_names_messages_and_modules_is_printed_as_it_is() -> None:
     tree = to_text(graph_tree(record.graph), 200)
     assert "[bold]" in tree and ".grad = [" in tree
     events = to_text(event_log(record.events), 200)
-    assert "linear in ModuleDict.[/]" in events and "linear in ModuleDict.[link=x]" in events
+    assert "linear in [/]" in events and "linear in [link=x]" in events
     assert "[link=x].weight v1" in events
     (violation,) = record.violations
     marked = dataclasses.replace(violation, tensor="[bold]h[/]", write_source="[link=x]a.py:1")
@@ -367,3 +437,158 @@ def test_markup_in_names_messages_and_modules_is_printed_as_it_is() -> None:
     text = to_text(why_table(titled), 200)
     assert "parameters of [link=x]loss[/]" in text
     assert "[bold]" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# a real model's report: summaries
+
+
+def _model_events() -> list[Event]:
+    """A forward of 3 alike blocks and a head, one in-place op and an error, then a backward
+    that reaches two of three leaves, one gradient holding a NaN."""
+    events: list[Event] = []
+
+    def add(event_type: type, *args: object, **kw: object) -> None:
+        events.append(event_type(len(events), *args, **kw))
+
+    for b in range(3):
+        for op in ("linear", "relu", "add"):
+            add(OpEvent, op, (), (), module=f"enc.layers.{b}", source=f"/x/model.py:{b + 10}")
+    add(OpEvent, "relu_", (), (), inplace=True, module="head")
+    add(OpEvent, "sum", (), (), source="/x/train.py:7")
+    add(ErrorEvent, "add_", "a leaf Variable that requires grad\nmore", source="/x/train.py:8")
+    add(BackwardEvent, "backward", 0, ("loss",), retain_graph=True, source="/x/train.py:9")
+    nan = ValueSummary(shape=(40,), dtype="float32", norm=1.0, nan=2)
+    add(GradEvent, 0, "n0", "SumBackward0", (_value(1.0),))
+    add(GradEvent, 0, "n1", "AddmmBackward0", (nan,))
+    for leaf, grad in (("w", 1.0), ("b", 2.0)):
+        add(GradEvent, 0, leaf, "AccumulateGrad", (_value(grad),), leaf=leaf)
+    add(OpEvent, "mul", (), (), grad_enabled=False)
+    add(BackwardEvent, "grad", 1, ("loss",), inputs=("w",), error="boom")
+    return events
+
+
+def test_event_summary_per_pass() -> None:
+    leaves = Graph(tuple(GraphNode(f"l{i}", NodeKind.LEAF, f"p{i}") for i in range(3)), ())
+    assert to_text(event_summary(_model_events(), leaves), 100) == (
+        "events: 19, summarised per pass\n"
+        "\n"
+        " forward 1         11 ops (1 in-place), model.py:10 … train.py:7\n"
+        "                   by module: enc.layers.0–2 ×3: 3 each · head 1 · (no module) 1\n"
+        "                   by op: linear 3 · relu 3 · add 3 · relu_ 1 · sum 1\n"
+        "                   error in add_ at train.py:8: a leaf Variable that requires grad\n"
+        " backward 1        backward of loss (retain_graph), train.py:9\n"
+        "                   4 gradients reached 2 ops and 2 of 3 leaves\n"
+        "                   1 gradient with NaN or Inf, first at AddmmBackward0\n"
+        " forward 2         1 op (1 without grad mode)\n"
+        " autograd.grad 2   autograd.grad of loss → d/d w\n"
+        "                   0 gradients reached 0 ops and 0 of 3 leaves\n"
+        "                   failed: boom\n"
+        "\n"
+        "the full log: events='full'\n"
+    )
+
+
+def test_event_summary_folds_blocks_at_the_depth_that_fits() -> None:
+    events: list[Event] = []
+    for layer in range(4):
+        for block in range(6):
+            for op in ("conv2d", "batch_norm", "relu"):
+                module = f"layer{layer + 1}.{block}.{op}"
+                events.append(OpEvent(len(events), op, (), (), module=module))
+    events.append(OpEvent(len(events), "linear", (), (), module="fc"))
+    text = to_text(event_summary(events), 200)
+    line = next(ln for ln in text.splitlines() if "by module" in ln)
+    assert line.split("by module: ")[1] == " · ".join(
+        [*(f"layer{i}.0–5 ×6: 3 each" for i in range(1, 5)), "fc 1"]
+    )
+
+
+def test_the_report_summarises_a_long_log_and_shows_a_short_one_in_full(
+    graph: Graph, events: tuple[Event, ...]
+) -> None:
+    short = TraceRecord(graph, {}, events)
+    assert format_trace_report(short) == format_graph_tree(graph) + format_event_log(events)
+    assert "summarised per pass" in format_trace_report(short, events="summary")
+    long = TraceRecord(graph, {}, tuple(_model_events()) * 4)
+    assert "summarised per pass" in format_trace_report(long)
+    assert format_trace_report(long, events="full").endswith(format_event_log(long.events))
+    with report_options(events="full"):
+        assert "summarised" not in format_trace_report(long)
+        assert "summarised" in format_trace_report(long, events="auto")
+    assert "summarised" in format_trace_report(long)  # the block's options are gone
+
+
+def _status(
+    name: str, *, leaf: bool = True, requires: bool = True, grad: bool = True
+) -> TensorStatus:
+    return TensorStatus(
+        name=name,
+        is_leaf=leaf,
+        requires_grad=requires,
+        grad_fn=None if leaf else "AddBackward0",
+        retains_grad=False,
+        grad=_value(1.0) if grad else None,
+        version=0,
+        shape=(1,),
+        dtype="torch.float32",
+        device="cpu",
+    )
+
+
+def test_many_tensors_list_only_those_worth_a_look() -> None:
+    tensors = {f"p{i}": _status(f"p{i}") for i in range(40)}
+    tensors |= {f"c{i}": _status(f"c{i}", requires=False, grad=False) for i in range(5)}
+    tensors["lost"] = _status("lost", grad=False)
+    tensors["loss"] = _status("loss", leaf=False, grad=False)
+    record = TraceRecord(Graph((), ()), tensors)
+    text = format_trace_report(record, width=120)
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith(" ")]
+    rows = [name for name in rows if name not in ("name",) and not name.startswith("─")]
+    assert rows == ["lost", "loss"]
+    assert (
+        "2 of 47 tensors listed; not listed: 40 leaves with a .grad, 5 leaves that need no "
+        "gradient (tensors='full' lists them all)"
+    ) in " ".join(text.split())
+    full = format_trace_report(record, width=120, tensors="full")
+    assert full == format_graph_tree(Graph((), ())) + format_status(tensors, width=120)
+    few = dict(list(tensors.items())[:30])  # up to SUMMARY_TENSORS: every one
+    assert format_trace_report(TraceRecord(Graph((), ()), few)).endswith(format_status(few))
+
+
+def test_a_cut_branch_and_nodes_no_output_reaches_are_drawn() -> None:
+    nodes = (
+        GraphNode("y", NodeKind.OUTPUT, "y", shape=(1,)),
+        GraphNode("add", NodeKind.OP, "AddBackward0", op="add"),
+        GraphNode("yb", NodeKind.INPUT, "yb", shape=(1,)),
+        GraphNode("mm", NodeKind.OP, "MmBackward0", op="mm"),
+        GraphNode("w", NodeKind.LEAF, "w", shape=(1,)),
+        GraphNode("v", NodeKind.INPUT, ".item() value"),
+        GraphNode("mean", NodeKind.OP, "MeanBackward0", op="mean"),
+    )
+    edges = (
+        GraphEdge("add", "y"),
+        GraphEdge("yb", "add"),
+        GraphEdge("w", "add"),
+        GraphEdge("mm", "yb", EdgeKind.CUT, "detach at x.py:3"),
+        GraphEdge("w", "mm"),
+        GraphEdge("mean", "v", EdgeKind.CUT, "host at x.py:4"),
+        GraphEdge("w", "mean"),
+    )
+    assert format_graph_tree(Graph(nodes, edges)) == (
+        "autograd graph: 7 nodes\n"
+        "├── y  output [1]\n"
+        "│   └── AddBackward0  add\n"
+        "│       ├── yb  input [1]\n"
+        "│       │   └── ✂ detach at x.py:3: MmBackward0  mm\n"
+        "│       │       └── w  leaf [1]\n"
+        "│       └── w  (see above)\n"
+        "└── .item() value  input\n"
+        "    └── ✂ host at x.py:4: MeanBackward0  mean\n"
+        "        └── w  (see above)\n"
+    )
+    # Without an output (a view of one module), the tree starts where nothing is fed.
+    assert format_graph_tree(Graph(nodes[1:], edges[1:])).splitlines()[1:3] == [
+        "├── AddBackward0  add",
+        "│   ├── yb  input [1]",
+    ]

@@ -72,7 +72,7 @@ def same(a: float, b: float) -> bool:
 
 
 def test_tensorboard_scalars_histograms_and_findings_equal_the_records(tmp_path: Path) -> None:
-    lens, seen = train([TensorBoard(tmp_path, bins=BINS)])
+    lens, seen = train([TensorBoard(tmp_path, bins=BINS, hist_every=1)])
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0})
     events.Reload()
     steps = lens.steps
@@ -157,7 +157,9 @@ def test_sink_arguments_are_checked() -> None:
         TensorBoard("x", bins=0)
     with pytest.raises(GradlensError, match="hist_range"):
         TensorBoard("x", hist_range=-1.0)
-    with pytest.raises(GradlensError, match="different histogram bins"):
+    with pytest.raises(GradlensError, match="hist_every"):
+        TensorBoard("x", hist_every=0)
+    with pytest.raises(GradlensError, match="different histograms"):
         gradlens.watch(sinks=[TensorBoard("x", bins=8), TensorBoard("y", bins=16)])
     with pytest.raises(GradlensError, match="takes gradlens"):
         gradlens.watch(sinks=["runs"])  # type: ignore[list-item]
@@ -198,7 +200,7 @@ def test_wandb_offline_rows_equal_the_records(tmp_path: Path, monkeypatch: Any) 
     run = wandb.init(project="gradlens-test", dir=str(tmp_path), mode="offline")
     try:
         run.log({"mine": 1.0})  # the user's own row stays theirs
-        lens, seen = train([Wandb(run, bins=BINS)])
+        lens, seen = train([Wandb(run, bins=BINS, hist_every=1)])
     finally:
         run.finish()
         wandb.teardown()  # the service writes the run's file; this waits until it is done

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from ..records import Diagnostic, Severity, StepRecord, WatchFact
 from .distributed import RANK_FACTS, rank_finding
+from .nan_origin import nonfinite_step, origin_finding
 
 __all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
 
@@ -64,6 +65,9 @@ class TrainingChecks:
         for name in step.missing:
             if self._once("no-grad", name):
                 out.append(_no_grad(name, step.step))
+        if step.forward_calls and nonfinite_step(step) and self._once("nan-origin", None):
+            origin = origin_finding(step)  # watch(nan_origin=True): the first one only
+            out += [origin] if origin is not None else []
         for name, stats in step.grads.items():
             if stats.nonfinite:
                 kind = "nan-grad" if math.isnan(stats.grad_max) else "inf-grad"

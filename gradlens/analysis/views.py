@@ -14,6 +14,7 @@ Works on records only, so a graph loaded from JSON views exactly as a live one.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections import Counter
@@ -111,19 +112,30 @@ class _Index:
                     used.add(path)
                     path = module_parent(path)
         self.used = used
+        self._order = order
         self.children: dict[str, list[str]] = {}
-        for path in sorted(used, key=lambda p: (order.get(p, len(order)), p)):
+        for path in sorted(used, key=self.position):
             parent = module_parent(path)
             if parent is not None:
                 self.children.setdefault(parent, []).append(path)
         self.max_depth = max((module_depth(p) for p in used), default=0)
-        self.labels = {
-            (e.src, e.dst): _parse_shape(e.label)
-            for e in graph.edges
-            if e.kind in _FLOW and e.label
-        }
+        self._labels: dict[tuple[str, str], tuple[int, ...] | None] | None = None
         self._ops: dict[str, Counter[str]] | None = None
         self._exits: dict[str, set[str | None]] | None = None
+
+    def label_shape(self, src: str, dst: str) -> tuple[int, ...] | None:
+        """Returns the shape written on the data edge ``src -> dst``, if any."""
+        if self._labels is None:
+            self._labels = {
+                (e.src, e.dst): _parse_shape(e.label)
+                for e in self.graph.edges
+                if e.kind in _FLOW and e.label
+            }
+        return self._labels.get((src, dst))
+
+    def position(self, path: str) -> tuple[int, str]:
+        """Returns a sort key putting modules in ``named_modules()`` order."""
+        return (self._order.get(path, len(self._order)), path)
 
     def resolve(self, path: str) -> str:
         """Returns a module path as stored, accepting the root class as a prefix."""
@@ -134,7 +146,7 @@ class _Index:
         if root_cls and head == root_cls and (rest in self.used or rest in self.cls):
             return rest
         known = sorted(p for p in self.used if p)
-        close = [p for p in known if p.endswith(path) or path in p][:5] or known[:5]
+        close = difflib.get_close_matches(path, known, n=5, cutoff=0.6) or known[:5]
         raise GradlensError(
             f"no module {path!r} made a node of this graph; known modules include "
             + ", ".join(repr(p) for p in close)
@@ -325,7 +337,7 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
             elif b is None and a is not None:
                 stubs[e.dst] = "s:" + e.dst
 
-    edges: dict[tuple[str, str, EdgeKind], str | None] = {}
+    edges: dict[tuple[str, str, EdgeKind], GraphEdge] = {}
     for e in ix.graph.edges:
         if e.kind == EdgeKind.SAVED and not saved:
             continue
@@ -333,7 +345,9 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         d = end(e.dst) or stubs.get(e.dst)
         if s is None or d is None or s == d or (e.src in stubs and e.dst in stubs):
             continue
-        edges.setdefault((s, d, e.kind), e.label)
+        key = (s, d, e.kind)
+        if key not in edges:  # the record itself when it is unchanged: no copy of a big graph
+            edges[key] = e if (s, d) == (e.src, e.dst) else GraphEdge(s, d, e.kind, e.label)
 
     members: dict[str, list[GraphNode]] = {}
     order: list[tuple[str, GraphNode | None]] = []
@@ -353,13 +367,12 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         node if node is not None else _module_node(ix, units, gid, members[gid], place)
         for gid, node in order
     ]
-    graph_edges = [GraphEdge(s, d, k, label) for (s, d, k), label in edges.items()]
-    v = _View(nodes, graph_edges, [], units, saved, ix.graph)
+    v = _View(nodes, list(edges.values()), [], units, saved, ix.graph)
     if not saved:
         v.hidden_saved = sum(
             1
             for n in ix.nodes
-            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) is not None
+            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) == ""
         )
     v.notes = _notes(ix, v, focus)
     return v
@@ -420,28 +433,30 @@ def _params(ix: _Index, path: str, members: list[GraphNode]) -> int:
 def _crossing(
     ix: _Index, members: list[GraphNode], place: dict[str, str | None], unit: str, into: bool
 ) -> list[tuple[int, ...]]:
-    """Returns the shapes of data crossing into (or out of) one unit, in order, unique."""
+    """Returns the shapes of data crossing into (or out of) one unit, in order, unique.
+
+    A tensor that needs no gradient and is read only inside (a buffer, a mask, token ids)
+    counts as an input only when nothing else flows in (an embedding's ids)."""
     shapes: list[tuple[int, ...]] = []
+    absorbed: list[tuple[int, ...]] = []
     for n in members:
-        found: list[tuple[int, ...] | None]
-        if into and n.kind == NodeKind.INPUT:
-            found = [n.shape]
-        elif n.kind == NodeKind.OP:
-            found = []
-            for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
-                if place.get(other) != unit:
-                    a, b = (other, n.id) if into else (n.id, other)
-                    found.append(_edge_shape(ix, a, b))
-        else:
+        if n.kind == NodeKind.INPUT:
+            if into and n.shape is not None and n.shape not in absorbed:
+                absorbed.append(n.shape)
             continue
-        for shape in found:
-            if shape is not None and shape not in shapes:
-                shapes.append(shape)
-    return shapes[:4]
+        if n.kind != NodeKind.OP:
+            continue
+        for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
+            if place.get(other) != unit:
+                a, b = (other, n.id) if into else (n.id, other)
+                shape = _edge_shape(ix, a, b)
+                if shape is not None and shape not in shapes:
+                    shapes.append(shape)
+    return (shapes or absorbed)[:4]
 
 
 def _edge_shape(ix: _Index, src: str, dst: str) -> tuple[int, ...] | None:
-    return ix.labels.get((src, dst)) or ix.by_id[src].shape
+    return ix.label_shape(src, dst) or ix.by_id[src].shape
 
 
 def _parse_shape(label: str) -> tuple[int, ...] | None:
@@ -507,9 +522,9 @@ def _paths_text(paths: Sequence[str]) -> str:
 def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
     notes: list[str] = []
     units = v.units
-    plain = [p for p, gid in units.group.items() if gid not in units.runs]
+    plain = sorted((p for p, gid in units.group.items() if gid not in units.runs), key=ix.position)
     by_cls: dict[str, list[str]] = {}
-    for p in sorted(plain, key=lambda p: _first_pos(ix, p)):
+    for p in plain:
         by_cls.setdefault(ix.cls.get(p) or "module", []).append(p)
     if by_cls:
         parts = [f"{len(ps)} {c} ({_paths_text(ps)})" for c, ps in by_cls.items()]
@@ -533,17 +548,10 @@ def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
     if not v.saved:
         hidden = v.hidden_saved
         if hidden:
-            notes.append(f"{hidden} saved-tensor boxes hidden: saved=True shows them")
+            notes.append(f"{hidden} saved-tensor boxes hidden: g.view(..., saved=True) shows them")
     if focus is not None:
         notes.insert(0, f"module {focus!r} only; its neighbours are drawn as stubs")
     return notes
-
-
-def _first_pos(ix: _Index, path: str) -> int:
-    for i, n in enumerate(ix.nodes):
-        if n.kind == NodeKind.OP and within(n.module, path):
-            return i
-    return len(ix.nodes)
 
 
 def _call(**kw: object) -> str:
@@ -571,9 +579,18 @@ def _fit(
     levels: list[int | None] = [None] if start is None else []
     levels += list(range(deepest, base, -1))
     last: _View | None = None
+    n_saved = sum(1 for n in ix.nodes if n.kind == NodeKind.SAVED)
     for level in levels:
         for show_saved in (saved, False) if saved else (False,):
-            v = _build(ix, _choose_units(ix, level, focus, fold, opened), show_saved, focus)
+            units = _choose_units(ix, level, focus, fold, opened)
+            if (
+                not units.group
+                and focus is None
+                and last is None
+                and len(ix.nodes) - (0 if show_saved else n_saved) > limit
+            ):
+                continue  # nothing collapses: the view is the whole graph, known too big
+            v = _build(ix, units, show_saved, focus)
             last = v
             if len(v.nodes) <= limit:
                 return _explain_fit(ix, v, level, limit, len(ix.nodes), auto, base)
@@ -670,13 +687,13 @@ def _fold_op_runs(v: _View) -> _View:
         a, b = head_of.get(e.src, e.src), head_of.get(e.dst, e.dst)
         if a != b:
             edges.setdefault((a, b, e.kind), e.label)
-    ops = Counter(by_id[r[0]].name for r in runs.values())
-    sizes = sorted((len(r) for r in runs.values()), reverse=True)
-    text = ", ".join(f"{k} ({c} run{'s' if c > 1 else ''})" for k, c in ops.items())
+    chains = sorted(((by_id[r[0]].name, len(r)) for r in runs.values()), key=lambda c: -c[1])
+    shown = ", ".join(f"{name} ×{n}" for name, n in chains[:4]) + (" …" if len(chains) > 4 else "")
+    many = len(chains) > 1
     note = (
-        f"{sum(sizes)} ops in {len(runs)} chain{'s' if len(runs) > 1 else ''} of one op "
-        f"each drawn as one node ×N: {text}; g.view(depth=None) draws every op"
-    )
+        f"drew {len(chains)} chain{'s' if many else ''} of one op as one node "
+        f"{'each' if many else ''} ({shown}); g.view(depth=None) draws every op"
+    ).replace("  ", " ")
     out = _View(
         nodes,
         [GraphEdge(a, b, k, lab) for (a, b, k), lab in edges.items()],

@@ -8,13 +8,14 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
+from .fast import make_record
 from .names import TensorNames
 from .saved import saved_slots
 from .summary import shape_of
@@ -28,14 +29,28 @@ def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
     """Returns the shape autograd expects at a node's input ``i`` (None when it has no single
     one: a nested tensor's sizes are symbolic)."""
     try:
-        return tuple(int(d) for d in meta[i].shape)
+        return tuple(map(int, meta[i].shape))
     except (RuntimeError, TypeError, AttributeError, ValueError):
         return None
 
 
 def _label(meta: Any, i: int) -> str | None:
     shape = _meta_shape(meta, i) if i < len(meta) else None
-    return None if shape is None else format_shape(shape)
+    if shape is None:
+        return None
+    text = _LABELS.get(shape)
+    if text is None:
+        if len(_LABELS) > 10_000:
+            _LABELS.clear()
+        text = _LABELS[shape] = format_shape(shape)
+    return text
+
+
+_LABELS: dict[tuple[int, ...], str] = {}  # a model has few distinct shapes: each made once
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def node_name(fn: Any) -> str:
@@ -55,7 +70,7 @@ class _Draft:
     module: str | None = None
     source: str | None = None
     saved_as: str | None = None
-    grads: list[ValueSummary | None] = field(default_factory=list)
+    grads: list[Any] = field(default_factory=list)  # summaries, or what build(value=) reads
     grad: ValueSummary | None = None
     freed: bool = False
     expanded: bool = False
@@ -76,6 +91,7 @@ class GraphBuilder:
         self._by_tensor: dict[tuple[NodeKind, int], str] = {}
         self._saved: dict[tuple[str, str], str] = {}  # (op node id, attribute) -> node id
         self._linked: set[str] = set()  # op nodes whose input edges are drawn
+        self._labels: dict[str, list[str | None]] = {}  # node id -> shape label of each input
 
     # -- node identity -------------------------------------------------------------------
     def _new(self, kind: NodeKind, **kw: Any) -> _Draft:
@@ -96,9 +112,10 @@ class GraphBuilder:
 
     def node_for(self, fn: Any) -> str:
         """Returns the node id of autograd Node ``fn``, creating a draft the first time."""
-        nid = self.known_id(fn)
-        if nid is not None:
-            return nid
+        marks = fn.metadata
+        mark = marks.get(self._key)
+        if mark is not None and mark[0] is self._token:
+            return str(mark[1])
         variable = getattr(fn, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
@@ -107,7 +124,7 @@ class GraphBuilder:
             shape = _meta_shape(meta, 0) if len(meta) == 1 else None
             dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
-        fn.metadata[self._key] = (self._token, nid)
+        marks[self._key] = (self._token, nid)
         return nid
 
     def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
@@ -129,12 +146,15 @@ class GraphBuilder:
         self._edges.setdefault((src, dst, kind), label)
 
     # -- walking -------------------------------------------------------------------------
-    def add_output(self, t: torch.Tensor) -> str:
-        """Adds ``t`` as an OUTPUT node, walks its graph, and returns the output node id."""
+    def add_output(self, t: torch.Tensor, reached: list[tuple[Any, str]] | None = None) -> str:
+        """Adds ``t`` as an OUTPUT node, walks its graph (adding what it reached to ``reached``
+        when given), and returns the output node id."""
         out = self.tensor_node(t, NodeKind.OUTPUT)
         if t.grad_fn is not None:
             self.edge(self.node_for(t.grad_fn), out, label=format_shape(shape_of(t)))
-            self.walk([t.grad_fn])
+            found = self.walk([t.grad_fn])
+            if reached is not None:
+                reached.extend(found)
         return out
 
     def link_new(self, fn: Any) -> None:
@@ -150,11 +170,11 @@ class GraphBuilder:
             for child, nr in node.next_functions:
                 if child is None:
                     continue
-                known = self.known_id(child) is not None
-                cid = self.node_for(child)
-                self.edge(cid, nid, label=_label(child._input_metadata, nr))
-                if not known:
+                cid = self.known_id(child)
+                if cid is None:
+                    cid = self.node_for(child)
                     queue.append(child)
+                self.edge(cid, nid, label=self._label(child, cid, nr))
 
     def walk(self, roots: list[Any]) -> list[tuple[Any, str]]:
         """Walks breadth-first from autograd Nodes ``roots``; returns every ``(fn, id)`` reached.
@@ -163,10 +183,10 @@ class GraphBuilder:
         """
         reached: list[tuple[Any, str]] = []
         seen: set[str] = set()
-        queue: deque[Any] = deque(roots)
+        queue: deque[tuple[Any, str]] = deque((fn, self.node_for(fn)) for fn in roots)
+        edges, node_for, data = self._edges, self.node_for, EdgeKind.DATA
         while queue:
-            fn = queue.popleft()
-            nid = self.node_for(fn)
+            fn, nid = queue.popleft()
             if nid in seen:
                 continue
             seen.add(nid)
@@ -177,13 +197,22 @@ class GraphBuilder:
             for child, nr in fn.next_functions:
                 if child is None:
                     continue
-                cid = self.node_for(child)
-                label = _label(child._input_metadata, nr)
-                self.edge(cid, nid, label=label)
+                cid = node_for(child)
+                if (cid, nid, data) not in edges:
+                    edges[(cid, nid, data)] = self._label(child, cid, nr)
                 if cid not in seen:
-                    queue.append(child)
+                    queue.append((child, cid))
             draft.expanded = True
         return reached
+
+    def _label(self, fn: Any, nid: str, i: int) -> str | None:
+        """Returns the shape label of input ``i`` of node ``fn`` (id ``nid``), reading the
+        node's input metadata once."""
+        labels = self._labels.get(nid)
+        if labels is None:
+            meta = fn._input_metadata
+            labels = self._labels[nid] = [_label(meta, j) for j in range(len(meta))]
+        return labels[i] if i < len(labels) else None
 
     def _read_saved(self, fn: Any, draft: _Draft) -> None:
         """Adds a SAVED node per saved value of ``fn`` (read without unpacking: no unpack hook
@@ -230,19 +259,33 @@ class GraphBuilder:
             del fn.metadata[self._key]
             queue.extend(child for child, _ in fn.next_functions if child is not None)
 
+    def forget(self, fns: Iterable[Any]) -> None:
+        """Removes this builder's marks from the Nodes ``fns`` (all a walk reached)."""
+        for fn in fns:
+            fn.metadata.pop(self._key, None)
+
     # -- result --------------------------------------------------------------------------
-    def build(self, leaf_grads: dict[int, ValueSummary | None] | None = None) -> Graph:
-        """Returns the Graph of everything collected so far."""
+    def build(
+        self,
+        leaf_grads: dict[int, Any] | None = None,
+        value: Callable[[Any], ValueSummary | None] | None = None,
+    ) -> Graph:
+        """Returns the Graph of everything collected so far; ``value`` turns what the drafts and
+        ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
+        get = value or _same
         nodes = []
         for d in self._drafts.values():
             name = d.name
+            aliases: tuple[str, ...] = ()
             if d.tensor_key is not None:
                 name = self.names.name(d.tensor_key)
+                aliases = self.names.aliases(d.tensor_key)  # tied weights: the other names
             grad = d.grad
             if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
-                grad = leaf_grads.get(d.tensor_key, grad)
+                grad = get(leaf_grads.get(d.tensor_key, grad))
             nodes.append(
-                GraphNode(
+                make_record(
+                    GraphNode,
                     id=d.id,
                     kind=d.kind,
                     name=name,
@@ -252,10 +295,14 @@ class GraphBuilder:
                     module=d.module,
                     source=d.source,
                     saved_as=d.saved_as,
-                    grads=tuple(d.grads),
+                    grads=tuple(get(g) for g in d.grads) if d.grads else (),
                     grad=grad,
                     freed=d.freed,
+                    aliases=aliases,
                 )
             )
-        edges = tuple(GraphEdge(s, t, k, label) for (s, t, k), label in self._edges.items())
+        edges = tuple(
+            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
+            for (s, t, k), label in self._edges.items()
+        )
         return Graph(nodes=tuple(nodes), edges=edges)

@@ -124,9 +124,10 @@ def update_sumsq(before: list[torch.Tensor], after: Sequence[torch.Tensor]) -> t
 class HistogramSpec:
     """What the sinks asked for: ``bins`` equal bins over each parameter's fixed range
     ``[lo, hi)`` (``ranges``, by name; ``default`` for a name not there, or None: no histogram
-    until its range is known)."""
+    until its range is known), on recorded steps 1, 1 + ``every``, 1 + 2 ``every``, ..."""
 
     bins: int
+    every: int = 100
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     default: tuple[float, float] | None = None
 

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 
 from .._errors import GradlensError, NoGraphError
-from ..records import Graph, ValueSummary
+from ..records import Graph
 from .builder import GraphBuilder
 from .module_paths import infer_modules
 from .names import TensorNames, named_params
-from .summary import summarize
+from .summary import Summaries
 
 __all__ = ["build_graph", "no_grad_fn_reason"]
 
@@ -38,12 +38,16 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
     names = TensorNames(named)
     builder = GraphBuilder(names)
     roots = [t.grad_fn for t in outputs]
+    done = False
     try:
+        reached: list[tuple[Any, str]] = []
         for i, t in enumerate(outputs):
             names.set_name(names.key(t), "output" if len(outputs) == 1 else f"output {i}")
-            builder.add_output(t)
-        leaf_grads: dict[int, ValueSummary | None] = {}
-        reached = builder.walk(roots)
+            builder.add_output(t, reached)
+        if len(outputs) > 1:  # leaves in breadth-first order from all the outputs at once
+            reached = builder.walk(roots)
+        values = Summaries()  # read on the device, one copy to the host
+        leaf_grads: dict[int, Any] = {}
         for fn, nid in reached:
             leaf = getattr(fn, "variable", None)
             key = builder.draft(nid).tensor_key
@@ -52,14 +56,19 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
             if not names.has_name(key):
                 names.set_name(key, _shape_name(leaf))
             if leaf.grad is not None:
-                leaf_grads[key] = summarize(leaf.grad)
+                leaf_grads[key] = values.add(leaf.grad)
         # views: each node's module, inferred from the parameters it reaches (module_paths.py)
         infos = (
             infer_modules(reached, builder, params) if isinstance(params, torch.nn.Module) else ()
         )
-        return replace(builder.build(leaf_grads), modules=infos)
+        values.resolve()
+        graph = replace(builder.build(leaf_grads, values.get), modules=infos)
+        builder.forget(fn for fn, _ in reached)  # every Node marked was reached
+        done = True
+        return graph
     finally:
-        builder.forget_marks(roots)
+        if not done:  # stopped half way: find the marks by walking again
+            builder.forget_marks(roots)
 
 
 def _shape_name(t: torch.Tensor) -> str:

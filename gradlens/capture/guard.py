@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Literal
 
 import torch
@@ -24,11 +24,14 @@ from torch.overrides import TorchFunctionMode
 
 from .._errors import GradlensError
 from ..records import InplaceViolation
-from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .calls import BACKWARD_CALLS, BackwardCall, parse_backward, tensors_in
 from .inplace import SavedTensors
-from .source import user_frame, user_site
+from .pure import _cache as _never_writes
+from .pure import never_writes
+from .saved import SKIP_HOOKED
+from .source import is_internal, user_frame
 from .summary import grad_fn_of
-from .writes import WriteLog
+from .writes import _OPS_KEPT, WriteLog
 
 __all__ = [
     "COMPILED_NOTE",
@@ -79,6 +82,9 @@ def compiled_graphs() -> int:
 _next_seq = torch._C._autograd._get_sequence_nr
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _jit_tracing = torch._C._get_tracing_state
+_is_compiling = torch.compiler.is_compiling
+_saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
+_TENSOR_BACKWARD = torch.Tensor.backward
 
 #: Said once when ``torch.jit.trace`` runs inside a guard or trace.
 JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
@@ -92,13 +98,68 @@ def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
         return [None if t.is_inference() else t._version for t in tensors]
 
 
+_codes: dict[CodeType, bool] = {}  # code object -> torch's or gradlens's own (not the user's)
+
+
+def _where(frame: FrameType) -> tuple[str, int]:
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def _user(frame: FrameType | None) -> tuple[str | None, int]:
+    """Returns ``(file, line)`` of the innermost user frame from ``frame`` outwards (as
+    ``source.user_site``, with the verdict kept per code object: this runs for every op)."""
+    while frame is not None:
+        code = frame.f_code
+        internal = _codes.get(code)
+        if internal is None:
+            if len(_codes) > 8192:
+                _codes.clear()
+            internal = _codes[code] = is_internal(code.co_filename)
+        if not internal:
+            return code.co_filename, frame.f_lineno
+        frame = frame.f_back
+    return None, 0
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, guard: Guard) -> None:
         super().__init__()
         self._guard = guard
+        self._made = None if guard.log is None else guard.log.made_log
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
+        made = self._made
+        if _is_compiling():  # dynamo is tracing this handler: change nothing
+            return func(*args, **(kwargs or {}))
+        if made is not None:
+            # The fast path: an op that cannot write its arguments (``pure.never_writes``) only
+            # has the nodes it made noted, by sequence number; no tensor is touched.
+            try:
+                writes = _never_writes[func]
+            except (KeyError, TypeError):
+                writes = never_writes(func)
+            if writes is not None and (not kwargs or writes.isdisjoint(kwargs)):
+                guard = self._guard
+                if guard._off or _jit_tracing() is not None:
+                    return guard._on_call(func, args, kwargs or {})
+                start = _next_seq()
+                out = func(*args, **kwargs) if kwargs else func(*args)
+                end = _next_seq()
+                if end != start:
+                    try:
+                        if _saved_hooks(False) is not None:
+                            guard.log.skipped[SKIP_HOOKED] += 1  # type: ignore[union-attr]
+                        frame = sys._getframe(1)
+                        if _codes.get(frame.f_code) is False:  # called from user code
+                            made.append((start, end, func.__name__, *_where(frame)))
+                        else:
+                            made.append((start, end, func.__name__, *_user(frame)))
+                        if len(made) > _OPS_KEPT:
+                            guard.log.trim()  # type: ignore[union-attr]
+                    except Exception as e:
+                        guard._fail(func.__name__, e)
+                return out
         return self._guard._on_call(func, args, kwargs or {})
 
 
@@ -159,7 +220,7 @@ class Guard:
         __tracebackhide__ = True
         if self._off:
             return func(*args, **kwargs)
-        if torch.compiler.is_compiling():  # dynamo is tracing this handler: change nothing
+        if _is_compiling():  # dynamo is tracing this handler: change nothing
             return func(*args, **kwargs)
         if _jit_tracing() is not None:  # our own ops would land in the TorchScript graph
             self.note(JIT_NOTE)
@@ -213,12 +274,20 @@ class Guard:
             # without moving their version on CPU: each tensor of its first argument is written.
             bumped = [(t, t._version) for t in fused if isinstance(t, torch.Tensor)]
         log = self.log
+        if log is not None:
+            if bumped:
+                file, line = _user(sys._getframe(1))
+                site = None if file is None else (file, line)
+                for t, v in bumped:
+                    log.log_write(t, name, site, v, seq)
+            end = _next_seq()
+            if end != seq:
+                file, line = _user(sys._getframe(1))
+                log.made(seq, end, name, None if file is None else (file, line))
+            return
         frame, source = user_frame() if bumped else (None, None)
         for t, v in bumped:
-            if log is not None:
-                log.log_write(t, name, source, v, seq)
-            else:
-                self.saved.check_write(t, name, source, frame, v)
+            self.saved.check_write(t, name, source, frame, v)
         if type(out) in _PLAIN:
             outputs = [out] if grad_fn_of(out) is not None else []
         elif isinstance(out, (list, tuple)):
@@ -226,12 +295,9 @@ class Guard:
         else:
             return
         if outputs:
-            if log is not None:
-                log.stamp(outputs, name, user_site())
-            else:
-                if not bumped:
-                    _, source = user_frame()
-                self.saved.record_saves(outputs, name, source, tensors)
+            if not bumped:
+                _, source = user_frame()
+            self.saved.record_saves(outputs, name, source, tensors)
 
     def _leaf_write(self, tensors: list[torch.Tensor], name: str) -> None:
         frame, source = user_frame()
@@ -244,8 +310,9 @@ class Guard:
         if self.log is not None:
             seq = _next_seq()
             out = func(*args, **kwargs)
-            _, source = user_frame()
-            self._safely("data =", self.log.log_data_set, args[0], source, seq)
+            file, line = _user(sys._getframe(1))
+            site = None if file is None else (file, line)
+            self._safely("data =", self.log.log_data_set, args[0], site, seq)
             return out
         ids = self._safely("data =", self.saved.same_tensor, args[0]) or []
         out = func(*args, **kwargs)
@@ -261,7 +328,10 @@ class Guard:
         ids: list[int] = []
         retain = True
         try:
-            parsed = parse_backward(func, args, kwargs)
+            if func is _TENSOR_BACKWARD and len(args) == 1 and not kwargs:  # loss.backward()
+                parsed = BackwardCall("backward", [args[0]], [], [], False, False)
+            else:
+                parsed = parse_backward(func, args, kwargs)
             retain = parsed.retain_graph
             if self.log is not None:
                 found = self.log.check_backward(parsed.roots, frame, parsed.inputs)

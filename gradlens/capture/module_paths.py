@@ -12,7 +12,9 @@ stamped on every node as the forward creates it, so creation order is known):
    (Conv1D's ``reshape`` before ``addmm``) joins that module ("head");
 4. an op in the gap after a submodule C's range (residual ``add``, ``view`` after ``addmm``)
    joins C when each of its inputs comes from inside C or is an input C itself read ("tail");
-   into a module without submodules only a reshape straight after one of its parameter ops.
+   into a module without submodules only a reshape straight after one of its parameter ops;
+5. k modules without parameters registered between two with (``avgpool`` between ``layer4``
+   and ``fc``) get the last k ops of the gap between their ranges, one each, in order.
 
 Modules without parameters (``Dropout``, ``ReLU``, ``avgpool``) and ops between modules cannot
 be told apart this way; ``tests/test_views.py`` measures the match with trace()'s hooks.
@@ -127,7 +129,7 @@ def infer_modules(
     # op using the result (``mm``).
     for op, path in list(anchor.items()):
         outs = users.get(op, [])
-        if not inputs.get(op) and len(outs) == 1:
+        if not inputs.get(op) and len(outs) == 1 and _SHAPING.match(names[op]):
             anchor.setdefault(outs[0], path)
 
     ranges: dict[str, tuple[int, int]] = {}
@@ -144,6 +146,7 @@ def infer_modules(
         if info.path and info.path in ranges:
             children.setdefault(info.path.rpartition(".")[0], []).append(info.path)
 
+    after = _free_after(infos, ranges)
     module: dict[str, str | None] = {}
     for op, s in seq.items():
         module[op] = anchor.get(op) or _deepest(s, ranges, children)
@@ -160,15 +163,34 @@ def infer_modules(
         if _inside(target, module[op]) and target != module[op]:
             module[op] = target
             headed.add(op)
+    # Modules without parameters registered right after C, before C's next sibling with
+    # parameters (ResNet's ``avgpool`` between ``layer4`` and ``fc``), made the last ops of the
+    # gap between them, one op each, as such modules mostly do (pooling, activation, dropout).
+    fixed = set(headed)
+    for before, (free, nxt) in after.items():
+        gap = [
+            op
+            for op in order
+            if ranges[before][1] < seq[op] < ranges[nxt][0]
+            and op not in fixed
+            and module[op] == before.rpartition(".")[0]
+        ]
+        if gap and len(gap) >= len(free):
+            for op, owner in zip(gap[-len(free) :], free, strict=True):
+                module[op] = owner
+                fixed.add(op)
     for op in order:  # tails: what a submodule's output goes through before the parent's ops
         where = module[op]
-        if op in anchor or op in headed:
+        if op in anchor or op in fixed:
             continue
         if where is not None:
             module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
-        elif any(module.get(i) is not None for i in inputs.get(op, [])):
-            # After the model's last parameter op: a tail of one of its modules (lm_head's
-            # view after mm), never of the root itself (the loss is outside the model).
+        elif any(module.get(i) is not None for i in inputs.get(op, [])) and (
+            _SHAPING.match(names[op]) or builder.draft(op).shape not in ((), None)
+        ):
+            # After the model's last parameter op: a reshape (lm_head's view after mm) or
+            # the last block's residual add and ReLU may end one of its modules; never the
+            # root itself, nor an op making a scalar (a loss is outside the model).
             inner = _tail(op, "", inputs, users, module, anchor, parents, names)
             module[op] = inner or None
 
@@ -178,6 +200,29 @@ def infer_modules(
     for nid, owner in leaf_owner.items():
         builder.draft(nid).module = owner
     return infos
+
+
+def _free_after(
+    infos: tuple[ModuleInfo, ...], ranges: dict[str, tuple[int, int]]
+) -> dict[str, tuple[list[str], str]]:
+    """Returns ``{C: (free, next)}``: the modules without a range registered after C and before
+    ``next``, C's next sibling with a range."""
+    siblings: dict[str, list[str]] = {}
+    for info in infos:
+        if info.path:
+            siblings.setdefault(info.path.rpartition(".")[0], []).append(info.path)
+    out: dict[str, tuple[list[str], str]] = {}
+    for kids in siblings.values():
+        last: str | None = None
+        free: list[str] = []
+        for kid in kids:
+            if kid in ranges:
+                if last is not None and free:
+                    out[last] = (free, kid)
+                last, free = kid, []
+            elif last is not None:
+                free.append(kid)
+    return out
 
 
 def _deepest(

@@ -88,7 +88,7 @@ class ModuleStack:
         several = len(self._roots) > 1
         for i, (root, prefix) in enumerate(zip(self._roots, self._prefixes, strict=True)):
             base = type(root).__name__
-            for name, p in root.named_parameters():
+            for name, p in root.named_parameters(remove_duplicate=False):  # tied: both names
                 owner = name.rpartition(".")[0]
                 # Two modules both have a "weight": name each after its module's position.
                 key = f"{base}{i}.{name}" if several else name

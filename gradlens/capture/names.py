@@ -16,14 +16,17 @@ __all__ = ["TensorNames", "named_params"]
 
 
 def named_params(params: Any, *, where: str = "params") -> dict[str, torch.Tensor]:
-    """Returns ``{name: tensor}`` from an ``nn.Module``, a mapping of tensors, or None.
+    """Returns ``{name: tensor}`` from an ``nn.Module`` (every name of a tied parameter), a
+    mapping of tensors, or None.
 
     Raises GradlensError for anything else, saying what is accepted.
     """
     if params is None:
         return {}
     if isinstance(params, torch.nn.Module):
-        return dict(params.named_parameters())
+        # Every name, a tied or shared parameter's too (one tensor, two names: the first is
+        # its name, the others its aliases).
+        return dict(params.named_parameters(remove_duplicate=False))
     if isinstance(params, Mapping):
         out: dict[str, torch.Tensor] = {}
         for name, t in params.items():
@@ -53,8 +56,13 @@ class TensorNames:
         self._taken: set[str] = set()
         self._suffix: dict[str, int] = {}  # the last "#n" given to each name
         self._next = 0
+        self._aliases: dict[int, tuple[str, ...]] = {}
         for name, t in (named or {}).items():
-            self.set_name(self.key(t), name)
+            k = self.key(t)
+            if k in self._names:  # a tensor named twice: tied weights, a module used twice
+                self._aliases[k] = (*self._aliases.get(k, ()), name)
+            else:
+                self.set_name(k, name)
 
     def key(self, t: torch.Tensor) -> int:
         """Returns the key of ``t``, giving it the next one the first time it is seen."""
@@ -93,6 +101,16 @@ class TensorNames:
         self._taken.add(unique)
         self._names[k] = unique
         return unique
+
+    def aliases(self, k: int) -> tuple[str, ...]:
+        """Returns the other names key ``k`` was given (``("lm_head.weight",)`` for GPT-2's
+        ``transformer.wte.weight``), in the order given; () for most tensors."""
+        return self._aliases.get(k, ())
+
+    def aliases_of(self, t: torch.Tensor) -> tuple[str, ...]:
+        """Returns :meth:`aliases` of tensor ``t`` (() if it was never seen)."""
+        k = self.known(t)
+        return () if k is None else self.aliases(k)
 
     def name(self, k: int) -> str:
         """Returns the name of key ``k``, naming it ``t<k>`` if it has none yet."""

@@ -14,6 +14,7 @@ import torch
 
 from ..records import ParamStats, StepRecord
 from ..records.histograms import GradHistogram
+from .nan_origin import ForwardPending
 
 __all__ = ["Group", "Pending", "to_records"]
 
@@ -45,6 +46,7 @@ class Pending:
     optimizer: str = ""
     #: Gradient histograms a sink asked for: (name, lo, hi, counts on the device).
     hists: list[tuple[str, float, float, torch.Tensor]] = field(default_factory=list)
+    forward: ForwardPending | None = None  # nan_origin's probes of the step's module calls
 
 
 def to_records(
@@ -69,6 +71,8 @@ def _device_parts(p: Pending) -> list[_Part]:
     parts: list[_Part] = [p.loss, p.lr, *p.scalars.values()]
     for g in p.groups:
         parts += [g.light, g.detail, g.update]
+    if p.forward is not None:  # nan_origin: after the groups
+        parts += p.forward.tensors
     return parts + [h[3] for h in p.hists]  # histograms last: _step_record leaves them
 
 
@@ -103,7 +107,14 @@ def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRe
     loss, lr = values[0], values[1]
     n_scalars = len(p.scalars)
     scalars = values[2 : 2 + n_scalars]
-    rest = values[2 + n_scalars : len(values) - len(p.hists)]
+    rest = values[2 + n_scalars : 2 + n_scalars + 3 * len(p.groups)]
+    forward = (
+        (0, True, ())
+        if p.forward is None
+        else p.forward.records(
+            values[2 + n_scalars + 3 * len(p.groups) : len(values) - len(p.hists)]  # type: ignore[arg-type]
+        )
+    )
     grads: dict[str, ParamStats] = {}
     for g, (light, detail, update) in zip(
         p.groups, zip(rest[0::3], rest[1::3], rest[2::3], strict=True), strict=True
@@ -135,6 +146,9 @@ def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRe
         backward_calls=p.backward_calls,
         detail=p.detail,
         optimizer=p.optimizer,
+        forward_calls=forward[0],
+        forward_complete=forward[1],
+        forward_nonfinite=forward[2],
         scalars={
             name: v for name, v in zip(p.scalars, scalars, strict=True) if isinstance(v, float)
         },

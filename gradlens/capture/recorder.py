@@ -38,13 +38,14 @@ from ..records import (
 )
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
+from .fast import make_record, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .module_paths import CallModules
 from .modules import ModuleStack
 from .names import TensorNames, named_params
 from .source import user_frame
-from .summary import grad_fn_of, summarize, tensor_ref, tensor_status, version_of
+from .summary import Summaries, grad_fn_of, tensor_ref, tensor_status, version_of
 
 __all__ = ["Recorder"]
 
@@ -121,7 +122,7 @@ class Recorder:
             named.setdefault(pname, p)
         self._names = TensorNames(named)
         for _pname, (p, path) in self._modules.param_modules().items():
-            self._param_owner[self._names.key(p)] = path
+            self._param_owner.setdefault(self._names.key(p), path)  # tied: the first name's
         self._builder = GraphBuilder(self._names)
         self._events: list[tuple[Event, dict[str, Any]]] = []
         self._mode = _Mode(self)
@@ -132,7 +133,11 @@ class Recorder:
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}
         self._hooks: list[RemovableHandle] = []
         self._pending_leaf: dict[int, int] = {}
-        self._finite: dict[tuple[int, int], bool] = {}  # (tensor key, version) -> has NaN/Inf
+        # (tensor key, version) -> has NaN/Inf (an answer still on the device: a Pending)
+        self._finite: dict[tuple[int, int], Any] = {}
+        self._flags: dict[int, Any] = {}  # id of a TensorRef -> its pending nonfinite answer
+        # Values read on the device as they pass, copied to the host once, at the end.
+        self._values = Summaries()
         self._saved = SavedTensors()  # in-place writes to saved tensors, seen as they happen
         self._builder.saved_shape = self._saved.saved_shape
         self._saved.node_id = self._builder.known_id
@@ -209,6 +214,7 @@ class Recorder:
         if torch._C._get_tracing_state() is not None:  # ours would land in the jit graph
             self._note(JIT_NOTE)
             return func(*args, **kwargs)
+        self._values.fresh()  # the user's code ran: a value read before may have changed
         call = BACKWARD_CALLS.get(func)
         if call is not None:
             return self._on_backward(call, func, args, kwargs)
@@ -327,7 +333,8 @@ class Recorder:
         self._saved.record_saves(outputs, name, source, inputs)  # after the nodes got ids
         if name not in _PASSIVE:
             self._consumed.update(k for _, k, _ in before)
-        op_event = OpEvent(
+        op_event = make_record(
+            OpEvent,
             index=len(self._events),
             op=name,
             inputs=tuple(r for _, _, r in before),
@@ -379,10 +386,12 @@ class Recorder:
         key = (self._names.key(t), version_of(t))
         known = None if fresh else self._finite.get(key)
         if known is None:
-            ref = tensor_ref(t, "", check_finite=True)
-            self._finite[key] = ref.nonfinite
-            return ref
-        return replace(tensor_ref(t, ""), nonfinite=known)
+            known = self._finite[key] = self._values.nonfinite(t)
+        if isinstance(known, bool):
+            return tensor_ref(t, "", nonfinite=known)
+        ref = tensor_ref(t, "", nonfinite=False)  # the answer comes with the batched copy
+        self._flags[id(ref)] = known
+        return ref
 
     # -- backward --------------------------------------------------------------------------
     def _on_backward(self, call: str, func: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
@@ -406,16 +415,16 @@ class Recorder:
                 root_nodes[k] = self._builder.add_output(t)
         reached = self._builder.walk([t.grad_fn for t in roots_l if t.grad_fn is not None])
         slot = len(self._events)
-        keys = {"roots": [self._names.key(t) for t in roots_l]}
+        keys: dict[str, Any] = {"roots": [self._names.key(t) for t in roots_l]}
         keys["wrt"] = [self._names.key(t) for t in wrt if isinstance(t, torch.Tensor)]
+        keys["gradient"] = [
+            self._values.add(w) if isinstance(w, torch.Tensor) else None for w in weights_l
+        ]
         base = BackwardEvent(
             index=slot,
             call=call,
             pass_index=pass_index,
             roots=(),
-            gradient=tuple(
-                summarize(w) if isinstance(w, torch.Tensor) else None for w in weights_l
-            ),
             retain_graph=retain_graph,
             create_graph=create_graph,
             source=source,
@@ -426,11 +435,13 @@ class Recorder:
         self._confirmed(self._saved.confirm(saved_ids), frame)
         try:
             for fn, nid in reached:
-                self._hooks.append(
-                    fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index))
-                )
                 leaf = getattr(fn, "variable", None)
-                if isinstance(leaf, torch.Tensor):
+                if not isinstance(leaf, torch.Tensor):
+                    leaf = None
+                self._hooks.append(
+                    fn.register_prehook(self._grad_hook(nid, node_name(fn), pass_index, leaf))
+                )
+                if leaf is not None:
                     self._hooks.append(
                         leaf.register_post_accumulate_grad_hook(self._accumulated_hook())
                     )
@@ -442,15 +453,14 @@ class Recorder:
                 raise
             finally:
                 self._remove_hooks()
+                # No fresh() here: the gradients read in the hooks are still what they were
+                # unless the user's code changes them, and every op it runs calls fresh().
                 self._builder.refresh_saved(reached)
             if not retain_graph:
                 self._saved.drop(saved_ids)  # freed by this backward: later writes are harmless
             if call == "grad":
                 results = [r if isinstance(r, torch.Tensor) else None for r in result]
-                self._events[slot] = (
-                    replace(base, results=tuple(summarize(r) for r in results)),
-                    keys,
-                )
+                keys["results"] = [self._values.add(r) for r in results]
                 for r in results:
                     if r is None or r.grad_fn is None:
                         continue
@@ -468,37 +478,66 @@ class Recorder:
             for v in found:
                 self.on_confirm(v, frame)
 
-    def _grad_hook(self, nid: str, node_name: str, pass_index: int) -> Any:
+    def _grad_hook(
+        self, nid: str, node_name: str, pass_index: int, leaf: torch.Tensor | None
+    ) -> Any:
         def hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-            grads = tuple(
-                summarize(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs
-            )
-            draft = self._builder.draft(nid)
-            draft.grads.append(next((g for g in grads if g is not None), None))
-            event = GradEvent(
-                index=len(self._events),
-                pass_index=pass_index,
-                node=nid,
-                node_name=node_name,
-                grads=grads,
-            )
-            keys: dict[str, Any] = {}
-            if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
-                keys["leaf"] = draft.tensor_key
-                self._pending_leaf[draft.tensor_key] = len(self._events)
-            self._events.append((event, keys))
+            if self._off:
+                return
+            try:
+                self._on_grad(nid, node_name, pass_index, grad_outputs, leaf)
+            except Exception as e:  # gradlens's own failure must never break the backward
+                self._fail(f"the gradient of {node_name}", e)
 
         return hook
 
+    def _on_grad(
+        self,
+        nid: str,
+        node_name: str,
+        pass_index: int,
+        grad_outputs: tuple[Any, ...],
+        leaf: torch.Tensor | None,
+    ) -> None:
+        add = self._values.add
+        grads = [add(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs]
+        draft = self._builder.draft(nid)
+        draft.grads.append(next((g for g in grads if g is not None), None))
+        event = make_record(
+            GradEvent,
+            index=len(self._events),
+            pass_index=pass_index,
+            node=nid,
+            node_name=node_name,
+            grads=(),
+        )
+        keys: dict[str, Any] = {"grads": grads}
+        if draft.kind is NodeKind.LEAF and draft.tensor_key is not None:
+            keys["leaf"] = draft.tensor_key
+            self._pending_leaf[draft.tensor_key] = len(self._events)
+            if leaf is not None and leaf.grad is None and len(grads) == 1:
+                keys["incoming"] = grads[0]  # .grad will be this gradient (or a copy of it)
+        self._events.append((event, keys))
+
     def _accumulated_hook(self) -> Any:
         def hook(leaf: torch.Tensor) -> None:
-            k = self._names.key(leaf)
-            slot = self._pending_leaf.pop(k, None)
-            if slot is None:
+            if self._off:
                 return
-            event, keys = self._events[slot]
-            assert isinstance(event, GradEvent)
-            self._events[slot] = (replace(event, accumulated=summarize(leaf.grad)), keys)
+            try:
+                k = self._names.key(leaf)
+                slot = self._pending_leaf.pop(k, None)
+                if slot is None:
+                    return
+                keys = self._events[slot][1]
+                others = leaf._post_accumulate_grad_hooks
+                if "incoming" in keys and leaf.grad is not None and len(others or ()) == 1:
+                    # .grad was None, so AccumulateGrad made it the gradient that arrived, and
+                    # no hook but this one ran since: the same numbers, not read twice.
+                    keys["accumulated"] = keys["incoming"]
+                else:
+                    keys["accumulated"] = self._values.add(leaf.grad)
+            except Exception as e:  # gradlens's own failure must never break the backward
+                self._fail("a leaf's accumulated gradient", e)
 
         return hook
 
@@ -523,15 +562,21 @@ class Recorder:
             if k in self._param_owner:
                 nid = self._builder.tensor_node(t, NodeKind.LEAF)
                 self._builder.draft(nid).module = self._param_owner[k]
-        leaf_grads = {k: summarize(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
-        graph = replace(self._builder.build(leaf_grads), modules=self._module_infos)  # views
+        values = self._values  # fresh() ran at the user's last op: what it read still holds
+        leaf_grads = {k: values.add(t.grad) for k, t in alive if t.is_leaf and t.grad is not None}
+        for _, t in alive:  # read now, so that one copy to the host brings everything
+            values.add(t.grad if (t.is_leaf or t.retains_grad) else None)
+            values.add(t)
+        values.resolve()
+        graph = self._builder.build(leaf_grads, values.get)
+        graph = replace(graph, modules=self._module_infos)  # views: the modules the hooks saw
         if final:
             fns = [grad_fn_of(t) for _, t in alive]
             self._builder.forget_marks([fn for fn in fns if fn is not None])
         tensors = {}
         for k, t in alive:
             name = self._names.name(k)
-            tensors[name] = tensor_status(t, name)
+            tensors[name] = tensor_status(t, name, summaries=values)
         events = tuple(self._finish_event(e, keys) for e, keys in self._events)
         violations = tuple(self._saved.violations)
         notes = [f"not checked for in-place writes: {n} saved value{'s' if n != 1 else ''}: {why}"
@@ -556,23 +601,36 @@ class Recorder:
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
             return tuple(
-                replace(r, name=self._names.name(k)) for r, k in zip(refs, ks, strict=True)
+                replaced(r, name=self._names.name(k))
+                if id(r) not in self._flags
+                else replaced(
+                    r, name=self._names.name(k), nonfinite=self._values.flag(self._flags[id(r)])
+                )
+                for r, k in zip(refs, ks, strict=True)
             )
 
         if isinstance(event, OpEvent):
-            return replace(
+            return replaced(
                 event,
                 inputs=named(event.inputs, keys["inputs"]),
                 outputs=named(event.outputs, keys["outputs"]),
             )
         if isinstance(event, ErrorEvent):
-            return replace(event, inputs=named(event.inputs, keys["inputs"]))
+            return replaced(event, inputs=named(event.inputs, keys["inputs"]))
+        get = self._values.get
         if isinstance(event, BackwardEvent):
-            return replace(
+            return replaced(
                 event,
                 roots=tuple(self._names.name(k) for k in keys["roots"]),
                 inputs=tuple(self._names.name(k) for k in keys["wrt"]),
+                gradient=tuple(get(g) for g in keys["gradient"]),
+                results=tuple(get(r) for r in keys.get("results", ())),
             )
-        if "leaf" in keys:
-            return replace(event, leaf=self._names.name(keys["leaf"]))
+        if isinstance(event, GradEvent):
+            return replaced(
+                event,
+                grads=tuple(get(g) for g in keys["grads"]),
+                accumulated=get(keys.get("accumulated")),
+                leaf=self._names.name(keys["leaf"]) if "leaf" in keys else event.leaf,
+            )
         return event

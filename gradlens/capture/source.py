@@ -6,8 +6,9 @@ import functools
 import inspect
 import os
 import sys
+import sysconfig
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -46,7 +47,18 @@ def _framework_dirs() -> tuple[str, ...]:
 
 
 _FRAMEWORK_DIRS = _framework_dirs()
+# Model definitions shipped with transformers are where ops happen: their lines are shown.
+_MODELS_DIR = os.sep + os.path.join("transformers", "models") + os.sep
 _HEAVY = (torch.Tensor, torch.nn.Module)
+# Installed code is shown from its package down (``transformers/.../modeling_gpt2.py``).
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
+_STDLIB_DIRS = tuple(
+    {str(Path(sysconfig.get_paths()[k]).resolve()) + os.sep for k in ("stdlib", "platstdlib")}
+)
+_TORCH_PARENT = os.path.dirname(_TORCH_DIR.rstrip(os.sep)) + os.sep
+# The call sites seen: code object and line -> (is the user's, "file.py:line", cwd then).
+_sites: dict[tuple[CodeType, int], tuple[bool, str, str]] = {}
+_MAX_SITES = 50_000
 
 
 def _is_internal(filename: str) -> bool:
@@ -56,7 +68,7 @@ def _is_internal(filename: str) -> bool:
         hit = (
             path.startswith(_TORCH_DIR)
             or (path.startswith(_GRADLENS_DIR) and not path.startswith(_EXAMPLES_DIR))
-            or path.startswith(_FRAMEWORK_DIRS)
+            or (path.startswith(_FRAMEWORK_DIRS) and _MODELS_DIR not in path)
             or filename.startswith("<frozen")
             or os.sep + "contextlib.py" in filename
         )
@@ -87,22 +99,54 @@ def format_location(filename: str, line: int) -> str:
 
 
 def _short(filename: str) -> str:
-    """Returns the path relative to the working directory when inside it, else as given."""
+    """Returns how a path is shown: installed code from its package down, with the folders
+    between elided (``transformers/.../modeling_gpt2.py``, ``json/decoder.py``); the user's
+    own files relative to the working directory when inside it, else as given."""
     return _short_from(filename, os.getcwd())
 
 
 @functools.lru_cache(maxsize=1024)
 def _short_from(filename: str, cwd: str) -> str:
+    if filename.startswith(_GRADLENS_DIR):  # the worked examples, wherever installed
+        if not os.path.relpath(filename, cwd).startswith(".."):
+            return os.path.relpath(filename, cwd)
+        package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
+        return filename[len(package_parent) :]
+    installed = _installed(filename)
+    if installed is not None:
+        return installed
     try:
         rel = os.path.relpath(filename, cwd)
     except ValueError:
         rel = ".."
     if not rel.startswith(".."):
         return rel
-    if filename.startswith(_GRADLENS_DIR):  # the worked examples, wherever installed
-        package_parent = os.path.dirname(_GRADLENS_DIR.rstrip(os.sep)) + os.sep
-        return filename[len(package_parent) :]
     return filename
+
+
+def _installed(filename: str) -> str | None:
+    """Returns ``package/.../file.py`` for a file of an installed package, the standard library
+    or torch; None for any other file."""
+    if not os.path.isabs(filename):
+        return None  # "<stdin>", "<frozen runpy>", a relative path: shown as given
+    parts = filename.split(os.sep)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in _PACKAGE_DIRS:
+            return _elide(parts[i + 1 :])
+    for root in (*_STDLIB_DIRS, _TORCH_PARENT):
+        if filename.startswith(root):
+            return _elide(filename[len(root) :].split(os.sep))
+    return None
+
+
+def _elide(parts: list[str]) -> str | None:
+    """Returns ``first/.../last`` (``first/last`` or ``last`` when that is all there is)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    if len(parts) <= 2:
+        return "/".join(parts)
+    return f"{parts[0]}/.../{parts[-1]}"
 
 
 _CO_OPTIMIZED = inspect.CO_OPTIMIZED
@@ -128,14 +172,35 @@ def frame_locals(frame: FrameType) -> dict[str, Any]:
 
 
 def user_frame() -> tuple[FrameType | None, str | None]:
-    """Returns the innermost user frame and its ``"file.py:line"`` (None, None if none)."""
+    """Returns the innermost user frame and its ``"file.py:line"`` (None, None if none).
+
+    Each call site (code object and line) is looked at once; later calls from it cost a dict
+    lookup per frame.
+    """
     frame: FrameType | None = sys._getframe(1)
+    cwd: str | None = None
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not _is_internal(filename):
-            return frame, f"{_short(filename)}:{frame.f_lineno}"
+        key = (frame.f_code, frame.f_lineno)
+        site = _sites.get(key)
+        if site is None or (site[0] and site[2] != (cwd := cwd or os.getcwd())):
+            site = _site(*key)
+        if site[0]:
+            return frame, site[1]
         frame = frame.f_back
     return None, None
+
+
+def _site(code: CodeType, line: int) -> tuple[bool, str, str]:
+    """Returns (whether the line is the user's, its ``"file.py:line"``, the working directory
+    the text was made in), remembered for the next time."""
+    if len(_sites) >= _MAX_SITES:
+        _sites.clear()  # code made on the fly (exec, lambdas) must not pile up forever
+    filename = code.co_filename
+    cwd = os.getcwd()
+    user = not _is_internal(filename)
+    site = (user, f"{_short_from(filename, cwd)}:{line}" if user else "", cwd)
+    _sites[(code, line)] = site
+    return site
 
 
 def user_site() -> tuple[str, int] | None:

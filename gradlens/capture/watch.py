@@ -23,7 +23,9 @@ and line number) by the gradient hook; it is formatted only when a finding is ma
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
@@ -43,6 +45,7 @@ from ..records.histograms import GradHistogram
 from . import gradstats
 from .calls import parse_backward
 from .distributed import Ranks, active, grad_key, is_dtensor, local
+from .nan_origin import ForwardChecks, ForwardPending
 from .pending import Pending, to_records
 from .source import format_location, user_source
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
@@ -88,6 +91,8 @@ _WRITES: tuple[Any, ...] = (
     _DATA_SET,
 )
 _FOREACH_WRITES: tuple[Any, ...] = (torch._foreach_add_, torch._foreach_sub_, torch._foreach_mul_)
+_OptimizedModule = torch._dynamo.eval_frame.OptimizedModule  # torch.compile(model)
+_GLOBAL_HOOK_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks"
 _ZEROS: tuple[Any, ...] = (torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.__setitem__)
 
 
@@ -109,7 +114,17 @@ class Watcher:
         every: int = 1,
         detail_every: int = DETAIL_EVERY,
         external: bool = False,
+        model: torch.nn.Module | None = None,
+        nan_origin: bool = False,
     ) -> None:
+        self._model = model
+        self.notes: list[str] = []
+        # nan_origin: forward hooks on the model's modules (global ones without a model)
+        self._forward = ForwardChecks(model, self.notes) if nan_origin else None
+        self._popped: list[bool] = []  # a compiled model's calls: whether the mode was left
+        self._hidden: list[tuple[dict[int, Any], int, Any]] = []  # global hooks taken out
+        self._gaps: set[int] = set()  # compiled modules given the hook that returns the mode
+        self._warning_filter: Any = None
         self._params: dict[int, ParamState] = {}  # id(tensor) -> ParamState
         self._order: list[ParamState] = []
         self._names = dict(named)
@@ -140,7 +155,6 @@ class Watcher:
         self.on_step: Callable[[int], None] | None = None
         self._param_infos: list[ParamInfo] = []
         self.facts: list[WatchFact] = []
-        self.notes: list[str] = []
         self._seen_facts: set[tuple[str, str | None, str | None]] = set()
         self._ranks = Ranks(self.facts, self.notes)  # torch.distributed (capture/distributed)
         self._ready: list[StepRecord] = []  # steps combined across ranks, not yet flushed
@@ -183,6 +197,22 @@ class Watcher:
             self._handlers = handlers
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
+            # Dynamo guards on the torch-function mode stack: leave the mode out of a compiled
+            # model's forward (it needs none of it), so no graph is recompiled for it.
+            if isinstance(self._model, _OptimizedModule):
+                model = self._model
+                self._handles.append(model.register_forward_pre_hook(self._leave_mode))
+                self._handles.append(
+                    model.register_forward_hook(self._return_mode, always_call=True)
+                )
+            elif self._model is None and self._global:  # gradlens run: any compiled module
+                hooks = torch.nn.modules.module
+                self._handles.append(hooks.register_module_forward_pre_hook(self._leave_mode))
+                # OptimizedModule warns of any global module hook; gradlens's are taken out
+                warnings.filterwarnings("ignore", message=_GLOBAL_HOOK_WARNING)
+                self._warning_filter = warnings.filters[0]
+            if self._forward is not None:
+                self._forward.start()
             self._started = True
             if torch.distributed.is_available():  # the last exchange before the group goes
                 self._ranks.watch_destroy(self.sync_ranks)
@@ -201,6 +231,16 @@ class Watcher:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+            self._popped.clear()
+            self._hidden.clear()
+            self._gaps.clear()
+            if self._warning_filter is not None:
+                with contextlib.suppress(ValueError):
+                    warnings.filters.remove(self._warning_filter)  # type: ignore[attr-defined]
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+                self._warning_filter = None
+            if self._forward is not None:
+                self._forward.stop()
             try:
                 if self._manual is not None and self._manual.open is not None:
                     self._finish(self._manual)
@@ -253,6 +293,38 @@ class Watcher:
                     f"lens.log({name}=...) takes a number or a one-element tensor, "
                     f"got {type(value).__name__}"
                 )
+
+    # -- a torch.compile'd model -------------------------------------------------------------
+    def _leave_mode(self, module: torch.nn.Module, args: Any) -> None:
+        """Takes the mode off the stack for the compiled forward, if it is on top."""
+        if type(module) is not _OptimizedModule:
+            return
+        mode, depth = self._mode, torch._C._len_torch_function_stack()
+        top = depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+        if top:
+            torch._C._pop_torch_function_stack()
+        self._popped.append(top)
+        if len(self._popped) == 1:  # dynamo guards on the number of global module hooks too
+            self._hidden = _hide_global_hooks(self._global_handles())
+        if self._model is None and id(module) not in self._gaps:  # found by the global hook
+            self._gaps.add(id(module))
+            self._handles.append(module.register_forward_hook(self._return_mode, always_call=True))
+
+    def _return_mode(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if type(module) is not _OptimizedModule:
+            return
+        if not self._popped:
+            return
+        if self._popped.pop() and self._mode is not None:
+            torch._C._push_on_torch_function_stack(self._mode)
+        if not self._popped:
+            hidden, self._hidden = self._hidden, []
+            for hooks, key, hook in hidden:
+                hooks[key] = hook
+
+    def _global_handles(self) -> list[RemovableHandle]:
+        extra = self._forward.handles if self._forward is not None else []
+        return [*self._handles, *extra]
 
     # -- internal errors ---------------------------------------------------------------------
     def _broke(self, piece: str, error: BaseException) -> None:
@@ -605,17 +677,18 @@ class Watcher:
         final (accumulated, unscaled, clipped). ``loss_scale``: the AMP scale the backward
         roots were multiplied by (the loss is divided by it, on the device). The step's
         post-hook finishes it; ``step_skipped`` drops it if ``opt.step()`` never ran."""
-        if id(opt) in self._external_open:  # announced again, never stepped: skipped
-            self.step_skipped(opt)
         o = self._opt(opt)
         if o is None:
             return
         try:
             with own_ops():
+                if id(opt) in self._external_open:  # announced again before it stepped (a
+                    o.open = None  # closure evaluated again, LBFGS): the last one counts
                 o.closure = False
+                scale = None if "loss" in self._scalars else loss_scale  # the roots' only
                 self._measure(o)
-                if o.open is not None and o.open.loss is not None and loss_scale is not None:
-                    o.open.loss = o.open.loss / loss_scale
+                if scale is not None and o.open is not None and o.open.loss is not None:
+                    o.open.loss = o.open.loss / scale
             self._external_open.add(id(opt))
         except Exception as e:
             o.broken, o.open = True, None
@@ -696,15 +769,17 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
-                if detail and self.histograms is not None:  # a sink asked for them
+                spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
+                if spec is not None and o.recorded % spec.every == 1 % spec.every:
                     pending.hists = gradstats.histograms(
-                        [(p.name, local(p.tensor.grad)) for p in with_grad], self.histograms
+                        [(p.name, local(p.tensor.grad)) for p in with_grad], spec
                     )
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
                 pending.lr = lr_value(lr)
             scalars, self._scalars = self._scalars, {}
             logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
+            pending.forward = self._take_forward()
             if o.closure:  # LBFGS evaluates the closure many times: its last loss is the one
                 backs = [b for b in backs if b.loss is not None][-1:]
             pending.loss = logged if logged is not None else sum_losses(losses_of(backs))
@@ -712,6 +787,8 @@ class Watcher:
             o.recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
             pending = Pending(step, tuple(missing), optimizer=o.label)
+        if pending is None or pending.forward is None:
+            self._take_forward()  # a step not recorded: its probes are dropped
         o.open = pending
         o.last_backward = self._backward_index
         self._last_step_backward = self._backward_index
@@ -804,6 +881,7 @@ class Watcher:
                 logged = scalars.pop("loss", None)
                 m.open.loss = logged if logged is not None else sum_losses(losses_of(backs))
                 m.open.scalars = scalars
+                m.open.forward = self._take_forward()
                 m.recorded += 1
             m.last_backward = self._backward_index
             self._prune()
@@ -836,6 +914,10 @@ class Watcher:
         if seen is None:  # o's first step with it
             return p.adds > 0 or p.late  # hooked after the backward: .grad is all we know
         return p.adds > seen[1]
+
+    def _take_forward(self) -> ForwardPending | None:
+        """nan_origin: the module calls probed since the previous step (None when off)."""
+        return self._forward.take() if self._forward is not None else None
 
     # -- to the host -------------------------------------------------------------------------
     def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
@@ -890,3 +972,21 @@ class Watcher:
             self._ready_hists += self._ranks.whole_histograms(hists or [])
         except Exception as e:
             self._broke("combining across ranks", e)
+
+
+_GLOBAL_HOOKS = (
+    torch.nn.modules.module._global_forward_pre_hooks,
+    torch.nn.modules.module._global_forward_hooks,
+    torch.nn.modules.module._global_forward_hooks_always_called,
+)
+
+
+def _hide_global_hooks(handles: list[RemovableHandle]) -> list[tuple[dict[int, Any], int, Any]]:
+    """Takes gradlens's global module hooks out of torch's dicts; returns them to put back."""
+    out = []
+    for handle in handles:
+        for ref in (handle.hooks_dict_ref, *handle.extra_dict_ref):
+            hooks = ref()
+            if any(hooks is g for g in _GLOBAL_HOOKS) and handle.id in hooks:
+                out.append((hooks, handle.id, hooks.pop(handle.id)))
+    return out

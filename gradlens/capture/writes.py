@@ -5,8 +5,8 @@ for ``verify=True`` (a checksum must be taken at save time) and by a trace (whic
 tensors), but it costs a walk over every new node, several per op for composite ops such as
 ``lstm_cell``. ``WriteLog`` does the same job with work only where a write happened:
 
-* after each op, the node that made each output is stamped with the op and line (one dict entry
-  per op), and the newest autograd sequence number seen is kept;
+* after each op that made autograd nodes, the range of sequence numbers they got is kept with
+  the op and line (no node is touched: a node's ``_sequence_nr()`` finds its op when needed);
 * each write (a bumped version, a ``.data`` assignment) is logged: memory, versions, op, line,
   and that sequence number, which tells which nodes existed before the write;
 * before each backward, the nodes it will reach that are older than some write are read
@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import re
 import weakref
+from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from types import FrameType
 from typing import Any
 
@@ -46,6 +48,8 @@ _MODIFIED = re.compile(r"is at version (\d+); expected version (\d+) instead")
 _SHAPE = re.compile(r"\[torch\.[\w.]+ \[([\d, ]*)\]\]")
 _PER_STORAGE = 64  # writes kept per memory block (the newest)
 _KEPT = 65536  # writes kept in all: older ones are forgotten (a finding lost, never a false one)
+_OPS_KEPT = 1 << 18  # op ranges kept: an older node's finding names no saving line
+_START = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +62,21 @@ class _Write:
     before: int | None  # the version it moved from (None: a .data assignment)
     after: int | None
     op: str
-    source: str | None
+    site: tuple[str, int] | None  # file and line, formatted only if a finding needs them
     written: weakref.ref[torch.Tensor] | None
     shape: tuple[int, ...] = ()
-
-
-@dataclass(slots=True)
-class _Mark:
-    """Lives in a stamped node's ``metadata``: the op and line that made it (file and line,
-    formatted only if a finding needs them), and how far into the log it has been judged (so a
-    retained graph is not judged twice for one write)."""
-
-    op: str | None
-    site: tuple[str, int] | None
-    checked: int = -1
 
     @property
     def source(self) -> str | None:
         return None if self.site is None else format_location(*self.site)
+
+
+@dataclass(slots=True)
+class _Mark:
+    """Lives in the ``metadata`` of a node judged at a backward: how far into the log it has
+    been judged (so a retained graph is not judged twice for one write)."""
+
+    checked: int = -1
 
 
 class WriteLog:
@@ -91,23 +92,43 @@ class WriteLog:
         self._by_storage: dict[int, deque[_Write]] = {}
         self._order: deque[tuple[int, int]] = deque()  # (storage, n) of each write, oldest first
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
+        #: The ops that made nodes, in order: (first sequence number, end, op, file, line).
+        #: The guard's mode appends to it directly (the hot path); ``made`` is the same, slower.
+        self.made_log: list[tuple[int, int, str, str | None, int]] = []
 
     # -- op time ---------------------------------------------------------------------------
-    def stamp(self, outputs: list[torch.Tensor], op: str, site: tuple[str, int] | None) -> None:
-        """Notes the op and line of the nodes that made ``outputs`` (which have a grad_fn)."""
+    def made(self, start: int, end: int, op: str, site: tuple[str, int] | None) -> None:
+        """Notes that ``op`` at ``site`` (file, line) made the nodes numbered ``start`` to
+        ``end - 1`` (``torch._C._autograd._get_sequence_nr()`` before and after it)."""
         if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
             self.skipped[SKIP_HOOKED] += 1  # what these nodes saved belongs to the hooks
-        stamped = False
-        for t in outputs:
-            fn: Any = t.grad_fn
-            if self._key not in fn.metadata:
-                fn.metadata[self._key] = _Mark(op, site)
-                stamped = True
-        if stamped:
-            self._outputs.append(weakref.ref(outputs[0]))
+        self.made_log.append((start, end, op, *(site or (None, 0))))
+        if len(self.made_log) > _OPS_KEPT:
+            self.trim()
+
+    def trim(self) -> None:
+        """Forgets the older half of the ops when there are too many (their nodes' findings
+        will not name the line that saved)."""
+        if len(self.made_log) > _OPS_KEPT:
+            del self.made_log[: _OPS_KEPT // 2]
+
+    def _made_by(self, seq: int) -> tuple[str | None, str | None]:
+        """Returns the op and ``"file.py:line"`` that made the node numbered ``seq``, or
+        ``(None, None)`` for a node no op made (inside a backward, a custom Function's)."""
+        log = self.made_log
+        i = bisect_right(log, seq, key=_START) - 1
+        if i < 0 or seq >= log[i][1]:
+            return None, None
+        _, _, op, file, line = log[i]
+        return op, None if file is None else format_location(file, line)
 
     def log_write(
-        self, written: torch.Tensor, op: str, source: str | None, before: int | None, seq: int
+        self,
+        written: torch.Tensor,
+        op: str,
+        site: tuple[str, int] | None,
+        before: int | None,
+        seq: int,
     ) -> None:
         """Logs a write that moved ``written``'s version from ``before``, by an op that started
         at autograd sequence number ``seq`` (``torch._C._autograd._get_sequence_nr()``)."""
@@ -117,14 +138,14 @@ class WriteLog:
                 f"writes to a {unsupported(written) or 'tensor with no plain memory'}"
             ] += 1
         else:
-            self._log(span, before, written._version, op, source, written, seq)
+            self._log(span, before, written._version, op, site, written, seq)
 
-    def log_data_set(self, t: torch.Tensor, source: str | None, seq: int) -> None:
+    def log_data_set(self, t: torch.Tensor, site: tuple[str, int] | None, seq: int) -> None:
         """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
         ``t`` itself now reads the new values; one that saved a view of the old memory does not."""
         span = _span(t)
         if span is not None:
-            self._log(span, None, None, ".data =", source, t, seq)
+            self._log(span, None, None, ".data =", site, t, seq)
 
     def _log(
         self,
@@ -132,12 +153,12 @@ class WriteLog:
         before: int | None,
         after: int | None,
         op: str,
-        source: str | None,
+        site: tuple[str, int] | None,
         written: torch.Tensor,
         seq: int,
     ) -> None:
         write = _Write(
-            self._count, seq, *span, before, after, op, source, weakref.ref(written),
+            self._count, seq, *span, before, after, op, site, weakref.ref(written),
             shape_of(written),
         )  # fmt: skip
         self._count += 1
@@ -190,8 +211,8 @@ class WriteLog:
 
     def _judge(self, fn: Any, seq: int, frame: FrameType | None) -> list[InplaceViolation]:
         mark = fn.metadata.get(self._key)
-        if mark is None:  # a node inside a composite op, or made by a call no mode saw
-            mark = fn.metadata[self._key] = _Mark(None, None)
+        if mark is None:
+            mark = fn.metadata[self._key] = _Mark()
         if mark.checked >= self._count - 1:
             return []
         checked, mark.checked = mark.checked, self._count - 1
@@ -219,7 +240,7 @@ class WriteLog:
             # can make PyTorch refuse the saved value; only an overlapping one changes it.
             after_save = [w for w in writes if w.n > checked and w.seq > seq]
             if after_save:
-                out.append(self._verdict(fn, role, t, span, mark, after_save, frame))
+                out.append(self._verdict(fn, role, t, span, seq, after_save, frame))
         return [v for v in out if v is not None]
 
     def _verdict(
@@ -228,7 +249,7 @@ class WriteLog:
         role: str,
         t: torch.Tensor,
         span: tuple[int, int, int],
-        mark: _Mark,
+        seq: int,
         writes: list[_Write],
         frame: FrameType | None,
     ) -> InplaceViolation | None:
@@ -248,15 +269,16 @@ class WriteLog:
             culprit = changed[-1]
             kind, saved_version, version = "silent-write", t._version, t._version
         written = culprit.written() if culprit.written is not None else None
+        saved_op, saved_source = self._made_by(seq)
         return InplaceViolation(
             kind=kind,  # type: ignore[arg-type]
             tensor=_name_in(frame, written if written is not None else t, culprit.shape),
             write_op=culprit.op,
             write_source=culprit.source,
             saved_by=node_name(fn),
-            saved_op=mark.op,
+            saved_op=saved_op,
             saved_as=role,
-            saved_source=mark.source,
+            saved_source=saved_source,
             saved_version=saved_version,
             version=version,
             shape=tuple(t.shape),
@@ -281,7 +303,7 @@ class WriteLog:
         ]
         # One write (or one call writing several tensors, as _foreach_add_ does) is the
         # culprit; writes from several lines could not be told apart: say nothing untrue.
-        if not hits or len({(w.op, w.source) for w in hits}) != 1:
+        if not hits or len({(w.op, w.site) for w in hits}) != 1:
             return []
         frame, _ = user_frame()
         found = []
@@ -307,6 +329,7 @@ class WriteLog:
         self._outputs.clear()
         self._by_storage.clear()
         self._order.clear()
+        self.made_log.clear()
 
 
 def _stale_versions(fn: Any, role: str) -> tuple[int, int] | None:

@@ -8,7 +8,15 @@ from .events import BackwardEvent, ErrorEvent, Event, GradEvent, OpEvent
 from .graph import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind
 from .inplace import InplaceViolation, ViolationKind
 from .modules import ModuleInfo
-from .steps import FactKind, ParamInfo, ParamStats, StepRecord, WatchFact, WatchRecord
+from .steps import (
+    FactKind,
+    ModuleCall,
+    ParamInfo,
+    ParamStats,
+    StepRecord,
+    WatchFact,
+    WatchRecord,
+)
 from .tensors import TensorRef, TensorStatus
 from .trace import TraceRecord
 from .values import SMALL_NUMEL, ValueSummary, format_shape
@@ -31,6 +39,7 @@ __all__ = [
     "GraphEdge",
     "GraphNode",
     "InplaceViolation",
+    "ModuleCall",
     "ModuleInfo",
     "NodeKind",
     "OpEvent",

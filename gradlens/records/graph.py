@@ -171,11 +171,16 @@ class Graph:
         return to_dot(self)
 
     def render(self, path: str | Path) -> RenderResult:
-        """Writes the diagram to ``path`` (.svg, .png, .pdf or .dot, by suffix).
+        """Writes the diagram to ``path`` (.svg, .png, .pdf, .dot or .html, by suffix).
 
         Uses the ``dot`` program; without it, writes the ``.dot`` file next to ``path`` and the
-        result says how to install Graphviz. Returns what was written.
+        result says how to install Graphviz (``.html``, an interactive page, needs ``dot``:
+        raises GradlensError without it). Returns what was written.
         """
+        if str(path).lower().endswith(".html"):
+            from ..render.html import write_html
+
+            return write_html(self, path)
         from ..render.graphviz import render
 
         return render(self.to_dot(), path)

@@ -9,7 +9,15 @@ from typing import Literal
 
 from .diagnostics import Diagnostic
 
-__all__ = ["FactKind", "ParamInfo", "ParamStats", "StepRecord", "WatchFact", "WatchRecord"]
+__all__ = [
+    "FactKind",
+    "ModuleCall",
+    "ParamInfo",
+    "ParamStats",
+    "StepRecord",
+    "WatchFact",
+    "WatchRecord",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,25 @@ class ParamStats:
 
 
 @dataclass(frozen=True)
+class ModuleCall:
+    """A module call in a step's forward that saw a nan or inf (``watch(nan_origin=True)``).
+
+    ``index`` is the call's place among the step's probed calls, in the order the calls
+    returned (a submodule before the module that called it); ``call`` counts this module's
+    calls in the step (0: its first). ``params_finite``: its own parameters and buffers.
+    """
+
+    module: str  # dotted name in the watched model; "" for the model itself
+    kind: str  # the module's class ("Linear")
+    index: int
+    call: int
+    source: str | None  # the user's "file.py:line" that called it
+    inputs_finite: bool
+    params_finite: bool
+    output_finite: bool
+
+
+@dataclass(frozen=True)
 class StepRecord:
     """What one optimizer step saw (or one hand-written update, when there is no optimizer).
 
@@ -64,6 +91,11 @@ class StepRecord:
     detail: bool = False  # whether the detail fields were measured
     scalars: dict[str, float] = field(default_factory=dict)  # lens.log(name=value)
     optimizer: str = ""  # which optimizer stepped ("Adam", "Adam#2"; "manual": hand-written)
+    # watch(nan_origin=True): module calls probed in this step's forward, whether that was all
+    # of them, and the calls that saw a nan or inf (in order).
+    forward_calls: int = 0
+    forward_complete: bool = True
+    forward_nonfinite: tuple[ModuleCall, ...] = ()
 
 
 FactKind = Literal[

@@ -77,6 +77,7 @@ class ParamWhy:
     path: tuple[str, ...] = ()
     node: str | None = None
     frozen: bool = False  # does not require grad: listed, never flagged by a Diagnostic
+    aliases: tuple[str, ...] = ()  # the same tensor's other names (tied weights), same answer
 
 
 @dataclass(frozen=True)

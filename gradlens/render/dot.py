@@ -51,7 +51,7 @@ _NODE_STYLE: dict[NodeKind, str] = {
         'shape=box, style=filled, fillcolor="#ffd8a8", color="#d9822b", '
         'fontsize=9, margin="0.05,0.02", height=0.2'
     ),
-    NodeKind.MODULE: 'shape=plain, style=filled, fillcolor="#e8dcf5", color="#6a4c93"',
+    NodeKind.MODULE: 'shape=plain, color="#6a4c93"',  # the label is a table with its own fill
     NodeKind.STUB: (
         'shape=box, style="dashed,filled", fillcolor="#f4f4f4", color="#9a9a9a", '
         'fontcolor="#606060", fontsize=9, margin="0.05,0.02", height=0.2'
@@ -138,7 +138,10 @@ def to_dot(graph: Graph, *, title: str | None = None, max_nodes: int | None = No
     if graph.notes:
         taken = {n.id for n in graph.nodes}
         note_id = _unused_id("notes", taken)
-        body = "<br/>".join(html_escape(_wrap(n)) for n in graph.notes)
+        body = "".join(
+            html_escape(_wrap(n)).replace("<br/>", '<br align="left"/>') + '<br align="left"/>'
+            for n in graph.notes
+        )
         lines.append(
             f"  {quote_id(note_id)} [id={quote_id(note_id)}, shape=note, style=filled, "
             f'fillcolor="#fff5c0", fontsize=9, label=<{body}>];'
@@ -296,7 +299,7 @@ def _module_label(node: GraphNode) -> str:
     if node.params:
         facts.append(f"{_count(node.params)} params")
     if node.inner:
-        facts.append(f"{node.inner} nodes")
+        facts.append(f"{node.inner} nodes inside")
     if facts:
         rows.append(_small(" · ".join(facts)))
     if node.grad_norm is not None:

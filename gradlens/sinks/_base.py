@@ -28,16 +28,25 @@ PARAM_FIELDS = (
 class Sink:
     """A destination for a watched loop's records: ``open``, ``write`` after each batched host
     copy, ``close`` at the end of the watch. ``histograms``: whether to count gradient
-    histograms on the device (on detail steps, ``bins`` bins over a range fixed per parameter:
-    ``hist_range=r`` gives ``[-r, r)`` to every parameter; by default each parameter's range is
-    ``[-r, r)`` with ``r`` the power of two just above the largest |g| of its first recorded
-    gradient)."""
+    histograms on the device, on recorded steps 1, 1 + ``hist_every``, ... (step 0 fixes the
+    ranges): ``bins`` bins over a range fixed per parameter: ``hist_range=r`` gives ``[-r, r)``
+    to every parameter; by default each parameter's range is ``[-r, r)`` with ``r`` the power
+    of two just above the largest |g| of its first recorded gradient."""
 
     histograms: bool = True
 
-    def __init__(self, *, histograms: bool = True, bins: int = 64, hist_range: float | None = None):
+    def __init__(
+        self,
+        *,
+        histograms: bool = True,
+        bins: int = 64,
+        hist_range: float | None = None,
+        hist_every: int = 100,
+    ) -> None:
         if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 510:
             raise GradlensError(f"a sink's bins=... takes an integer from 1 to 510, got {bins!r}")
+        if isinstance(hist_every, bool) or not isinstance(hist_every, int) or hist_every < 1:
+            raise GradlensError(f"a sink's hist_every=... takes an integer >= 1: {hist_every!r}")
         if hist_range is not None and not (
             isinstance(hist_range, (int, float)) and math.isfinite(hist_range) and hist_range > 0
         ):
@@ -48,6 +57,7 @@ class Sink:
         self.histograms = bool(histograms)
         self.bins = bins
         self.hist_range = None if hist_range is None else float(hist_range)
+        self.hist_every = hist_every
 
     def open(self) -> None:
         """Called when the watch starts."""

@@ -31,8 +31,11 @@ class TensorBoard(Sink):
         histograms: bool = True,
         bins: int = 64,
         hist_range: float | None = None,
+        hist_every: int = 100,
     ) -> None:
-        super().__init__(histograms=histograms, bins=bins, hist_range=hist_range)
+        super().__init__(
+            histograms=histograms, bins=bins, hist_range=hist_range, hist_every=hist_every
+        )
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:

@@ -34,8 +34,11 @@ class Wandb(Sink):
         histograms: bool = True,
         bins: int = 64,
         hist_range: float | None = None,
+        hist_every: int = 100,
     ) -> None:
-        super().__init__(histograms=histograms, bins=bins, hist_range=hist_range)
+        super().__init__(
+            histograms=histograms, bins=bins, hist_range=hist_range, hist_every=hist_every
+        )
         try:
             import numpy as np
             import wandb
