@@ -317,7 +317,9 @@ class Ranks:
             if layout is None:  # a gradient's layout does not change: read it once
                 g = param.grad
                 t = g if g is not None else param
-                layout = (_kind(t), local(t).numel())
+                # FSDP1's flat parameters are plain tensors, a different shard on each rank
+                flat = getattr(param, "_is_flat_param", False)
+                layout = (OTHER if flat else _kind(t), local(t).numel())
                 if g is not None:
                     self._layout[slot] = layout
             kind, numel = layout
@@ -620,8 +622,9 @@ class Ranks:
                     missing.append(name)
             elif name in record.grads:
                 self._note(
-                    f"{name}: its gradient is a DTensor gradlens cannot combine (a Partial "
-                    "placement, or a mesh that is not every rank); left out of the steps"
+                    f"{name}: its gradient is split across the ranks in a way gradlens cannot "
+                    "combine (FSDP1's flat parameters: use FSDP2's fully_shard; a Partial "
+                    "DTensor; a mesh that is not every rank): left out of the steps"
                 )
         known = [x for x in losses if x is not None]
         loss = sum(known) / len(known) if known else None
