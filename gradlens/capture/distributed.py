@@ -607,6 +607,8 @@ class Ranks:
         for j, name in enumerate(meta.names):
             mine = [rank_rows[j] for rank_rows in rows]
             kind = int(mine[self.rank]["kind"])
+            if kind == REPLICATED and len({row["numel"] for row in mine}) > 1:
+                kind = self._kinds[name] = OTHER  # a shard per rank (FSDP1, use_orig_params)
             if kind == REPLICATED:
                 have = [row for row in mine if row["present"] == 1.0]
                 if have:
@@ -623,8 +625,8 @@ class Ranks:
             elif name in record.grads:
                 self._note(
                     f"{name}: its gradient is split across the ranks in a way gradlens cannot "
-                    "combine (FSDP1's flat parameters: use FSDP2's fully_shard; a Partial "
-                    "DTensor; a mesh that is not every rank): left out of the steps"
+                    "combine (FSDP1's parameters: use FSDP2's fully_shard; a Partial DTensor; "
+                    "a mesh that is not every rank): left out of the steps"
                 )
         known = [x for x in losses if x is not None]
         loss = sum(known) / len(known) if known else None
@@ -682,6 +684,8 @@ class Ranks:
             if m.kinds[j] != REPLICATED or f"divergence {name}" in self._once:
                 continue
             have = [(r, rank_rows[j]) for r, rank_rows in enumerate(rows)]
+            if len({row["numel"] for _, row in have}) > 1:
+                continue  # not replicas (each rank its own shard): _combine left it out
             have = [(r, row) for r, row in have if row["present"] == 1.0]
             if len(have) < 2:
                 continue
