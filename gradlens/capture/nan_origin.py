@@ -213,15 +213,16 @@ class ForwardChecks:
             return None
         if t.layout != torch.strided or t.is_meta or t.numel() == 0:
             return None
+        version = None if t.is_inference() else t._version  # inference tensors have none
         seen = self._seen.get(id(t))
-        version = t._version
-        if seen is not None and seen[0]() is t and seen[1] == version:
+        if seen is not None and version is not None and seen[0]() is t and seen[1] == version:
             return seen[2]
         real = torch.view_as_real(t) if t.is_complex() else t
         lo, hi = torch.aminmax(real.detach())
         probe = len(self._values) // 2
         self._values += (lo, hi)
-        self._seen[id(t)] = (weakref.ref(t), version, probe)
+        if version is not None:
+            self._seen[id(t)] = (weakref.ref(t), version, probe)
         return probe
 
     def _module_index(self, module: torch.nn.Module) -> int | None:
