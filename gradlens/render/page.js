@@ -76,7 +76,13 @@
     svg.setAttribute("viewBox", `${b.x} ${b.y} ${b.w} ${b.h}`);
   }
 
-  function fit() { setBox({ ...home }); }
+  // The whole graph, centred; a small one no bigger than 1.5 times its natural size.
+  function fit() {
+    const scale = Math.min(view.clientWidth / home.w, view.clientHeight / home.h);
+    if (!(scale > 1.5)) { setBox({ ...home }); return; }
+    const w = view.clientWidth / 1.5, h = view.clientHeight / 1.5;
+    setBox({ x: home.x + (home.w - w) / 2, y: home.y + (home.h - h) / 2, w, h });
+  }
 
   function toUser(clientX, clientY) {
     const p = svg.createSVGPoint();
