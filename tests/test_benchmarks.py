@@ -37,6 +37,15 @@ def test_every_workload_builds_and_steps(on_path: None) -> None:
     assert counter.violations == 0
 
 
+def test_trace_overhead_runs_its_cases(on_path: None) -> None:
+    import trace_overhead
+
+    times = trace_overhead.step_times("mlp", repeats=1)
+    assert times["events"] > 0 and times["plain_cpu"] > 0 and times["traced_cpu"] > 0
+    plain, traced = trace_overhead.small_times(trace_overhead.classic, repeats=1)
+    assert plain > 0 and traced > 0
+
+
 def test_the_real_model_workloads_step(on_path: None) -> None:
     import guard_overhead
 

@@ -415,3 +415,64 @@ def test_dot_draws_big_graphs() -> None:
     assert len(drawn.nodes) == 21 and len(drawn.edges) == 19  # 19 ops, the stub, the note
     assert drawn.nodes["s:more"] == ["… 301 more nodes"]
     assert drawn.nodes["gradlens_notes"][0].startswith("max_nodes=20: 20 of 320 nodes")
+
+
+def test_site_packages_sources_are_shortened() -> None:
+    from gradlens.render.dot import short_source
+
+    long = "/opt/py/lib/python3.11/site-packages/transformers/models/gpt2/modeling_gpt2.py:569"
+    assert short_source(long) == "transformers/.../modeling_gpt2.py:569"
+    assert short_source("/opt/py/lib/python3.11/site-packages/torch/nn/functional.py:9") == (
+        "torch/nn/functional.py:9"
+    )
+    assert short_source("train.py:12") == "train.py:12"
+    node = GraphNode("n0", NodeKind.OP, "AddmmBackward0", source=long)
+    assert "transformers/.../modeling_gpt2.py:569" in to_dot(Graph((node,), ()))
+
+
+def module_graph() -> Graph:
+    folded = GraphNode(
+        "m:h.0",
+        NodeKind.MODULE,
+        "h.0–2",
+        module="h",
+        module_class="Block",
+        count=3,
+        instances=("h.0", "h.1", "h.2"),
+        instance_grad_norms=(0.5, None, 0.25),
+        params=3 * 1200,
+        in_shapes=((1, 8),),
+        out_shapes=((1, 8),),
+        grad_norm=0.25,
+        inner=30,
+    )
+    stub = GraphNode("s:n9", NodeKind.STUB, "AddBackward0", source="h.3")
+    leaf = GraphNode("n3", NodeKind.LEAF, "wte.weight", shape=(10, 8), aliases=("lm_head.weight",))
+    notes = ("collapsed 3 Block (h.0–2): g.view(depth=3)",)
+    edges = (GraphEdge("n3", "m:h.0", label="[10, 8]"), GraphEdge("m:h.0", "s:n9"))
+    return Graph((folded, stub, leaf), edges, notes=notes)
+
+
+def test_module_stub_and_note_nodes() -> None:
+    text = to_dot(module_graph())
+    found = check_dot(text)
+    assert found.nodes == ['"s:n9"', '"n3"', '"m:h.0"', '"gradlens_notes"']  # clusters last
+    assert found.subgraphs == ["cluster_0_h"]
+    module_line = next(line for line in text.splitlines() if line.strip().startswith('"m:h.0"'))
+    assert 'id="m:h.0"' in module_line and "<b>Block ×3</b>" in module_line
+    assert "[1, 8] → [1, 8]" in module_line and "3.6k params · 30 nodes inside" in module_line
+    assert (
+        "grad norm ← 0.25" in module_line and "0: 0.5" in module_line and "2: 0.25" in module_line
+    )
+    assert "1: " not in module_line  # an instance without a gradient has no cell
+    assert "= lm_head.weight" in text and 'style="dashed,filled"' in text
+
+
+@needs_dot
+def test_dot_draws_module_stub_and_note_nodes() -> None:
+    drawn = draw(to_dot(module_graph()))
+    assert sorted(drawn.nodes) == ["gradlens_notes", "m:h.0", "n3", "s:n9"]
+    assert drawn.nodes["m:h.0"][:3] == ["Block ×3", "h.0–2", "[1, 8] → [1, 8]"]
+    assert drawn.nodes["s:n9"] == ["AddBackward0", "h.3"]
+    assert drawn.nodes["n3"] == ["wte.weight", "[10, 8]", "= lm_head.weight"]
+    assert drawn.nodes["gradlens_notes"] == ["collapsed 3 Block (h.0–2): g.view(depth=3)"]

@@ -523,3 +523,19 @@ def test_graph_infers_resnet_modules_as_trace_hooks_see_them(resnet_model: Any) 
     # Each block's ReLU module is reused three times: its ops are the block's, not ``relu``'s.
     deep = Counter(r[1].rsplit(".", 1)[-1] for r in rows if r[1] != r[2])
     assert deep == {"relu": 9}
+
+
+def test_depth_0_is_the_whole_model_as_one_node(gpt2: Graph) -> None:
+    v = gpt2.view(depth=0)
+    (model,) = modules_of(v)
+    assert (model.id, model.name, model.module_class) == ("m:", "", "GPT2LMHeadModel")
+    assert model.params == 1000 * 64 + 16 * 64 + 12 * 49984 + 2 * 64  # wte tied with lm_head
+    assert [n.name for n in v.nodes if n.kind == NodeKind.OP] == [
+        "NllLossBackward0",
+        "LogSoftmaxBackward0",
+        "ViewBackward0",
+        "SliceBackward0",
+    ]
+    assert v.notes == ("collapsed 1 GPT2LMHeadModel (the whole model): g.view(depth=1)",)
+    block = gpt2.view(module="transformer.h.3", depth=0)
+    assert [n.kind.value for n in block.nodes].count("module") == 1 and len(block.nodes) == 4

@@ -33,6 +33,7 @@ PAGE_NODES = 60
 
 Depth = int | Literal["auto"] | None
 
+_SELF = "\x00self"  # a node's place in a view when it stays itself (never a module path)
 _SHAPE = re.compile(r"^\[([0-9, ]*)\]$")
 _FLOW = (EdgeKind.DATA, EdgeKind.CUT)
 
@@ -198,6 +199,9 @@ def _choose_units(
 ) -> _Units:
     units = _Units(level=level)
     root = focus if focus is not None else ""
+    if level is not None and level <= module_depth(root) and root in ix.used:
+        units.group[root] = "m:" + root  # depth 0: the whole model (or module) is one node
+        return units
     stack = [root] if root in ix.used else []
     while stack:
         path = stack.pop()
@@ -294,18 +298,20 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         unit_cache[path] = found
         return found
 
-    # place: node id -> the unit path it disappears into, "" to stay itself, None when it is out.
+    # place: node id -> the unit path it disappears into ("" is the root), _SELF to stay
+    # itself, None when it is out of the view.
     place: dict[str, str | None] = {}
     for n in ix.nodes:
         if n.kind == NodeKind.OP:
             if focus is not None and not within(n.module, focus):
                 place[n.id] = None
             else:
-                place[n.id] = unit_of(n.module) or ""
+                unit = unit_of(n.module)
+                place[n.id] = unit if unit is not None else _SELF
     for n in ix.nodes:
         if n.kind == NodeKind.SAVED:
             op = ix.saved_of.get(n.id)
-            where = place.get(op) if op is not None else ("" if focus is None else None)
+            where = place.get(op) if op is not None else (_SELF if focus is None else None)
             place[n.id] = where if saved else None
         elif n.kind in (NodeKind.LEAF, NodeKind.INPUT):
             users = [place.get(d) for d in ix.outs.get(n.id, ())]
@@ -315,16 +321,16 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
             elif inside and len(inside) == len(users) and len(set(inside)) == 1:
                 place[n.id] = inside[0]
             else:
-                place[n.id] = ""
+                place[n.id] = _SELF
         elif n.kind != NodeKind.OP:
             makers = [place.get(s) for s in ix.ins.get(n.id, ())]
-            place[n.id] = "" if focus is None or any(m is not None for m in makers) else None
+            place[n.id] = _SELF if focus is None or any(m is not None for m in makers) else None
 
     def end(node_id: str) -> str | None:
         where = place.get(node_id)
         if where is None:
             return None
-        return units.group[where] if where else node_id
+        return node_id if where == _SELF else units.group[where]
 
     stubs: dict[str, str] = {}
     if focus is not None:
@@ -353,13 +359,13 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
     order: list[tuple[str, GraphNode | None]] = []
     for n in ix.nodes:
         where = place.get(n.id)
-        if where:
+        if where is not None and where != _SELF:
             gid = units.group[where]
             if gid not in members:
                 members[gid] = []
                 order.append((gid, None))
             members[gid].append(n)
-        elif where == "":
+        elif where == _SELF:
             order.append((n.id, n))
         elif n.id in stubs:
             order.append((stubs[n.id], _stub(n, stubs[n.id])))
@@ -372,7 +378,7 @@ def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
         v.hidden_saved = sum(
             1
             for n in ix.nodes
-            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) == ""
+            if n.kind == NodeKind.SAVED and place.get(ix.saved_of.get(n.id, "")) == _SELF
         )
     v.notes = _notes(ix, v, focus)
     return v
@@ -401,7 +407,8 @@ def _module_node(
     first = instances[0]
     per_unit: dict[str, list[GraphNode]] = {p: [] for p in instances}
     for n in members:
-        per_unit.setdefault(place[n.id] or first, []).append(n)
+        where = place[n.id]
+        per_unit.setdefault(where if where is not None and where != _SELF else first, []).append(n)
     norms = [_unit_grad_norm(ix, per_unit.get(p, []), p, place) for p in instances]
     params = sum(_params(ix, p, per_unit.get(p, [])) for p in instances)
     in_shapes = _crossing(ix, per_unit.get(first, []), place, first, into=True)
@@ -409,7 +416,7 @@ def _module_node(
     return GraphNode(
         id=gid,
         kind=NodeKind.MODULE,
-        name=_paths_text(instances),
+        name=_paths_text(instances) if len(instances) > 1 else first,
         shape=out_shapes[0] if len(out_shapes) == 1 else None,
         module=module_parent(first) or None,
         module_class=ix.cls.get(first),
@@ -505,7 +512,7 @@ def _norm(value: ValueSummary | None) -> float | None:
 def _paths_text(paths: Sequence[str]) -> str:
     """Returns ``transformer.h.0–11`` for a numbered run, else the paths joined."""
     if len(paths) == 1:
-        return paths[0]
+        return paths[0] or "the whole model"
     parents = {p.rpartition(".")[0] for p in paths}
     tails = [p.rpartition(".")[2] for p in paths]
     if len(parents) == 1 and all(t.isdigit() for t in tails):
@@ -535,7 +542,7 @@ def _notes(ix: _Index, v: _View, focus: str | None) -> list[str]:
         if units.level is not None and deeper:
             rel = units.level - (module_depth(focus) if focus else 0)
             how.append(_call(depth=rel + 1, module=focus))
-        if deeper:
+        if deeper and deeper[0]:
             how.append(_call(module=deeper[0]))
         tail = f": {' or '.join(how)}" if how else ""
         notes.append("collapsed " + ", ".join(parts) + tail)

@@ -290,7 +290,7 @@ def _module_label(node: GraphNode) -> str:
     if node.count > 1:
         title += f" ×{node.count}"
     rows.append(f"<b>{title}</b>")
-    if node.module_class:
+    if node.module_class and node.name:
         rows.append(html_escape(_short_path(node.name)))
     shapes = _shapes_text(node.in_shapes, node.out_shapes)
     if shapes:
