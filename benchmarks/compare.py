@@ -16,6 +16,10 @@ Models (``tests/model_zoo.py``, random weights, built from ``torch.nn`` only): t
 The peers are an optional extra: ``pip install -e ".[bench]"`` (torch held by the
 constraints file). A peer that is not installed is skipped with a line saying so.
 
+``--small`` keeps each graph's structure (ResNet-50's 53 convolutions at 64 x 64 pixels, GPT-2's
+12 blocks at width 64, vocabulary 1000, 32 tokens): the node counts are those of the full
+models, the time ratios those of tiny ops (the worst case for any per-op cost).
+
 Run: python benchmarks/compare.py [--models mlp,resnet50,gpt2] [--rounds N] [--small]
      [--out FILE.md] [--threads N] [--cpu-time]
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.metadata
 import os
 import re
 import statistics
@@ -77,16 +82,17 @@ def resnet50(small: bool) -> Model:
 
 
 def gpt2(small: bool) -> Model:
-    sizes = {"vocab": 1000, "seq": 16, "layers": 2} if small else {}
-    seq = sizes.pop("seq", 64)
+    # --small keeps GPT-2 small's graph (12 blocks, the same ops and modules) at narrow widths
+    sizes = {"vocab": 1000, "ctx": 64, "d": 64, "heads": 4} if small else {}
+    seq = 32 if small else 64
     model, (ids,), _ = model_zoo.gpt2_step(seq=seq, **sizes)
     vocab = model.lm_head.out_features
 
     def loss_of(logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
 
-    layers = len(model.transformer.h)
-    return Model(f"GPT-2 ({layers} blocks), 1x{seq} tokens", model, (ids,), loss_of)
+    layers, d = len(model.transformer.h), model.transformer.wte.embedding_dim
+    return Model(f"GPT-2 {layers} blocks d={d}, 1x{seq} tokens", model, (ids,), loss_of)
 
 
 MODELS = {"mlp": mlp, "resnet50": resnet50, "gpt2": gpt2}
@@ -333,8 +339,7 @@ def main() -> None:
             print(why)
             continue
         if peer:
-            version = getattr(importlib.import_module(peer), "__version__", "?")
-            print(f"{peer} {version}")
+            print(f"{peer} {importlib.metadata.version(peer)}")
         tools[name] = fn
     results: dict[str, tuple[float, list[dict]]] = {}
     for key in args.models.split(","):
