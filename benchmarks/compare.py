@@ -17,7 +17,7 @@ The peers are an optional extra: ``pip install -e ".[bench]"`` (torch held by th
 constraints file). A peer that is not installed is skipped with a line saying so.
 
 Run: python benchmarks/compare.py [--models mlp,resnet50,gpt2] [--rounds N] [--small]
-     [--out FILE.md]
+     [--out FILE.md] [--threads N] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -233,11 +233,15 @@ def _installed(peer: str) -> str | None:
     return None
 
 
+#: wall time, or the process's CPU time (``--cpu-time``, steadier on an overloaded machine)
+CLOCK = time.perf_counter
+
+
 def timed(fn: Callable[[Model], Result], m: Model) -> tuple[float, Result]:
     gc.collect()
-    start = time.perf_counter()
+    start = CLOCK()
     result = fn(m)
-    return time.perf_counter() - start, result
+    return CLOCK() - start, result
 
 
 def measure(m: Model, tools: dict[str, Callable[[Model], Result]], rounds: int) -> list[dict]:
@@ -305,10 +309,20 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--tools", default="", help="substrings of tool names to run")
     parser.add_argument("--out", default="", help="also write the table to this file")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time with the process's CPU time, not wall"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, gradlens from "
-        f"{Path(gradlens.__file__).parent}, {args.rounds} rounds"
+        f"{Path(gradlens.__file__).parent}, {args.rounds} rounds, "
+        + ("CPU time" if args.cpu_time else "wall time")
     )
     tools: dict[str, Callable[[Model], Result]] = {}
     for name, (fn, peer) in TOOLS.items():

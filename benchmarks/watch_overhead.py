@@ -10,15 +10,23 @@ It prints median step times and the ratio watched / plain, and, as a reference p
 ratio of a naive per-parameter logger (``p.grad.norm().item()`` etc. for every parameter every
 step: the host sync per parameter per step that gradlens avoids) over gradlens.
 
-Run: python benchmarks/watch_overhead.py [--rounds N] [--quick]
+``--parts`` times, interleaved the same way, the parts of the cost: ``hooks`` (watch() with its
+statistics replaced by zeros: hooks, mode, bookkeeping, flush), ``light`` (norm/mean/std/max
+every step, no detail step), ``watch`` (the default: detail every 25th step), and
+``nan_origin`` (the default plus ``nan_origin=True``). Ratios are per round (each way over the
+same round's plain block) and given as median [min - max] over rounds, on wall-clock time and on
+the process's CPU time (less sensitive to other processes on a shared machine).
+
+Run: python benchmarks/watch_overhead.py [--rounds N] [--quick] [--parts] [--steps N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import _models  # benchmarks/_models.py: the shared models
@@ -98,6 +106,80 @@ def time_watched(w: Workload) -> float:
     return (time.perf_counter() - start) / w.steps
 
 
+PARTS = ("plain", "hooks", "light", "watch", "nan_origin")
+
+
+@contextlib.contextmanager
+def _zero_statistics() -> Iterator[None]:
+    """watch() with every statistic replaced by zeros: what hooks and bookkeeping cost."""
+    from gradlens.capture import watch as watch_mod
+    from gradlens.capture.pending import Group
+
+    real = watch_mod.group_stats
+
+    def zeros(group: list, detail: bool, *, snapshot: bool) -> Group:  # type: ignore[type-arg]
+        return Group(
+            [p.name for p in group], [p.info.numel for p in group], torch.zeros(4, len(group))
+        )
+
+    watch_mod.group_stats = zeros  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        watch_mod.group_stats = real
+
+
+def time_part(w: Workload, part: str) -> tuple[float, float]:
+    """Returns (wall, CPU) seconds per step of one block of ``w`` run the ``part`` way."""
+    if part == "plain":
+        lens: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    else:
+        detail = 0 if part in ("hooks", "light") else 25
+        lens = gradlens.watch(
+            w.model, w.opt, live=False, detail_every=detail, nan_origin=part == "nan_origin"
+        )
+    stats = _zero_statistics() if part == "hooks" else contextlib.nullcontext()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with stats, lens:
+        for _ in range(w.steps):
+            w.step()
+    return (time.perf_counter() - wall) / w.steps, (time.process_time() - cpu) / w.steps
+
+
+def measure_parts(w: Workload, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Returns, per part, the per-round step times and ratios over the round's plain block."""
+    for part in PARTS:  # warm up every path
+        time_part(w, part)
+    out: dict[str, dict[str, list[float]]] = {
+        p: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": []} for p in PARTS
+    }
+    for _ in range(rounds):
+        times = {p: time_part(w, p) for p in PARTS}
+        for p, (wall, cpu) in times.items():
+            out[p]["wall"].append(wall)
+            out[p]["cpu"].append(cpu)
+            out[p]["wall_ratio"].append(wall / times["plain"][0])
+            out[p]["cpu_ratio"].append(cpu / times["plain"][1])
+    return out
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3f} [{min(xs):.3f}-{max(xs):.3f}]"
+
+
+def print_parts(w: Workload, rounds: int) -> None:
+    t = measure_parts(w, rounds)
+    print(f"{w.name} ({w.steps} steps per block)")
+    print(f"  {'part':11} {'wall ms':>9} {'wall ratio':>24} {'cpu ms':>9} {'cpu ratio':>24}")
+    for p in PARTS:
+        r = t[p]
+        print(
+            f"  {p:11} {statistics.median(r['wall']) * 1e3:9.2f} {_spread(r['wall_ratio']):>24} "
+            f"{statistics.median(r['cpu']) * 1e3:9.2f} {_spread(r['cpu_ratio']):>24}",
+            flush=True,
+        )
+
+
 def measure(w: Workload, rounds: int) -> dict[str, float]:
     """Returns median step times and the median of the per-round ratios (paired, so slow
     drift of the machine's speed cancels out)."""
@@ -121,12 +203,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke test")
+    parser.add_argument("--parts", action="store_true", help="the cost, part by part")
+    parser.add_argument("--steps", type=int, default=0, help="steps per block (0: defaults)")
+    parser.add_argument("--only", default="abc", help="workloads to run: a, b and/or c")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds")
+    makers = [
+        m for k, m in zip("abc", (logistic_2d, mlp, transformer), strict=True) if k in args.only
+    ]
+    if args.parts:
+        for make in makers:
+            w = make()
+            w.steps = args.steps or w.steps
+            print_parts(w, rounds)
+        return
     print(f"{'workload':56} {'plain ms':>9} {'watched':>9} {'ratio':>7} {'naive/gl':>9}")
-    for make in (logistic_2d, mlp, transformer):
+    for make in makers:
         w = make()
+        w.steps = args.steps or w.steps
         t = measure(w, rounds)
         print(
             f"{w.name:56} {t['plain'] * 1e3:9.3f} {t['watched'] * 1e3:9.3f} "

@@ -35,3 +35,42 @@ def test_every_workload_builds_and_steps(on_path: None) -> None:
     for mode in ("plain", "guard", "anomaly"):
         assert guard_overhead.time_block(mlp, mode, 1, counter) > 0
     assert counter.violations == 0
+
+
+def test_trace_overhead_runs_its_cases(on_path: None) -> None:
+    import trace_overhead
+
+    times = trace_overhead.step_times("mlp", repeats=1)
+    assert times["events"] > 0 and times["plain_cpu"] > 0 and times["traced_cpu"] > 0
+    plain, traced = trace_overhead.small_times(trace_overhead.classic, repeats=1)
+    assert plain > 0 and traced > 0
+
+
+def test_the_real_model_workloads_step(on_path: None) -> None:
+    import guard_overhead
+
+    counter = guard_overhead.Counter()
+    for make in (guard_overhead.zoo_mlp, guard_overhead.chain):
+        workload = make()
+        for mode in ("plain", "guard"):
+            assert guard_overhead.time_block(workload, mode, 1, counter) > 0
+    assert counter.violations == 0
+
+
+def test_compare_counts_dot_nodes_and_runs_gradlens_on_the_mlp(on_path: None) -> None:
+    import compare
+
+    dot = 'digraph g {\n  graph [a=1];\n  node [b=2];\n  n1 [label="x"];\n  "n 2" [label=y];\n'
+    dot += '  n1 -> "n 2" [label="e"];\n}'
+    assert compare._dot_nodes(dot) == 2
+    m = compare.mlp(small=True)
+    tools = {k: v[0] for k, v in compare.TOOLS.items() if k.startswith("gradlens")}
+    rows = compare.measure(m, tools, rounds=1)
+    by_tool = {r["tool"]: r for r in rows}
+    assert set(by_tool) == set(tools) and not any("error" in r for r in rows)
+    trace = by_tool["gradlens trace()"]["counts"]
+    # 4 x (Linear + ReLU) + head + loss: every op, leaf and input is a node
+    assert trace["full"] == by_tool["gradlens graph() + DOT"]["counts"]["full"] + 2
+    assert trace["depth=1"] is not None and trace["depth=1"] < trace["full"]
+    table = compare.table({m.name: (0.01, rows)})
+    assert table.count("\n") == 2 + 1 + len(rows) - 1

@@ -87,6 +87,26 @@ def test_replicas_compare_to_rounding_not_beyond() -> None:
     assert not _same(a, moved)
 
 
+def test_ranks_holding_different_sizes_are_not_replicas() -> None:
+    # FSDP1 with use_orig_params=True: plain tensors, a different slice on each rank. Neither
+    # passed off as the whole gradient nor compared as replicas: left out, with a note.
+    facts: list[WatchFact] = []
+    notes: list[str] = []
+    ranks = distributed.Ranks(facts, notes)
+    meta = distributed._Meta("SGD", 0, ["w", "b"], [0, 0], [3, 2], [-1, -1], [None, None])
+    w0, w1 = _shard_row(torch.ones(3), False), _shard_row(torch.ones(2) * 5, False)
+    b0, b1 = _shard_row(torch.ones(2), False), _shard_row(torch.ones(2), False)
+    for row in (w0, w1, b0, b1):
+        row.values[_F["kind"]] = 0.0  # plain tensors: replicated, as far as the rank knows
+    record = StepRecord(0, {"w": ParamStats(3**0.5, 1.0, 0.0, 1.0, False)}, optimizer="SGD")
+    record = StepRecord(0, {**record.grads, "b": ParamStats(2**0.5, 1.0, 0.0, 1.0, False)})
+    combined = ranks._combine(meta, record, [1.0, 3.0], [[w0, b0], [w1, b1]])
+    assert set(combined.grads) == {"b"} and combined.loss == 2.0
+    assert notes and notes[0].startswith("w: its gradient is split across the ranks")
+    ranks._divergence(meta, [[w0, b0], [w1, b1]])
+    assert facts == []
+
+
 def test_rank_path() -> None:
     assert rank_path("out.json", 0) == "out.json"
     assert rank_path(Path("runs/out.json"), 3) == os.path.join("runs", "out.rank3.json")

@@ -141,6 +141,19 @@ def test_inf_in_the_data_blames_no_module() -> None:
     assert origin(lens).kind == "nan-input"
 
 
+class Shift(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.5  # saves nothing for backward: takes an inference tensor
+
+
+def test_inference_tensors_as_inputs_are_probed() -> None:
+    with torch.inference_mode():
+        x = data() * 1.0  # made in inference mode: it has no version counter
+    lens, _ = train(nn.Sequential(Shift(), Stack(Log())), x, nan_origin=True)
+    assert origin(lens).name == "1.layers.2"
+    assert lens.record.notes == ()
+
+
 def test_a_module_called_twice_is_named_with_the_call_that_made_it() -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+from typing import Any
 
+import pytest
 from rich.console import Console, RenderableType
 
+from gradlens.analysis.views import view
 from gradlens.records import (
     BackwardEvent,
     Diagnostic,
@@ -24,6 +28,7 @@ from gradlens.records import (
     TraceRecord,
     ValueSummary,
 )
+from gradlens.records.serialize import from_json_dict, to_json_dict
 from gradlens.render.terminal import (
     diagnostics_list,
     diagnostics_table,
@@ -480,7 +485,7 @@ def test_event_summary_per_pass() -> None:
         " backward 1        backward of loss (retain_graph), train.py:9\n"
         "                   4 gradients reached 2 ops and 2 of 3 leaves\n"
         "                   1 gradient with NaN or Inf, first at AddmmBackward0\n"
-        " forward 2         1 op (1 without grad mode)\n"
+        " forward 2         1 op: mul (1 without grad mode)\n"
         " autograd.grad 2   autograd.grad of loss → d/d w\n"
         "                   0 gradients reached 0 ops and 0 of 3 leaves\n"
         "                   failed: boom\n"
@@ -592,3 +597,81 @@ def test_a_cut_branch_and_nodes_no_output_reaches_are_drawn() -> None:
         "├── AddBackward0  add",
         "│   ├── yb  input [1]",
     ]
+
+
+# ---- real models: the report fits a screen or two ----------------------------------------------
+
+
+def _traced(model: Any, inputs: tuple[Any, ...], loss_fn: Any) -> TraceRecord:
+    import gradlens
+
+    with gradlens.trace(model) as t:
+        loss_fn(model, *inputs).backward()
+    return t.record
+
+
+@pytest.fixture(scope="module")
+def gpt2_record() -> TraceRecord:
+    """GPT-2 small's layout (12 blocks, Hugging Face names, tied lm_head), narrow and short."""
+    from model_zoo import gpt2_step
+
+    return _traced(*gpt2_step(vocab=1000, seq=16, d=64, heads=2))
+
+
+@pytest.fixture(scope="module")
+def resnet_record() -> TraceRecord:
+    from model_zoo import resnet50_step
+
+    return _traced(*resnet50_step(batch=1, size=64, classes=10))
+
+
+def test_gpt2_report_fits_and_folds_the_blocks(gpt2_record: TraceRecord) -> None:
+    graph = gpt2_record.graph
+    assert len(graph.nodes) > 1000
+    text = format_trace_report(gpt2_record, width=100)
+    assert len(text.splitlines()) <= 80, text
+    assert text.startswith("autograd graph: 22 nodes, 1 of them standing for 708\n")
+    (block,) = [line for line in text.splitlines() if "GPT2Block ×" in line]
+    assert "GPT2Block ×12  transformer.h.0–11  [1×16×64] +1 → [1×16×64]" in block
+    folded = view(graph, "auto", fold=True, saved=False, max_nodes=40)
+    (node,) = [n for n in folded.nodes if n.count == 12]
+    each = "  ".join(f"h.{i} {norm:.3g}" for i, norm in enumerate(node.instance_grad_norms))
+    assert f"grad norm of each: {each}\n" in format_trace_report(gpt2_record, width=300)
+    loaded = from_json_dict(json.loads(json.dumps(to_json_dict(gpt2_record))))
+    assert isinstance(loaded, TraceRecord)
+    assert format_trace_report(loaded, width=100) == text  # a saved trace reports the same
+    for module in ("transformer.wte", "transformer.wpe", "transformer.h.0–11", "transformer.ln_f"):
+        assert module in text, module
+    assert "lm_head 1" in text  # tied to wte: its op shows in the per-module count
+    assert "transformer.h.0–11 ×12: 38 each" in text
+    assert "events: 1182, summarised per pass" in text
+    assert "--module transformer.h.0" in text  # how to look inside one block
+
+
+def test_gpt2_report_deeper_and_one_module(gpt2_record: TraceRecord) -> None:
+    deeper = format_trace_report(gpt2_record, width=100, depth=3)
+    assert "GPT2Block ×12" not in deeper
+    blocks = [line for line in deeper.splitlines() if "GPT2Block  transformer.h." in line]
+    assert [b.split("transformer.h.")[1].split()[0] for b in blocks] == [
+        str(i) for i in reversed(range(12))
+    ]
+    # One chain of 12 blocks drawn one under the other, not indented 12 levels deeper.
+    assert len({b.index("↑ GPT2Block") for b in blocks[1:]}) == 1
+    block = format_trace_report(gpt2_record, width=100, module="transformer.h.3")
+    assert "addmm" in block and "(neighbour in transformer.h.2)" in block
+    assert "transformer.h.3.attn.c_attn.weight  leaf" in block
+    every = format_trace_report(gpt2_record, width=100, depth=None)
+    assert "more levels (max_depth=None shows them all)" in every
+    assert len(format_trace_report(gpt2_record, width=100, depth=None, max_depth=None)) > len(every)
+
+
+def test_resnet_report_fits_and_folds_each_stage(resnet_record: TraceRecord) -> None:
+    text = format_trace_report(resnet_record, width=100)
+    assert len(text.splitlines()) <= 80, text
+    flat = " ".join(text.split())
+    for folded in ("×2 layer1.1–2", "×3 layer2.1–3", "×5 layer3.1–5", "×2 layer4.1–2"):
+        assert f"Bottleneck {folded}" in flat, folded
+    for module in ("conv1", "bn1", "relu", "maxpool", "avgpool", "fc"):
+        assert f" {module} " in flat, module
+    for stage in range(1, 5):
+        assert f"Bottleneck layer{stage}.0" in flat

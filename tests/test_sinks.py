@@ -140,6 +140,22 @@ def test_sinks_add_no_host_copy_beyond_one_to_fix_the_ranges(
     assert host_copies == ["cpu", "tolist"] * 2  # once after step 0 (ranges), once at the end
 
 
+def test_a_writer_of_yours_keeps_your_tags_and_stays_open(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("loss", 123.0, 0)
+    lens, _ = train([TensorBoard(writer, histograms=False)], bad_step=None)
+    writer.add_scalar("loss", 456.0, 1)  # still open
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [e.value for e in events.Scalars("loss")] == [123.0, 456.0]
+    written = [e.value for e in events.Scalars("gradlens/loss")]
+    assert written == [f32(s.loss) for s in lens.steps]
+    assert events.Tags()["histograms"] == []
+
+
 def test_a_failing_sink_is_dropped_with_a_note_and_training_goes_on(tmp_path: Path) -> None:
     sink = TensorBoard(tmp_path)
 
@@ -209,7 +225,8 @@ def test_wandb_offline_rows_equal_the_records(tmp_path: Path, monkeypatch: Any) 
     ours = [r for r in rows if "gradlens/step" in r]
     assert [r["gradlens/step"] for r in ours] == [s.step for s in lens.steps]
     for row, step in zip(ours, lens.steps, strict=True):
-        assert row["loss"] == step.loss or (math.isnan(row["loss"]) and math.isnan(step.loss))
+        loss = row["gradlens/loss"]  # beside the user's keys, never on them
+        assert loss == step.loss or (math.isnan(loss) and math.isnan(step.loss))
         for name, stats in step.grads.items():
             for field in ("grad_norm", "grad_max", "nan", "inf", "update_ratio", "weight_norm"):
                 value = getattr(stats, field)

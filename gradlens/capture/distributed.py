@@ -28,10 +28,13 @@ the numbers that are true of the whole gradient on one rank (replicated paramete
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import itertools
 import math
 import os
 import sys
+import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
@@ -90,6 +93,9 @@ _MAGIC = 7_340_033.0
 _VERSION = 1.0
 _FIRST_CAPACITY = 1 << 15  # doubles in the first round of the first flush (256 KiB)
 _TOLERANCE = 1e-5  # relative difference of two replicas' sums that is not rounding
+_ROLL_CALL = 10.0  # seconds the first exchange waits for every rank to say it watches too
+_WATCHING = "gradlens/watching/{}/{}"  # set in the default store by each watching rank
+_watchers = itertools.count()  # watchers made in this process: the n-th is the same on each rank
 _last_rank: int | None = None  # the rank last read from torch.distributed
 
 
@@ -241,6 +247,7 @@ class Ranks:
     def __init__(self, facts: list[WatchFact], notes: list[str]) -> None:
         self._facts = facts
         self._notes = notes
+        self._number = next(_watchers)
         self.metas: list[_Meta] = []
         self.seen = False  # some step was taken with more than one rank
         self.world = 1
@@ -299,8 +306,10 @@ class Ranks:
             return
         import torch.distributed as dist
 
+        if not self.seen:
+            self.world, self.rank = dist.get_world_size(), dist.get_rank()
+            _say_watching(self._number, self.rank)
         self.seen = True
-        self.world, self.rank = dist.get_world_size(), dist.get_rank()
         names, kinds, numels, reached, sums = [], [], [], [], []
         for slot, name, param in members:
             dtensor = is_dtensor(param)
@@ -308,7 +317,9 @@ class Ranks:
             if layout is None:  # a gradient's layout does not change: read it once
                 g = param.grad
                 t = g if g is not None else param
-                layout = (_kind(t), local(t).numel())
+                # FSDP1's flat parameters are plain tensors, a different shard on each rank
+                flat = getattr(param, "_is_flat_param", False)
+                layout = (OTHER if flat else _kind(t), local(t).numel())
                 if g is not None:
                     self._layout[slot] = layout
             kind, numel = layout
@@ -408,6 +419,14 @@ class Ranks:
         try:
             packet = self._pack(metas, by_key)
             gathered = self._gather(packet)
+        except _NotWatched as e:
+            ranks = ", ".join(str(r) for r in e.ranks)
+            self._stop_combining(
+                f"gradlens does not watch rank(s) {ranks} (watch() on some ranks only?), so it "
+                "cannot combine their gradients; put watch() on every rank to see the whole "
+                "gradient"
+            )
+            return rest + self.local_only([by_key[k] for k in keyed if k in by_key])
         except Exception as e:
             self._stop_combining(f"the exchange failed: {type(e).__name__}: {e}")
             return rest + self.local_only([by_key[k] for k in keyed if k in by_key])
@@ -477,6 +496,10 @@ class Ranks:
         if self._group is not None and self._group not in c10d._world.pg_map:
             self._group = None  # destroyed with the default group; a new one was made since
         if self._group is None:
+            # No collective with ranks that would never join it (watch() on rank 0 only).
+            absent = _not_watching(self._number, self.world)
+            if absent:
+                raise _NotWatched(absent)
             timeout = datetime.timedelta(seconds=_timeout())
             self._group = dist.new_group(backend="gloo", timeout=timeout)
         return self._group
@@ -584,6 +607,8 @@ class Ranks:
         for j, name in enumerate(meta.names):
             mine = [rank_rows[j] for rank_rows in rows]
             kind = int(mine[self.rank]["kind"])
+            if kind == REPLICATED and len({row["numel"] for row in mine}) > 1:
+                kind = self._kinds[name] = OTHER  # a shard per rank (FSDP1, use_orig_params)
             if kind == REPLICATED:
                 have = [row for row in mine if row["present"] == 1.0]
                 if have:
@@ -599,8 +624,9 @@ class Ranks:
                     missing.append(name)
             elif name in record.grads:
                 self._note(
-                    f"{name}: its gradient is a DTensor gradlens cannot combine (a Partial "
-                    "placement, or a mesh that is not every rank); left out of the steps"
+                    f"{name}: its gradient is split across the ranks in a way gradlens cannot "
+                    "combine (FSDP1's parameters: use FSDP2's fully_shard; a Partial DTensor; "
+                    "a mesh that is not every rank): left out of the steps"
                 )
         known = [x for x in losses if x is not None]
         loss = sum(known) / len(known) if known else None
@@ -658,6 +684,8 @@ class Ranks:
             if m.kinds[j] != REPLICATED or f"divergence {name}" in self._once:
                 continue
             have = [(r, rank_rows[j]) for r, rank_rows in enumerate(rows)]
+            if len({row["numel"] for _, row in have}) > 1:
+                continue  # not replicas (each rank its own shard): _combine left it out
             have = [(r, row) for r, row in have if row["present"] == 1.0]
             if len(have) < 2:
                 continue
@@ -687,6 +715,41 @@ class Ranks:
                 filled = all(col[r]["present"] == 1.0 for r in unused)
                 how = "filled" if filled else "none"
                 self._fact("unused-on-some-ranks", m, name, unused, f"{how}|{len(used)}")
+
+
+class _NotWatched(Exception):
+    def __init__(self, ranks: list[int]) -> None:
+        super().__init__(ranks)
+        self.ranks = ranks
+
+
+def _store() -> Any:
+    import torch.distributed.distributed_c10d as c10d
+
+    return c10d._get_default_store()
+
+
+def _say_watching(watch: int, rank: int) -> None:
+    """Sets this rank's key for its ``watch``-th watcher in the default store (no collective,
+    no wait). Without a store the exchange finds out the slow way (its timeout)."""
+    with contextlib.suppress(Exception):
+        _store().set(_WATCHING.format(watch, rank), "1")
+
+
+def _not_watching(watch: int, world: int) -> list[int]:
+    """Returns the ranks that have not said they watch (their ``watch``-th watcher), after
+    waiting a little for them: every rank that watches says so at its first step."""
+    try:
+        store = _store()
+        keys = [_WATCHING.format(watch, r) for r in range(world)]
+        deadline = time.monotonic() + min(_ROLL_CALL, _timeout())
+        while not store.check(keys):  # polled: store.wait logs a warning when it times out
+            if time.monotonic() > deadline:
+                return [r for r, key in enumerate(keys) if not store.check([key])]
+            time.sleep(0.05)
+        return []
+    except Exception:
+        return []
 
 
 def _put_stats(row: list[float], s: ParamStats, n: int) -> None:

@@ -4,8 +4,8 @@ Every function returns device tensors; nothing here calls ``.item()``, ``float()
 ``.cpu()``. The watcher stacks the results per step and copies them to the host in batches.
 
 Each statistic is one read of the tensor, chosen for speed on CPU and GPU alike
-(benchmarks/watch_overhead.py): the sum of squares is a BLAS ``dot`` on CPU and one fused
-``_foreach_norm`` on CUDA; min and max come from one ``aminmax``. The detail set adds three
+(benchmarks/watch_overhead.py): the sums of squares of a whole list are one ``_foreach_norm``
+call; the sum is a float32 ``sum``; min and max come from one ``aminmax``. The detail set adds three
 counting passes (zeros, non-finite, NaN) and, for the update size, a copy of the weights.
 """
 
@@ -33,7 +33,7 @@ LIGHT = ("sumsq", "sum", "min", "max")
 #: Rows of ``detail_stats``: per gradient (counts as floats) and the weight's sum of squares.
 DETAIL = ("nonzero", "nonfinite", "nan", "weight_sumsq")
 
-_DOT_DTYPES = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
@@ -49,19 +49,27 @@ def _real(t: torch.Tensor) -> torch.Tensor:
 
 
 def sum_of_squares(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Returns each tensor's sum of squares as a float32 0-d tensor on its device."""
+    """Returns each tensor's sum of squares as a float32 0-d tensor on its device.
+
+    One ``_foreach_norm`` per dtype family for the whole list: a single fused kernel on CUDA,
+    and on the CPU one C++ loop that opens no thread-pool region per tensor (a reduction that
+    does, such as ``dot``, waits for every pool thread, which a busy machine makes slow).
+    Half-precision tensors are reduced in float32, so their norms cannot overflow.
+    """
     real = [_real(t) for t in tensors]
-    if real and real[0].is_cuda:  # one fused kernel for the whole list
-        norms = torch._foreach_norm(real)
-        return [n.float() for n in torch._foreach_mul(norms, norms)]
-    out = []
-    for t in real:
-        if t.dtype in _DOT_DTYPES and t.numel() > 0:
-            flat = t.reshape(-1)
-            out.append(torch.dot(flat, flat).float())
-        else:
-            out.append(t.float().square().sum())
-    return out
+    out: list[torch.Tensor | None] = [None] * len(real)
+    families: dict[bool, list[int]] = {}
+    for i, t in enumerate(real):
+        if t.is_floating_point():
+            families.setdefault(t.dtype in _HALF, []).append(i)
+        else:  # an integer tensor (a weight, never a gradient)
+            out[i] = t.float().square().sum()
+    for half, members in families.items():
+        group = [real[i] for i in members]
+        norms = torch._foreach_norm(group, 2, dtype=torch.float32 if half else None)
+        for i, square in zip(members, torch._foreach_mul(norms, norms), strict=True):
+            out[i] = square if square.dtype == torch.float32 else square.float()
+    return out  # type: ignore[return-value]
 
 
 def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -275,15 +275,14 @@ class Guard:
             bumped = [(t, t._version) for t in fused if isinstance(t, torch.Tensor)]
         log = self.log
         if log is not None:
-            if bumped:
+            end = _next_seq()
+            if bumped or end != seq:
                 file, line = _user(sys._getframe(1))
                 site = None if file is None else (file, line)
                 for t, v in bumped:
                     log.log_write(t, name, site, v, seq)
-            end = _next_seq()
-            if end != seq:
-                file, line = _user(sys._getframe(1))
-                log.made(seq, end, name, None if file is None else (file, line))
+                if end != seq:
+                    log.made(seq, end, name, site)
             return
         frame, source = user_frame() if bumped else (None, None)
         for t, v in bumped:
@@ -328,7 +327,11 @@ class Guard:
         ids: list[int] = []
         retain = True
         try:
-            if func is _TENSOR_BACKWARD and len(args) == 1 and not kwargs:  # loss.backward()
+            if (
+                func is _TENSOR_BACKWARD
+                and len(args) == 1
+                and not any(v is not None and v is not False for v in kwargs.values())
+            ):  # loss.backward(): every keyword at its default
                 parsed = BackwardCall("backward", [args[0]], [], [], False, False)
             else:
                 parsed = parse_backward(func, args, kwargs)

@@ -28,7 +28,8 @@ from torch.utils.hooks import RemovableHandle
 
 from ..records import ModuleCall
 from .quiet import quiet
-from .source import format_location, is_internal
+from .source import format_location, frame_locals, is_internal
+from .watch_names import user_frames
 
 __all__ = ["MAX_CALLS", "ForwardChecks", "ForwardPending"]
 
@@ -212,15 +213,16 @@ class ForwardChecks:
             return None
         if t.layout != torch.strided or t.is_meta or t.numel() == 0:
             return None
+        version = None if t.is_inference() else t._version  # inference tensors have none
         seen = self._seen.get(id(t))
-        version = t._version
-        if seen is not None and seen[0]() is t and seen[1] == version:
+        if seen is not None and version is not None and seen[0]() is t and seen[1] == version:
             return seen[2]
         real = torch.view_as_real(t) if t.is_complex() else t
         lo, hi = torch.aminmax(real.detach())
         probe = len(self._values) // 2
         self._values += (lo, hi)
-        self._seen[id(t)] = (weakref.ref(t), version, probe)
+        if version is not None:
+            self._seen[id(t)] = (weakref.ref(t), version, probe)
         return probe
 
     def _module_index(self, module: torch.nn.Module) -> int | None:
@@ -230,9 +232,10 @@ class ForwardChecks:
         if self._model is not None:
             return None  # a module that joined the model later: not hooked by name
         if not self._stack:  # global hooks: a root module, named with its submodules
+            root = _variable_holding(module)
             for name, sub in module.named_modules():
                 if id(sub) not in self._index:
-                    self._name(sub, name)
+                    self._name(sub, f"{root}.{name}" if root and name else root or name)
             known = self._index.get(id(module))
             return known[1] if known is not None else None
         return self._name(module, type(module).__name__)
@@ -268,6 +271,19 @@ def _tensors(obj: Any, depth: int = 0) -> Iterator[torch.Tensor]:
     elif depth < 4 and isinstance(obj, dict):
         for x in obj.values():
             yield from _tensors(x, depth + 1)
+
+
+def _variable_holding(module: torch.nn.Module) -> str:
+    """Returns the name of the user's variable holding ``module`` ("" if none is found), as
+    the watcher names parameters (``model.blocks.0.fc``)."""
+    for frame in user_frames(sys._getframe(1)):
+        for name, value in frame_locals(frame).items():
+            if value is module and not name.startswith("_"):
+                return name
+        for name, value in list(frame.f_globals.items()):
+            if value is module and not name.startswith("_"):
+                return name
+    return ""
 
 
 _internal: dict[Any, bool] = {}

@@ -52,7 +52,7 @@ _OPS_KEPT = 1 << 18  # op ranges kept: an older node's finding names no saving l
 _START = itemgetter(0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs several times more, per write
 class _Write:
     n: int  # position in the log
     seq: int  # the autograd sequence number the writing op started at: older nodes have less

@@ -3,10 +3,10 @@ expand/collapse of the modules a view collapsed or folded.
 
 The page needs no network: its CSS and JavaScript (``page.css``, ``page.js`` next to this file)
 and its data are inlined. The data is a JSON document: one SVG per precomputed *state* (the
-starting view, then views with modules opened one at a time, breadth-first, up to
-``max_states``), the details of every node (keyed by record id: the SVG node ids are the record
-ids), and for each node what its Expand / Unfold / Collapse / Fold buttons lead to. A module
-the page could not precompute says so, with the Python call that shows it.
+start view, then views with modules opened: :mod:`gradlens.render.html_states`), the details
+of every node (keyed by record id: the SVG node ids are the record ids), and for each node
+what its Expand / Unfold / Collapse / Fold buttons lead to. A module the page could not
+precompute says so, with the Python call that shows it.
 
 Each state is drawn by Graphviz's ``dot`` (SVG): without it :func:`to_html` raises
 :class:`GradlensError` saying how to install Graphviz. There is no fallback page: a layout
@@ -16,67 +16,21 @@ tree already gives.
 
 from __future__ import annotations
 
-import heapq
 import html
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .._errors import GradlensError
-from ..analysis.views import is_view, view
 from ..records import EdgeKind, Graph, GraphNode, NodeKind, ValueSummary, format_shape
-from ..records.modules import module_depth, within
-from .dot import to_dot
 from .files import write_atomic
 from .graphviz import RenderResult, find_dot, to_svg
+from .html_states import PAGE_STATES, Drawn, explore, module_path
 
 __all__ = ["NO_DOT", "PAGE_STATES", "to_html", "write_html"]
-
-#: How many views a page precomputes at most (each is drawn by ``dot`` once).
-PAGE_STATES = 32
-#: Stop precomputing once the states' DOT text adds up to this many characters (the SVG is
-#: about twice as long).
-_PAGE_DOT_CHARS = 8_000_000
-_CALL = "g"  # the name the page uses for the user's graph or trace in Python calls
-
-
-@dataclass(frozen=True, order=True)
-class _State:
-    """A view of the graph: the modules opened, as ``view(..., expand=...)`` takes them.
-
-    A path may appear twice: opening a folded run (``transformer.h.0``: blocks 0-11) unfolds
-    it into one node per block, and opening ``transformer.h.0`` again opens block 0 itself.
-    """
-
-    expand: tuple[str, ...] = ()  # sorted
-
-    def open(self, path: str) -> _State:
-        return _State(tuple(sorted((*self.expand, path))))
-
-    def close(self, path: str) -> _State:
-        """Returns this state with ``path`` closed again (the block, when it was opened after
-        its run was unfolded) and everything opened inside it."""
-        keep = [p for p in self.expand if not within(p, path) or p == path]
-        keep.remove(path)
-        return _State(tuple(keep))
-
-    def refold(self, instances: tuple[str, ...]) -> _State:
-        """Returns this state with a run folded again (its blocks and all inside them closed)."""
-        return _State(tuple(p for p in self.expand if not any(within(p, i) for i in instances)))
-
-
-@dataclass
-class _Drawn:
-    state: _State
-    label: str  # how the page got here: "start view › unfolded transformer.h.0 ×12 › ..."
-    graph: Graph
-    dot: str
-    svg: str = ""
-    modules: dict[str, str] = field(default_factory=dict)  # MODULE node id -> module path
 
 
 def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_STATES) -> str:
@@ -89,19 +43,13 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
     """
     if find_dot() is None:
         raise GradlensError(NO_DOT)
-    drawn, index, cut = _explore(graph, max(max_states, 1))
-    _draw_all(drawn)
+    explored = explore(graph, max_states)
+    _draw_all(explored.drawn)
     details: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     states = []
     full = _Edges(graph)
-    runs = {  # folded runs, by the path the view opens them with: their instances
-        path: n.instances
-        for d in drawn
-        for n in d.graph.nodes
-        if _count(n) > 1 and (path := _module_path(n)) is not None
-    }
-    for d in drawn:
+    for d in explored.drawn:
         ids: dict[str, int] = {}
         shown = _Edges(d.graph)
         for node in d.graph.nodes:
@@ -118,7 +66,7 @@ def to_html(graph: Graph, *, title: str | None = None, max_states: int = PAGE_ST
                 "count": len(d.graph.nodes),
                 "nodes": ids,
                 "notes": list(d.graph.notes),
-                "actions": _actions(d, index, cut, runs),
+                "actions": explored.actions(d),
             }
         )
     data = {"details": details, "states": states}
@@ -135,156 +83,7 @@ def write_html(
 
 
 # ---------------------------------------------------------------------------- the states
-class _Views:
-    """Draws a state: ``view(graph, depth, fold=True, saved=..., expand=...)`` at the depth and
-    saved-box choice of the graph's auto view, so that states differ only in what they open
-    (``depth="auto"`` itself would pick a shallower depth once a module is opened)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.start = graph
-        self.can_open = False
-        self.depth: int | None = None
-        self.saved = True
-        if is_view(graph):  # the user's own view is drawn as given (its record holds no more)
-            return
-        self.start = view(graph, depth="auto", fold=True)
-        target = _signature(self.start)
-        deepest = max((module_depth(n.module) for n in graph.nodes if n.module), default=0)
-        for depth in (None, *range(deepest, 0, -1)):
-            for saved in (True, False):
-                if _signature(view(graph, depth, fold=True, saved=saved)) == target:
-                    self.can_open, self.depth, self.saved = True, depth, saved
-                    return
-        # The auto view folded runs of ops or cut the graph: only that view can be shown.
-
-    def draw(self, state: _State) -> Graph:
-        if not self.can_open or state == _State():
-            return self.start
-        return view(self.graph, self.depth, fold=True, saved=self.saved, expand=state.expand)
-
-
-def _signature(graph: Graph) -> tuple[tuple[str, int], ...]:
-    """Returns what makes two views the same drawing: their nodes and what each stands for."""
-    return tuple((n.id, _count(n)) for n in graph.nodes)
-
-
-def _explore(graph: Graph, max_states: int) -> tuple[list[_Drawn], dict[_State, int], bool]:
-    """Draws states breadth-first from the start view (all ways to open one module, and
-    modules inside it, before two side by side; bigger modules first). Returns them, the index
-    of each state reached (states whose view is the same as an earlier one share its index),
-    and whether the budget left states out."""
-    views = _Views(graph)
-    drawn: list[_Drawn] = []
-    index: dict[_State, int] = {}
-    by_nodes: dict[tuple[Any, ...], int] = {}
-    queue: list[tuple[int, int, int, int, _State]] = [(0, 0, 0, 0, _State())]
-    queued = {_State()}
-    labels = {_State(): "start view"}
-    order = 0
-    chars = 0
-    while queue and len(drawn) < max_states and chars < _PAGE_DOT_CHARS:
-        *_, state = heapq.heappop(queue)
-        shown = views.draw(state)
-        signature = _signature(shown)
-        if signature in by_nodes:  # opening it changed nothing
-            index[state] = by_nodes[signature]
-            continue
-        dot = to_dot(shown)  # a view: drawn as it is
-        chars += len(dot)
-        d = _Drawn(state, labels[state], shown, dot)
-        for node in shown.nodes:
-            path = _module_path(node)
-            if path is None:
-                continue
-            d.modules[node.id] = path
-        index[state] = by_nodes[signature] = len(drawn)
-        drawn.append(d)
-        if not views.can_open:  # this view cannot be redrawn with modules opened
-            continue
-        for node_id, path in d.modules.items():
-            child = state.open(path)
-            if child in queued:
-                continue
-            queued.add(child)
-            node = shown.node(node_id)
-            count = _count(node)
-            step = f"unfolded {path} ×{count}" if count > 1 else f"opened {path}"
-            labels[child] = f"{d.label} › {step}"
-            order += 1
-            hidden = -node.inner  # the bigger module first
-            heapq.heappush(queue, (_chains(child), len(child.expand), hidden, order, child))
-    return drawn, index, bool(queue)
-
-
-def _actions(
-    d: _Drawn, index: dict[_State, int], cut: bool, runs: dict[str, tuple[str, ...]]
-) -> dict[str, dict[str, Any]]:
-    """Returns, per node id of one state, where its buttons lead (state indices) and, for a
-    module that cannot be opened here, why and the Python call that shows it."""
-    me = index[d.state]
-    out: dict[str, dict[str, Any]] = {}
-    for node_id, path in d.modules.items():
-        node = d.graph.node(node_id)
-        opens = list(node.instances) or [path]  # what to centre on after
-        action: dict[str, Any] = {"path": path, "count": _count(node), "opens": opens}
-        target = index.get(d.state.open(path))
-        if target is not None and target != me:
-            action["expand"] = target
-        elif target == me:
-            action["why"] = (
-                f"Nothing more inside {path} in this record (a view's record keeps only what "
-                f"it drew). In Python, view it from the full graph: {_CALL}.view(module="
-                f"{json.dumps(path)})"
-            )
-        elif cut:
-            action["why"] = (
-                f"Not precomputed on this page (it holds {len(set(index.values()))} views; "
-                f"gradlens.render.html.write_html({_CALL}, path, max_states=100) holds more). "
-                f"In Python: {_CALL}.view(module={json.dumps(path)})"
-            )
-        else:
-            action["why"] = (
-                f"This page cannot open {path}: it shows the graph's auto view only. "
-                f"In Python: {_CALL}.view(module={json.dumps(path)})"
-            )
-        out[node_id] = action
-    for node in d.graph.nodes:  # Collapse / Fold: the opened modules this node sits in
-        closers = []
-        for text, state in _closings(d.state, _module_path(node) or node.module or "", runs):
-            target = index.get(state)
-            if target is not None and target != me:
-                closers.append([text, target])
-        if closers:
-            out.setdefault(node.id, {})["collapse"] = closers
-    return out
-
-
-def _closings(
-    state: _State, inside: str, runs: dict[str, tuple[str, ...]]
-) -> list[tuple[str, _State]]:
-    """Returns the buttons that close what ``inside`` (a module path) sits in: each opened
-    module around it ("Collapse transformer.h.3"), and an unfolded run it belongs to
-    ("Fold transformer.h.0–11"), innermost first."""
-    found = []
-    for path in sorted(set(state.expand), key=len, reverse=True):
-        instances = runs.get(path)
-        unfolded_only = instances is not None and state.expand.count(path) == 1
-        if within(inside, path) and not unfolded_only:
-            found.append((f"Collapse {path}", state.close(path)))
-        if instances is not None and any(within(inside, i) for i in instances):
-            found.append((f"Fold {path} ×{len(instances)}", state.refold(instances)))
-    return found
-
-
-def _chains(state: _State) -> int:
-    """Returns how many opened modules have no opened module inside them: the page first opens
-    one module deeper and deeper (one chain), then two side by side."""
-    opened = set(state.expand)
-    return sum(not any(q != p and within(q, p) for q in opened) for p in opened)
-
-
-def _draw_all(drawn: list[_Drawn]) -> None:
+def _draw_all(drawn: list[Drawn]) -> None:
     """Runs ``dot -Tsvg`` on every state, a few at a time (each is its own process)."""
     workers = max(1, min(4, os.cpu_count() or 1, len(drawn)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -298,20 +97,6 @@ def _svg(dot: str) -> str:
     if text is None:  # dot went away since to_html looked
         raise GradlensError(NO_DOT)
     return text[text.index("<svg") :]
-
-
-def _module_path(node: GraphNode) -> str | None:
-    """Returns the module path a MODULE node stands for (folded: its first instance)."""
-    if node.kind != NodeKind.MODULE:
-        return None
-    if node.instances:
-        return node.instances[0]
-    # "m:" + path; other ids ("r:n4000", a run of one op drawn as one node) are no module
-    return node.id[2:] if node.id.startswith("m:") else None
-
-
-def _count(node: GraphNode) -> int:
-    return node.count
 
 
 # ---------------------------------------------------------------------------- node details
@@ -354,7 +139,7 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
     row("op", node.op)
     if node.kind == NodeKind.MODULE:
         first_last = (node.instances[0], node.instances[-1]) if node.instances else ()
-        row("path", " … ".join(first_last) or _module_path(node))
+        row("path", " … ".join(first_last) or module_path(node))
         row("inside", node.module)
     else:
         row("module", node.module)
@@ -400,7 +185,7 @@ def _details(node: GraphNode, shown: _Edges, full: _Edges) -> dict[str, Any]:
     return {
         "title": node.name or "(no name)",
         "kind": node.kind.value,
-        "module": _module_path(node) or node.module or "",  # where it sits (MODULE: itself)
+        "module": module_path(node) or node.module or "",  # where it sits (MODULE: itself)
         "rows": rows,
         "saved": saved,
         "instances": instances,

@@ -25,6 +25,7 @@
     home = { x: vb.x, y: vb.y, w: vb.width, h: vb.height };
     $("count").textContent = plural(state.count, "node");
     $("state").textContent = state.label;
+    $("state").title = state.label;
     $("back").disabled = history.length === 0;
     // Notes: what the view collapsed and how to open it; the first one, the rest on a click.
     const notes = $("notes");

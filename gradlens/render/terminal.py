@@ -473,7 +473,7 @@ def _instance_lines(node: GraphNode) -> list[Text]:
     if node.count < 2 or not norms or all(n is None for n in norms):
         return []
     names = _short_names(instances) if len(instances) == len(norms) else []
-    parts = [f"{names[i]} {_num(n)}" if names else _num(n) for i, n in enumerate(norms)]
+    parts = [f"{names[i]} {_num(n, 3)}" if names else _num(n, 3) for i, n in enumerate(norms)]
     return [Text("grad norm of each: " + "  ".join(parts), style="green")]
 
 
@@ -496,8 +496,8 @@ def _shapes(shapes: Sequence[Sequence[int]]) -> str:
 
 
 def _count(n: int) -> str:
-    """Returns ``124.4 M``, ``7.1 k`` or ``512``."""
-    for size, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+    """Returns ``124.4M``, ``7.1k`` or ``512``."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return str(n)
@@ -612,6 +612,8 @@ def _forward_summary(chunk: Sequence[Event]) -> Text:
     errors = [e for e in chunk if isinstance(e, ErrorEvent)]
     others = len(chunk) - len(ops) - len(errors)
     text = Text(f"{len(ops)} op{'s' if len(ops) != 1 else ''}")
+    if len({e.op for e in ops}) == 1:
+        text.append(f": {ops[0].op}")
     inplace = sum(1 for e in ops if e.inplace)
     no_grad = sum(1 for e in ops if not e.grad_enabled)
     flags = [f"{inplace} in-place"] if inplace else []
@@ -877,8 +879,9 @@ class ReportOptions:
     """How much of a trace :func:`trace_report` shows.
 
     - ``depth``: ``"auto"`` (default) draws a graph bigger than ``PAGE_NODES`` by module, at
-      the depth the views pick (``view(depth="auto", fold=True)``: repeated blocks folded) and
-      a small one op by op; ``k`` collapses every module at depth ``k``; ``None`` every op.
+      the depth the views pick for ``SCREEN_NODES`` (``view(depth="auto", fold=True,
+      saved=False)``: repeated blocks folded) and a small one op by op; ``k`` collapses every
+      module at depth ``k`` (``view(k, saved=False)``, nothing folded); ``None`` every op.
     - ``module``: only that module's ops (its neighbours as stubs), ``depth`` relative to it.
     - ``events``: ``"auto"`` summarises a log of more than ``SUMMARY_EVENTS`` events per
       pass; ``"summary"`` / ``"full"`` always do / never do.
@@ -935,7 +938,7 @@ def report_graph(graph: Graph, options: ReportOptions | None = None) -> Graph:
         return view(graph, depth, module=opts.module)
     if opts.depth == "auto":
         return view(graph, "auto", fold=True, saved=False, max_nodes=SCREEN_NODES)
-    return view(graph, opts.depth, fold=True)
+    return view(graph, opts.depth, saved=False)  # deeper means every block, unfolded
 
 
 def report_tree(graph: Graph, options: ReportOptions | None = None) -> RenderableType:
@@ -952,10 +955,17 @@ def report_tree(graph: Graph, options: ReportOptions | None = None) -> Renderabl
 
 def report_tensors(
     tensors: Mapping[str, TensorStatus], options: ReportOptions | None = None
-) -> Table:
-    """Returns the status table a report shows: every tensor, or those worth a look."""
+) -> RenderableType:
+    """Returns the status table a report shows: every tensor, or those worth a look (when
+    none is, one line saying what there is)."""
     opts = options if options is not None else current_report_options()
-    return status_table(tensors, full=opts.tensors == "full" or len(tensors) <= SUMMARY_TENSORS)
+    if opts.tensors == "full" or len(tensors) <= SUMMARY_TENSORS:
+        return status_table(tensors)
+    listed, caption = _worth_a_look(list(tensors.values()))
+    if not listed:
+        rest = caption.partition("not listed: ")[2]
+        return Text(f"tensors: {len(tensors)}, none that needs a look: {rest}", style="dim")
+    return status_table(tensors, full=False)
 
 
 def report_events(

@@ -75,20 +75,20 @@ class Sink:
         """Called once when the watch ends, with the finished record."""
 
 
-def scalars_of(step: StepRecord, first_optimizer: str) -> dict[str, float]:
+def scalars_of(step: StepRecord, first_optimizer: str, prefix: str = "") -> dict[str, float]:
     """Returns the step's scalars by tag: ``loss``, ``lr``, ``backward_calls``, the logged
-    scalars by name (each with ``/OPTIMIZER`` appended for a second optimizer's steps), and
-    ``FIELD/PARAM`` for every measured ``ParamStats`` field (``nonfinite`` as 0 or 1).
-    Non-finite values are kept as they are."""
+    scalars by name (each after ``prefix``, with ``/OPTIMIZER`` appended for a second
+    optimizer's steps), and ``FIELD/PARAM`` for every measured ``ParamStats`` field
+    (``nonfinite`` as 0 or 1). Non-finite values are kept as they are."""
     suffix = "" if step.optimizer in ("", first_optimizer) else f"/{step.optimizer}"
     out: dict[str, float] = {}
     if step.loss is not None:
-        out["loss" + suffix] = step.loss
+        out[prefix + "loss" + suffix] = step.loss
     if step.lr is not None:
-        out["lr" + suffix] = step.lr
-    out["backward_calls" + suffix] = float(step.backward_calls)
+        out[prefix + "lr" + suffix] = step.lr
+    out[prefix + "backward_calls" + suffix] = float(step.backward_calls)
     for name, value in step.scalars.items():
-        out[name + suffix] = value
+        out[prefix + name + suffix] = value
     for param, stats in step.grads.items():
         for field in PARAM_FIELDS:
             value = getattr(stats, field)

@@ -20,7 +20,8 @@ FINDINGS_TAG = "gradlens/findings"
 class TensorBoard(Sink):
     """Writes a watched loop to TensorBoard event files in ``log_dir`` (or to a
     ``SummaryWriter`` you pass, which is flushed but left open): per-parameter scalars
-    ``grad_norm/PARAM``, ``update_ratio/PARAM``, ... and ``loss``, ``lr``; gradient histograms
+    ``grad_norm/PARAM``, ``update_ratio/PARAM``, ... and ``loss``, ``lr`` (``gradlens/loss``,
+    ... in a writer you pass, beside your own tags); gradient histograms
     ``grad/PARAM`` (``add_histogram_raw``, from on-device counts); findings as text under
     ``gradlens/findings``. The x-axis is the optimizer's step."""
 
@@ -54,6 +55,8 @@ class TensorBoard(Sink):
                 f"{type(log_dir).__name__}"
             )
         self._first = ""
+        # A writer of yours holds your own tags: gradlens's step scalars go under gradlens/.
+        self._prefix = "" if self._own else "gradlens/"
 
     @property
     def writer(self) -> Any:
@@ -76,7 +79,7 @@ class TensorBoard(Sink):
         assert writer is not None
         for step in steps:
             self._first = self._first or step.optimizer
-            for tag, value in scalars_of(step, self._first).items():
+            for tag, value in scalars_of(step, self._first, self._prefix).items():
                 writer.add_scalar(tag, value, step.step)
         for h in histograms:
             writer.add_histogram_raw(f"grad/{h.param}", global_step=h.step, **histogram_fields(h))

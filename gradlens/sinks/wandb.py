@@ -23,7 +23,8 @@ class Wandb(Sink):
     """Writes a watched loop to a W&B run (``wandb.init(...)``'s, or the current one): one
     history row per recorded step, holding ``gradlens/step`` (every gradlens key is plotted
     against it, by ``define_metric``, so the run's own ``_step`` and your rows are left
-    alone), ``grad_norm/PARAM``, ..., ``loss``, ``lr``, gradient histograms ``grad/PARAM``
+    alone), ``grad_norm/PARAM``, ..., ``gradlens/loss``, ``gradlens/lr`` (never your own
+    ``loss``), gradient histograms ``grad/PARAM``
     (``wandb.Histogram(np_histogram=...)``), and a table of the findings. NaN and inf are
     logged as they are. The run is not finished: it is yours."""
 
@@ -80,7 +81,7 @@ class Wandb(Sink):
             )
         for i, step in enumerate(steps):
             self._first = self._first or step.optimizer
-            row: dict[str, Any] = dict(scalars_of(step, self._first))
+            row: dict[str, Any] = dict(scalars_of(step, self._first, "gradlens/"))
             for h in by_step.get((step.optimizer, step.step), []):
                 counts, edges = self._np.asarray(h.counts), self._np.asarray(h.edges)
                 row[f"grad/{h.param}"] = self._wandb.Histogram(np_histogram=(counts, edges))

@@ -231,20 +231,40 @@ def dead() -> None:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     start = time.monotonic()
+    woke = None
     with gradlens.watch(model, opt, live=False) as lens:
         for step in range(140):
             if step == int(os.environ.get("DEAD_STEP", "70")) and RANK == 1:
                 if os.environ.get("HANG"):  # alive but stuck: the timeout must end the wait
                     time.sleep(float(os.environ["HANG"]))
+                    woke = time.time()
                 else:
                     os._exit(3)
             opt.zero_grad()
             x, y = batch(step)
             nn.functional.mse_loss(model(mine(x)), mine(y)).backward()
             opt.step()
-    finish(lens, seconds=time.monotonic() - start)
+    finish(lens, seconds=time.monotonic() - start, ended=time.time(), woke=woke)
+    dist.destroy_process_group()
+
+
+def rank0_only() -> None:
+    """DDP with watch() on rank 0 only (as one does with a logger): rank 0 must neither wait
+    for the timeout nor stop, and keep the replicated statistics (the whole gradient)."""
+    dist.init_process_group("gloo")
+    model = nn.parallel.DistributedDataParallel(make_model())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    start = time.monotonic()
+    watching = gradlens.watch(model.module, opt, live=False) if RANK == 0 else None
+    if watching is not None:
+        with watching as lens:
+            train(model, 70, opt)
+        finish(lens, reference=reference(70), seconds=time.monotonic() - start)
+    else:
+        train(model, 70, opt)
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    {"ddp": ddp, "fsdp": fsdp, "faults": faults, "dead": dead}[MODE]()
+    modes = {"ddp": ddp, "fsdp": fsdp, "faults": faults, "dead": dead, "rank0-only": rank0_only}
+    modes[MODE]()
