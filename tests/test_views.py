@@ -539,3 +539,11 @@ def test_depth_0_is_the_whole_model_as_one_node(gpt2: Graph) -> None:
     assert v.notes == ("collapsed 1 GPT2LMHeadModel (the whole model): g.view(depth=1)",)
     block = gpt2.view(module="transformer.h.3", depth=0)
     assert [n.kind.value for n in block.nodes].count("module") == 1 and len(block.nodes) == 4
+
+
+def test_gpt2_tied_embedding_is_one_node_with_both_names(gpt2: Graph) -> None:
+    one = gpt2.view(depth=1)
+    (leaf,) = [n for n in one.nodes if n.kind == NodeKind.LEAF]
+    assert (leaf.name, leaf.aliases) == ("transformer.wte.weight", ("lm_head.weight",))
+    assert sorted(e.dst for e in one.edges if e.src == leaf.id) == ["m:lm_head", "m:transformer"]
+    assert "= lm_head.weight" in to_dot(one)
