@@ -632,7 +632,7 @@ def test_gpt2_report_fits_and_folds_the_blocks(gpt2_record: TraceRecord) -> None
     assert len(text.splitlines()) <= 80, text
     assert text.startswith("autograd graph: 22 nodes, 1 of them standing for 708\n")
     (block,) = [line for line in text.splitlines() if "GPT2Block ×" in line]
-    assert "GPT2Block ×12  transformer.h.0–11  [1×16×64] +1 → [1×16×64]" in block
+    assert "GPT2Block ×12  transformer.h.0–11  [1×16×64] → [1×16×64]" in block
     folded = view(graph, "auto", fold=True, saved=False, max_nodes=40)
     (node,) = [n for n in folded.nodes if n.count == 12]
     each = "  ".join(f"h.{i} {norm:.3g}" for i, norm in enumerate(node.instance_grad_norms))
