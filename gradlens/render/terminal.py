@@ -221,10 +221,13 @@ def graph_tree(
     Each line shows a node's name, its op or shape, and the gradient it received; an op's saved
     tensors are listed under it, dimmed. A node reached a second time (a leaf used twice) is
     shown as ``(see above)``. A run of ``_MIN_RUN`` or more same ops in a chain is one line
-    with ``×N``. ``compact`` (by default: when the graph has more than ``PAGE_NODES`` nodes or is
-    deeper than ``max_depth``) draws a chain of single-input nodes as lines under each other
-    rather than ever deeper, so only real branches indent. Past ``max_depth`` levels the rest is
-    one line, "… N more levels", saying how to see them (``max_depth=None``: every level).
+    with ``×N``. ``compact`` (by default: when the graph has more than ``PAGE_NODES`` nodes, is
+    deeper than ``_COMPACT_HEIGHT`` or ``max_depth`` levels, or is a module view) draws a chain
+    of single-input nodes as ``↑`` lines under each other rather than ever deeper, so only real
+    branches indent. Past ``max_depth`` levels the rest is one line, "… N more levels", saying
+    how to see them (``max_depth=None``: every level). A value whose autograd history was cut
+    (a CUT edge: ``.detach()``, ``.item()``) shows where it came from behind ``✂ <how>:``; nodes
+    no output reaches are drawn from where they end, so nothing is dropped without a line.
     MODULE nodes of a view (``graph.view(...)``) show their class, path, shapes, parameter
     count and gradient norm; a folded one (``×12``) adds a line with each instance's norm.
     Built without recursion, so a chain thousands of ops deep is fine.
