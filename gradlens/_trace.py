@@ -135,5 +135,11 @@ class Trace:
 
         return trace_report(self.record)
 
+    def __str__(self) -> str:
+        """Returns the terminal report as plain text, 100 columns wide (``print(t)``)."""
+        from .render.terminal import to_text, trace_report
+
+        return to_text(trace_report(self.record))
+
     def _repr_svg_(self) -> str | None:
         return self.graph._repr_svg_()

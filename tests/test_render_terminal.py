@@ -676,3 +676,17 @@ def test_resnet_report_fits_and_folds_each_stage(resnet_record: TraceRecord) -> 
         assert f" {module} " in flat, module
     for stage in range(1, 5):
         assert f"Bottleneck layer{stage}.0" in flat
+
+
+def test_print_of_a_trace_is_its_report() -> None:
+    import torch
+
+    import gradlens
+    from gradlens.render.terminal import trace_report
+
+    w = torch.tensor([1.0], requires_grad=True)
+    with gradlens.trace(w=w) as t:
+        (w * 3).sum().backward()
+    text = str(t)
+    assert text == to_text(trace_report(t.record))
+    assert "autograd graph" in text and "MulBackward0" in text and ".grad = [3.]" in text
