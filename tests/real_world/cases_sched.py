@@ -4,6 +4,8 @@ optimizer's steps and warns when the order looks wrong), ReduceLROnPlateau, and 
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -92,6 +94,13 @@ def ddp_single_process(rec: Rec) -> Outcome:
                 opt.step()
         out.keep_model("net", net)
         out.counters.update(local_hooks(net, opt))
+        # A PyTorch race, with or without gradlens: gloo's worker threads destroy finished
+        # all-reduce work, whose thread-local state holds Python objects (any torch-function
+        # or dispatch mode active at the all-reduce, the counters' own included), and need the
+        # GIL for it; DDP's reducer, freed at return, joins those threads while holding the GIL.
+        # Let them finish first (seen to hang ~ProcessGroupGloo in 2 of many runs otherwise).
+        time.sleep(0.2)
+        del model
     finally:
         dist.destroy_process_group()
     return out
