@@ -15,3 +15,12 @@ class NoGraphError(GradlensError, ValueError):
 
 class SchemaError(GradlensError, ValueError):
     """A JSON file is not a gradlens record, or not one this version can read."""
+
+
+def missing_extra(what: str, package: str, extra: str, error: ImportError) -> GradlensError:
+    """Returns the error for an optional package that is not installed: ``what`` needs
+    ``package``, installed by the ``gradlens[extra]`` extra."""
+    return GradlensError(
+        f"{what} needs the {package} package ({error}); install it with "
+        f"`pip install 'gradlens[{extra}]'`"
+    )

@@ -13,6 +13,7 @@ from rich.console import Console
 from torch.optim import Optimizer
 
 from .._errors import GradlensError
+from .._errors import missing_extra as _missing_extra
 from .._lens import Lens
 from ..capture.watch import Watcher
 from ..sinks import Sink
@@ -22,10 +23,7 @@ __all__ = ["FrameworkLens", "innermost", "missing_extra", "scale_of"]
 
 def missing_extra(package: str, extra: str, error: ImportError) -> GradlensError:
     """Returns the error for a framework that is not installed, naming the extra to install."""
-    return GradlensError(
-        f"gradlens.integrations.{extra} needs the {package} package ({error}); install it with "
-        f"`pip install 'gradlens[{extra}]'`"
-    )
+    return _missing_extra(f"gradlens.integrations.{extra}", package, extra, error)
 
 
 def innermost(optimizer: Any) -> Optimizer | None:

@@ -6,7 +6,7 @@ import itertools
 import os
 from typing import Any
 
-from .._errors import GradlensError
+from .._errors import GradlensError, missing_extra
 from ..records import Diagnostic, StepRecord, WatchRecord
 from ..records.histograms import GradHistogram
 from ._base import Sink, finding_line, scalars_of
@@ -40,9 +40,8 @@ class TensorBoard(Sink):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise GradlensError(
-                f"gradlens.sinks.TensorBoard needs the tensorboard package ({e}); install it "
-                "with `pip install 'gradlens[tensorboard]'`"
+            raise missing_extra(
+                "gradlens.sinks.TensorBoard", "tensorboard", "tensorboard", e
             ) from None
         self._writer: Any = None
         if isinstance(log_dir, SummaryWriter):

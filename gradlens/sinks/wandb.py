@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import GradlensError
+from .._errors import GradlensError, missing_extra
 from ..records import Diagnostic, StepRecord, WatchRecord
 from ..records.histograms import GradHistogram
 from ._base import PARAM_FIELDS, Sink, scalars_of
@@ -44,10 +44,7 @@ class Wandb(Sink):
             import numpy as np
             import wandb
         except ImportError as e:
-            raise GradlensError(
-                f"gradlens.sinks.Wandb needs the wandb package ({e}); install it with "
-                "`pip install 'gradlens[wandb]'`"
-            ) from None
+            raise missing_extra("gradlens.sinks.Wandb", "wandb", "wandb", e) from None
         self._wandb: Any = wandb
         self._np: Any = np
         self._run = run
