@@ -61,7 +61,7 @@ def test_functions_that_may_write_take_the_full_check(func: object) -> None:
 @pytest.mark.parametrize(
     ("func", "position"), [(F.relu, 1), (F.leaky_relu, 2), (F.dropout, 3), (F.hardtanh, 3)]
 )
-def test_functional_activations_write_only_when_inplace_is_true(func: object, position: int) -> None:
+def test_activations_write_only_when_inplace_is_true(func: object, position: int) -> None:
     assert never_writes(func) is INPLACE and inplace_at(func) == position
 
 
@@ -103,7 +103,7 @@ def test_an_inplace_activation_takes_the_full_check(write: Callable[[torch.Tenso
     (v,) = g.violations
     assert (v.kind, v.saved_by) == ("inplace-saved", "ExpBackward0")
     assert v.write_op == ("dropout" if write is _dropout_inplace else "relu")
-    source, start = inspect.getsourcelines(write)
+    _, start = inspect.getsourcelines(write)
     assert v.write_source == f"tests/test_guard_fast_path.py:{start + 1}"  # the body's one line
 
 

@@ -124,7 +124,8 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     rest = [i for i, s in enumerate(squares) if s is None]
     for i, s in zip(rest, sum_of_squares([real[i] for i in rest]), strict=True):
         squares[i] = s
-    return torch.stack([*squares, *sums, *lows, *highs]).view(len(LIGHT), len(real))
+    done = [s for s in squares if s is not None]
+    return torch.stack([*done, *sums, *lows, *highs]).view(len(LIGHT), len(real))
 
 
 def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
