@@ -165,3 +165,23 @@ def test_a_steps_writes_are_logged_with_the_memory_they_hit() -> None:
     p.data = torch.zeros(3)
     assert list(log._by_storage) == [old] and log._by_storage[old][0].op == "SGD.step"
     log.close()
+
+
+def test_watch_leaves_its_mode_out_of_a_plain_step_and_cleans_up_after_a_raising_one() -> None:
+    net, x = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen: list[int] = []
+    opt.register_step_pre_hook(lambda *_: seen.append(_stack()))
+    with gradlens.watch(net, opt, live=False) as lens:
+        for _ in range(3):
+            opt.zero_grad()
+            net(x).sum().backward()
+            opt.step()
+        assert _stack() == 1
+    assert seen == [0, 0, 0] and _stack() == 0
+    assert [s.step for s in lens.steps] == [0, 1, 2]
+    bad = _Failing(net.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="the step failed"), gradlens.watch(net, bad, live=False):
+        net(x).sum().backward()
+        bad.step()
+    assert _stack() == 0
