@@ -117,8 +117,8 @@ class _Index:
         self._labels: dict[tuple[str, str], str] = {}
         outs, ins, labels = self.outs, self.ins, self._labels
         for e in graph.edges:
-            kind = e.kind
-            if kind in (_DATA, _CUT):
+            ekind = e.kind
+            if ekind in (_DATA, _CUT):
                 src, dst = e.src, e.dst
                 if src in outs:
                     outs[src].append(dst)
@@ -130,7 +130,7 @@ class _Index:
                     ins[dst] = [src]
                 if e.label:
                     labels[(src, dst)] = e.label
-            elif kind == _SAVED_EDGE:
+            elif ekind == _SAVED_EDGE:
                 self.saved_of[e.src] = e.dst
         self.cls: dict[str, str | None] = {}
         self.params: dict[str, int] = {}
