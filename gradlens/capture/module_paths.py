@@ -26,6 +26,7 @@ be told apart this way; ``tests/test_views.py`` measures the match with trace()'
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -95,24 +96,38 @@ def infer_modules(
     users: dict[str, list[str]] = {}  # op -> the op nodes it feeds
     consumers: dict[int, list[str]] = {}  # parameter -> op nodes consuming it
     leaf_owner: dict[str, str] = {}
+    # Every child of a reached node was reached too: ids by the Node object (autograd keeps one
+    # Python object per Node while it is referenced, and ``reached`` references them all).
+    ids: dict[Any, str] = {}
+    leaves: dict[str, int] = {}  # leaf node id -> id() of its tensor
+    ops: list[tuple[Any, str]] = []
     for fn, nid in reached:
+        ids[fn] = nid
         variable = getattr(fn, "variable", None)
         if isinstance(variable, torch.Tensor):
+            leaves[nid] = id(variable)
             if id(variable) in owners:
                 leaf_owner[nid] = owners[id(variable)][0]
-            continue
+        else:
+            ops.append((fn, nid))
+    for fn, nid in ops:
         seq[nid] = fn._sequence_nr()
         names[nid] = builder.draft(nid).name
         for child, _ in fn.next_functions:
             if child is None:
                 continue
-            cid = builder.known_id(child)
-            if cid is None:
-                continue
-            leaf = getattr(child, "variable", None)
-            if isinstance(leaf, torch.Tensor):
-                if id(leaf) in owners:
-                    consumers.setdefault(id(leaf), []).append(nid)
+            cid = ids.get(child)
+            if cid is not None:
+                leaf = leaves.get(cid)
+            else:  # not reached by this walk: as the builder knows it, if at all
+                cid = builder.known_id(child)
+                if cid is None:
+                    continue
+                variable = getattr(child, "variable", None)
+                leaf = id(variable) if isinstance(variable, torch.Tensor) else None
+            if leaf is not None:
+                if leaf in owners:
+                    consumers.setdefault(leaf, []).append(nid)
             else:
                 inputs.setdefault(nid, []).append(cid)
                 users.setdefault(cid, []).append(nid)
@@ -167,14 +182,12 @@ def infer_modules(
     # parameters (ResNet's ``avgpool`` between ``layer4`` and ``fc``), made the last ops of the
     # gap between them, one op each, as such modules mostly do (pooling, activation, dropout).
     fixed = set(headed)
+    order_seq = [seq[op] for op in order]  # ascending: each gap is found by bisection
     for before, (free, nxt) in after.items():
-        gap = [
-            op
-            for op in order
-            if ranges[before][1] < seq[op] < ranges[nxt][0]
-            and op not in fixed
-            and module[op] == before.rpartition(".")[0]
-        ]
+        lo = bisect.bisect_right(order_seq, ranges[before][1])
+        hi = bisect.bisect_left(order_seq, ranges[nxt][0])
+        parent = before.rpartition(".")[0]
+        gap = [op for op in order[lo:hi] if op not in fixed and module[op] == parent]
         if gap and len(gap) >= len(free):
             for op, owner in zip(gap[-len(free) :], free, strict=True):
                 module[op] = owner

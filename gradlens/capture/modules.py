@@ -25,17 +25,27 @@ def module_path_names(module: torch.nn.Module, prefix: str = "") -> dict[torch.n
 def module_infos(module: torch.nn.Module, prefix: str = "") -> tuple[ModuleInfo, ...]:
     """Returns one ModuleInfo per module, in ``named_modules()`` order: class, parameter
     elements owned recursively (a tied tensor counted once) and its own parameters' names."""
+    # One pass over every parameter name (a shared module's under each of its paths): each
+    # module's distinct tensors are those named under its path, as ``m.parameters()`` finds.
+    owned: dict[str, dict[int, int]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        path = name.rpartition(".")[0]
+        while True:
+            tensors = owned.get(path)
+            if tensors is None:
+                tensors = owned[path] = {}
+            if id(p) in tensors:
+                break  # a tied tensor met again: counted here and above already
+            tensors[id(p)] = p.numel()
+            if not path:
+                break
+            path = path.rpartition(".")[0]
     infos = []
     for name, m in module.named_modules():
         path = f"{prefix}.{name}" if prefix and name else (prefix or name)
         full = f"{path}." if path else ""
-        own = tuple(full + n for n, _ in m.named_parameters(recurse=False, remove_duplicate=False))
-        seen: set[int] = set()
-        count = 0
-        for p in m.parameters():  # recursive, each tensor once
-            if id(p) not in seen:
-                seen.add(id(p))
-                count += p.numel()
+        own = tuple(full + n for n, p in m._parameters.items() if p is not None)
+        count = sum(owned.get(name, {}).values())
         infos.append(ModuleInfo(path=path, cls=type(m).__name__, params=count, param_names=own))
     return tuple(infos)
 
