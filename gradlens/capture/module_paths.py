@@ -100,7 +100,7 @@ def infer_modules(
     # Python object per Node while it is referenced, and ``reached`` references them all).
     ids: dict[Any, str] = {}
     leaves: dict[str, int] = {}  # leaf node id -> id() of its tensor
-    ops: list[tuple[Any, str]] = []
+    op_fns: list[tuple[Any, str]] = []
     for fn, nid in reached:
         ids[fn] = nid
         variable = getattr(fn, "variable", None)
@@ -109,8 +109,8 @@ def infer_modules(
             if id(variable) in owners:
                 leaf_owner[nid] = owners[id(variable)][0]
         else:
-            ops.append((fn, nid))
-    for fn, nid in ops:
+            op_fns.append((fn, nid))
+    for fn, nid in op_fns:
         seq[nid] = fn._sequence_nr()
         names[nid] = builder.draft(nid).name
         for child, _ in fn.next_functions:
