@@ -7,6 +7,8 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +17,6 @@ from typing import Any
 import torch
 
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
-from .fast import make_record
 from .names import TensorNames
 from .saved import saved_slots
 from .summary import shape_of
@@ -47,6 +48,15 @@ def _label(meta: Any, i: int) -> str | None:
 
 
 _LABELS: dict[tuple[int, ...], str] = {}  # a model has few distinct shapes: each made once
+_DTYPES: dict[Any, str] = {}  # torch.float32 -> "float32"
+
+
+def _dtype_name(dtype: Any) -> str:
+    """Returns a dtype's name without "torch." ("float32"), made once per dtype."""
+    text = _DTYPES.get(dtype)
+    if text is None:
+        text = _DTYPES[dtype] = str(dtype).removeprefix("torch.")
+    return text
 
 
 def _same(x: Any) -> Any:
@@ -58,7 +68,7 @@ def node_name(fn: Any) -> str:
     return str(fn.name()).rpartition("::")[2]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Draft:
     id: str
     kind: NodeKind
@@ -117,13 +127,15 @@ class GraphBuilder:
         if mark is not None and mark[0] is self._token:
             return str(mark[1])
         variable = getattr(fn, "variable", None)
+        meta = fn._input_metadata  # read once: the node's shape and its input edges' labels
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
         else:
-            meta = fn._input_metadata
             shape = _meta_shape(meta, 0) if len(meta) == 1 else None
-            dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
+            dtype = _dtype_name(meta[0].dtype) if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
+        if nid not in self._labels:
+            self._labels[nid] = [_label(meta, j) for j in range(len(meta))]
         marks[self._key] = (self._token, nid)
         return nid
 
@@ -136,7 +148,7 @@ class GraphBuilder:
                 kind,
                 tensor_key=k,
                 shape=shape_of(t),
-                dtype=str(t.dtype).removeprefix("torch."),
+                dtype=_dtype_name(t.dtype),
             ).id
             self._by_tensor[(kind, k)] = nid
         return nid
@@ -185,23 +197,30 @@ class GraphBuilder:
         seen: set[str] = set()
         queue: deque[tuple[Any, str]] = deque((fn, self.node_for(fn)) for fn in roots)
         edges, node_for, data = self._edges, self.node_for, EdgeKind.DATA
+        drafts, labels_of, op_kind = self._drafts, self._labels, NodeKind.OP
+        pop, push = queue.popleft, queue.append
         while queue:
-            fn, nid = queue.popleft()
+            fn, nid = pop()
             if nid in seen:
                 continue
             seen.add(nid)
             reached.append((fn, nid))
-            draft = self._drafts[nid]
-            if draft.kind is NodeKind.OP:
+            draft = drafts[nid]
+            if draft.kind is op_kind:
                 self._read_saved(fn, draft)
             for child, nr in fn.next_functions:
                 if child is None:
                     continue
                 cid = node_for(child)
-                if (cid, nid, data) not in edges:
-                    edges[(cid, nid, data)] = self._label(child, cid, nr)
+                key = (cid, nid, data)
+                if key not in edges:
+                    labels = labels_of.get(cid)
+                    if labels is None:
+                        edges[key] = self._label(child, cid, nr)
+                    else:
+                        edges[key] = labels[nr] if nr < len(labels) else None
                 if cid not in seen:
-                    queue.append((child, cid))
+                    push((child, cid))
             draft.expanded = True
         return reached
 
@@ -235,7 +254,7 @@ class GraphBuilder:
             NodeKind.SAVED,
             name=role,
             shape=None if t is None else shape_of(t),
-            dtype=None if t is None else str(t.dtype).removeprefix("torch."),
+            dtype=None if t is None else _dtype_name(t.dtype),
             saved_as=f"{where} {role}",
         )
         self._saved[(op.id, role)] = saved.id
@@ -274,6 +293,8 @@ class GraphBuilder:
         ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
         get = value or _same
         nodes = []
+        base = _plain_fields(GraphNode)
+        new = object.__new__
         for d in self._drafts.values():
             name = d.name
             aliases: tuple[str, ...] = ()
@@ -283,26 +304,55 @@ class GraphBuilder:
             grad = d.grad
             if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
                 grad = get(leaf_grads.get(d.tensor_key, grad))
-            nodes.append(
-                make_record(
-                    GraphNode,
-                    id=d.id,
-                    kind=d.kind,
-                    name=name,
-                    shape=d.shape,
-                    dtype=d.dtype,
-                    op=d.op,
-                    module=d.module,
-                    source=d.source,
-                    saved_as=d.saved_as,
-                    grads=tuple(get(g) for g in d.grads) if d.grads else (),
-                    grad=grad,
-                    freed=d.freed,
-                    aliases=aliases,
-                )
-            )
-        edges = tuple(
-            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
-            for (s, t, k), label in self._edges.items()
-        )
+            fields: dict[str, Any] = {
+                "id": d.id,
+                "kind": d.kind,
+                "name": name,
+                "shape": d.shape,
+                "dtype": d.dtype,
+                "op": d.op,
+                "module": d.module,
+                "source": d.source,
+                "saved_as": d.saved_as,
+                "grads": tuple(get(g) for g in d.grads) if d.grads else (),
+                "grad": grad,
+                "freed": d.freed,
+                "aliases": aliases,
+            }
+            if base is None:
+                nodes.append(GraphNode(**fields))
+            else:  # what GraphNode(**fields) makes, without its per-field __setattr__ calls
+                node = new(GraphNode)
+                attrs = node.__dict__
+                attrs.update(base)
+                attrs.update(fields)
+                nodes.append(node)
+        plain = _plain_fields(GraphEdge)
+        make = _edge if plain is not None and plain.keys() == _EDGE_FIELDS else GraphEdge
+        edges = tuple(make(s, t, k, label) for (s, t, k), label in self._edges.items())
         return Graph(nodes=tuple(nodes), edges=edges)
+
+
+@functools.cache
+def _plain_fields(cls: type) -> dict[str, Any] | None:
+    """Returns ``{field: default}`` (None for a required one) of frozen dataclass ``cls`` when
+    its ``__init__`` only sets the fields (no ``__post_init__``, no default factory, no slots),
+    so an instance can be made by filling its ``__dict__``; None otherwise."""
+    if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):
+        return None
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.default_factory is not dataclasses.MISSING:
+            return None
+        out[f.name] = None if f.default is dataclasses.MISSING else f.default
+    return out
+
+
+_EDGE_FIELDS = {"src", "dst", "kind", "label"}
+
+
+def _edge(src: str, dst: str, kind: EdgeKind, label: str | None) -> GraphEdge:
+    """Returns ``GraphEdge(src, dst, kind, label)`` (a plain frozen dataclass: see build)."""
+    edge: GraphEdge = object.__new__(GraphEdge)
+    edge.__dict__.update(src=src, dst=dst, kind=kind, label=label)
+    return edge
