@@ -24,6 +24,7 @@ from .summary import shape_of
 __all__ = ["GraphBuilder", "node_name"]
 
 _META_KEY = "gradlens"
+_OP, _SAVED, _SAVED_EDGE = NodeKind.OP, NodeKind.SAVED, EdgeKind.SAVED
 
 
 def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
@@ -48,6 +49,30 @@ def _label(meta: Any, i: int) -> str | None:
 
 
 _LABELS: dict[tuple[int, ...], str] = {}  # a model has few distinct shapes: each made once
+
+
+def _input_labels(meta: Any) -> tuple[list[str | None], tuple[int, ...] | None]:
+    """Returns the shape label of each of a node's inputs (``_label``) and the shape of its
+    first, from its input metadata, read once."""
+    labels: list[str | None] = []
+    first: tuple[int, ...] | None = None
+    for m in meta:
+        try:
+            shape = tuple(map(int, m.shape))
+        except (RuntimeError, TypeError, AttributeError, ValueError):
+            labels.append(None)
+            continue
+        if not labels:
+            first = shape
+        text = _LABELS.get(shape)
+        if text is None:
+            if len(_LABELS) > 10_000:
+                _LABELS.clear()
+            text = _LABELS[shape] = format_shape(shape)
+        labels.append(text)
+    return labels, first
+
+
 _DTYPES: dict[Any, str] = {}  # torch.float32 -> "float32"
 
 
@@ -89,8 +114,12 @@ class _Draft:
 class GraphBuilder:
     """Collects nodes and edges from walks over autograd graphs; ``build()`` returns a Graph."""
 
-    def __init__(self, names: TensorNames) -> None:
+    def __init__(self, names: TensorNames, *, marks: bool = True) -> None:
+        """``marks=False`` (one walk, the builder dropped after ``build``, as ``graph()``):
+        Nodes are known by a dict holding them rather than by marks in their ``metadata``, so
+        nothing is written into the autograd graph, and there are no marks to take off."""
         self.names = names
+        self._ids: dict[Any, str] | None = None if marks else {}
         #: Optional ``(node, role) -> shape`` for saved tensors that can no longer be read.
         self.saved_shape: Callable[[Any, str], tuple[int, ...] | None] | None = None
         self._token = object()
@@ -115,6 +144,8 @@ class GraphBuilder:
 
     def known_id(self, fn: Any) -> str | None:
         """Returns the node id this builder gave ``fn``, or None."""
+        if self._ids is not None:
+            return self._ids.get(fn)
         mark = fn.metadata.get(self._key)
         if mark is not None and mark[0] is self._token:
             return str(mark[1])
@@ -122,21 +153,39 @@ class GraphBuilder:
 
     def node_for(self, fn: Any) -> str:
         """Returns the node id of autograd Node ``fn``, creating a draft the first time."""
-        marks = fn.metadata
-        mark = marks.get(self._key)
-        if mark is not None and mark[0] is self._token:
-            return str(mark[1])
+        ids = self._ids
+        if ids is not None:
+            known = ids.get(fn)
+            if known is not None:
+                return known
+        else:
+            marks = fn.metadata
+            mark = marks.get(self._key)
+            if mark is not None and mark[0] is self._token:
+                return str(mark[1])
         variable = getattr(fn, "variable", None)
         meta = fn._input_metadata  # read once: the node's shape and its input edges' labels
+        labels, first = _input_labels(meta)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
         else:
-            shape = _meta_shape(meta, 0) if len(meta) == 1 else None
-            dtype = _dtype_name(meta[0].dtype) if len(meta) == 1 else None
-            nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
+            drafts = self._drafts
+            nid = f"n{len(drafts)}"
+            one = len(meta) == 1
+            drafts[nid] = _Draft(
+                nid,
+                _OP,
+                node_name(fn),
+                None,
+                first if one else None,
+                _dtype_name(meta[0].dtype) if one else None,
+            )
         if nid not in self._labels:
-            self._labels[nid] = [_label(meta, j) for j in range(len(meta))]
-        marks[self._key] = (self._token, nid)
+            self._labels[nid] = labels
+        if ids is not None:
+            ids[fn] = nid
+        else:
+            marks[self._key] = (self._token, nid)
         return nid
 
     def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
@@ -250,16 +299,20 @@ class GraphBuilder:
 
     def _add_saved(self, op: _Draft, role: str, t: torch.Tensor | None) -> str:
         where = "output" if role.startswith("result") else "input"
-        saved = self._new(
-            NodeKind.SAVED,
-            name=role,
-            shape=None if t is None else shape_of(t),
-            dtype=None if t is None else _dtype_name(t.dtype),
+        drafts = self._drafts
+        nid = f"n{len(drafts)}"
+        drafts[nid] = _Draft(
+            nid,
+            _SAVED,
+            role,
+            None,
+            None if t is None else shape_of(t),
+            None if t is None else _dtype_name(t.dtype),
             saved_as=f"{where} {role}",
         )
-        self._saved[(op.id, role)] = saved.id
-        self.edge(saved.id, op.id, EdgeKind.SAVED)
-        return saved.id
+        self._saved[(op.id, role)] = nid
+        self._edges.setdefault((nid, op.id, _SAVED_EDGE), None)
+        return nid
 
     def refresh_saved(self, reached: list[tuple[Any, str]]) -> None:
         """Re-reads saved tensors of the reached op nodes, marking the ones now freed."""
@@ -270,6 +323,9 @@ class GraphBuilder:
 
     def forget_marks(self, roots: list[Any]) -> None:
         """Removes this builder's marks from the Nodes reachable from ``roots``."""
+        if self._ids is not None:
+            self._ids.clear()  # no marks: only the references to let go
+            return
         queue: deque[Any] = deque(roots)
         while queue:
             fn = queue.popleft()
@@ -280,6 +336,9 @@ class GraphBuilder:
 
     def forget(self, fns: Iterable[Any]) -> None:
         """Removes this builder's marks from the Nodes ``fns`` (all a walk reached)."""
+        if self._ids is not None:
+            self._ids.clear()
+            return
         for fn in fns:
             fn.metadata.pop(self._key, None)
 

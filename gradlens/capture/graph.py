@@ -36,7 +36,7 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
             raise NoGraphError(f"output {i} has no autograd graph: {no_grad_fn_reason(t)}")
     named = named_params(params)
     names = TensorNames(named)
-    builder = GraphBuilder(names)
+    builder = GraphBuilder(names, marks=False)  # one walk: nothing written into the graph
     roots = [t.grad_fn for t in outputs]
     done = False
     try:

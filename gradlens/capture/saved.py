@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -42,10 +41,10 @@ SKIP_HOOKED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """One saved value of a node: ``role`` ("self", "result", "tensors"...), and either the
-    stored tensor, or why it cannot be read (``freed`` by a backward, ``skipped`` with a reason)."""
+    stored tensor, or why it cannot be read (``freed`` by a backward, ``skipped`` with a reason).
+    (A named tuple: a graph walk makes one per saved tensor, thousands on a real model.)"""
 
     role: str
     tensor: torch.Tensor | None = None
