@@ -16,7 +16,16 @@ from typing import Any
 
 import torch
 
-from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
+from ..records import (
+    EdgeKind,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    ModuleInfo,
+    NodeKind,
+    ValueSummary,
+    format_shape,
+)
 from .names import TensorNames
 from .saved import saved_slots
 from .summary import shape_of
@@ -347,6 +356,7 @@ class GraphBuilder:
         self,
         leaf_grads: dict[int, Any] | None = None,
         value: Callable[[Any], ValueSummary | None] | None = None,
+        modules: tuple[ModuleInfo, ...] = (),
     ) -> Graph:
         """Returns the Graph of everything collected so far; ``value`` turns what the drafts and
         ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
@@ -389,7 +399,7 @@ class GraphBuilder:
         plain = _plain_fields(GraphEdge)
         make = _edge if plain is not None and plain.keys() == _EDGE_FIELDS else GraphEdge
         edges = tuple(make(s, t, k, label) for (s, t, k), label in self._edges.items())
-        return Graph(nodes=tuple(nodes), edges=edges)
+        return Graph(nodes=tuple(nodes), edges=edges, modules=modules)
 
 
 @functools.cache

@@ -81,13 +81,19 @@ class CallModules:
 
 
 def infer_modules(
-    reached: Iterable[tuple[Any, str]], builder: Any, root: torch.nn.Module
+    reached: Iterable[tuple[Any, str]],
+    builder: Any,
+    root: torch.nn.Module,
+    named: list[tuple[str, torch.Tensor]] | None = None,
 ) -> tuple[ModuleInfo, ...]:
     """Sets ``module`` on the drafts of ``reached`` op and leaf nodes (see the module docstring);
-    returns the model's ModuleInfo records."""
-    infos = module_infos(root)
+    returns the model's ModuleInfo records. ``named``: ``root.named_parameters(
+    remove_duplicate=False)`` when the caller has it already."""
+    if named is None:
+        named = list(root.named_parameters(remove_duplicate=False))
+    infos = module_infos(root, named=named)
     owners: dict[int, list[str]] = {}
-    for name, p in root.named_parameters(remove_duplicate=False):
+    for name, p in named:
         owners.setdefault(id(p), []).append(name.rpartition(".")[0])
 
     seq: dict[str, int] = {}
@@ -110,9 +116,10 @@ def infer_modules(
                 leaf_owner[nid] = owners[id(variable)][0]
         else:
             op_fns.append((fn, nid))
+    draft = builder.draft
     for fn, nid in op_fns:
         seq[nid] = fn._sequence_nr()
-        names[nid] = builder.draft(nid).name
+        names[nid] = draft(nid).name
         for child, _ in fn.next_functions:
             if child is None:
                 continue
@@ -162,9 +169,12 @@ def infer_modules(
             children.setdefault(info.path.rpartition(".")[0], []).append(info.path)
 
     after = _free_after(infos, ranges)
+    spans = {  # each module's children with their ranges, in registration order
+        path: [(*ranges[kid], kid) for kid in kids] for path, kids in children.items()
+    }
     module: dict[str, str | None] = {}
     for op, s in seq.items():
-        module[op] = anchor.get(op) or _deepest(s, ranges, children)
+        module[op] = anchor.get(op) or _deepest(s, ranges, spans)
 
     order = sorted(seq, key=seq.__getitem__)
     headed: set[str] = set()
@@ -239,14 +249,16 @@ def _free_after(
 
 
 def _deepest(
-    s: int, ranges: dict[str, tuple[int, int]], children: dict[str, list[str]]
+    s: int, ranges: dict[str, tuple[int, int]], spans: dict[str, list[tuple[int, int, str]]]
 ) -> str | None:
-    if "" not in ranges or not ranges[""][0] <= s <= ranges[""][1]:
+    """Returns the deepest module whose range holds sequence number ``s`` (the first child
+    holding it at each level), or None outside the root's range."""
+    root = ranges.get("")
+    if root is None or not root[0] <= s <= root[1]:
         return None
     path = ""
     while True:
-        for kid in children.get(path, ()):
-            lo, hi = ranges[kid]
+        for lo, hi, kid in spans.get(path, ()):
             if lo <= s <= hi:
                 path = kid
                 break
@@ -281,6 +293,18 @@ def _tail(
     names: dict[str, str],
 ) -> str:
     srcs = inputs.get(op, [])
+
+    def inner_kids(where: str) -> set[str]:
+        """The children of ``where`` holding one of the op's inputs."""
+        return {
+            _child_of(where, m)
+            for i in srcs
+            if (m := module.get(i)) is not None and m != where and _inside(m, where)
+        }
+
+    kids = inner_kids(where)
+    if not kids:
+        return where  # most ops: every input made in ``where`` itself
     shaping = bool(_SHAPING.match(names.get(op, "")))
 
     def fits(kid: str) -> bool:
@@ -297,12 +321,8 @@ def _tail(
         return True
 
     while True:
-        kids = {
-            _child_of(where, m)
-            for i in srcs
-            if (m := module.get(i)) is not None and m != where and _inside(m, where)
-        }
         fitting = [kid for kid in kids if fits(kid)]
         if len(fitting) != 1:
             return where
         where = fitting[0]
+        kids = inner_kids(where)

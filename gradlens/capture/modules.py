@@ -22,13 +22,21 @@ def module_path_names(module: torch.nn.Module, prefix: str = "") -> dict[torch.n
     return out
 
 
-def module_infos(module: torch.nn.Module, prefix: str = "") -> tuple[ModuleInfo, ...]:
+def module_infos(
+    module: torch.nn.Module,
+    prefix: str = "",
+    *,
+    named: list[tuple[str, torch.Tensor]] | None = None,
+) -> tuple[ModuleInfo, ...]:
     """Returns one ModuleInfo per module, in ``named_modules()`` order: class, parameter
-    elements owned recursively (a tied tensor counted once) and its own parameters' names."""
+    elements owned recursively (a tied tensor counted once) and its own parameters' names.
+    ``named``: ``module.named_parameters(remove_duplicate=False)`` when the caller has it."""
     # One pass over every parameter name (a shared module's under each of its paths): each
     # module's distinct tensors are those named under its path, as ``m.parameters()`` finds.
     owned: dict[str, dict[int, int]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
+    if named is None:
+        named = list(module.named_parameters(remove_duplicate=False))
+    for name, p in named:
         path = name.rpartition(".")[0]
         while True:
             tensors = owned.get(path)
