@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from .._errors import GradlensError
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
@@ -40,6 +40,7 @@ _FLOW = (EdgeKind.DATA, EdgeKind.CUT)
 # time, and the loops below run once per node of graphs of thousands.
 _OP, _SAVED, _LEAF, _INPUT = NodeKind.OP, NodeKind.SAVED, NodeKind.LEAF, NodeKind.INPUT
 _DATA, _CUT, _SAVED_EDGE = EdgeKind.DATA, EdgeKind.CUT, EdgeKind.SAVED
+_IS_SAVED, _IS_LEAF, _IS_OTHER = 0, 1, 2  # what _Index.rest says of a node
 
 
 def is_view(graph: Graph) -> bool:
@@ -146,6 +147,19 @@ class _Index:
             if parent is not None:
                 self.children.setdefault(parent, []).append(path)
         self.max_depth = max((module_depth(p) for p in used), default=0)
+        #: Every node but the ops, in graph order: ``(id, what, linked)`` with the op that saved
+        #: it (_IS_SAVED), the nodes it feeds (_IS_LEAF: leaves, inputs), or those feeding it.
+        self.rest: list[tuple[str, int, Any]] = []
+        for n in graph.nodes:
+            kind = n.kind
+            if kind == _OP:
+                continue
+            if kind == _SAVED:
+                self.rest.append((n.id, _IS_SAVED, self.saved_of.get(n.id)))
+            elif kind in (_LEAF, _INPUT):
+                self.rest.append((n.id, _IS_LEAF, self.outs.get(n.id, ())))
+            else:
+                self.rest.append((n.id, _IS_OTHER, self.ins.get(n.id, ())))
         self._shapes: dict[str, tuple[int, ...] | None] = {}
         self._ops: dict[str, Counter[str]] | None = None
         self._exits: dict[str, set[str | None]] | None = None
@@ -335,17 +349,12 @@ def _place(
         unit_cache[path] = where
         place[nid] = where
     get = place.get
-    saved_of, outs, ins = ix.saved_of, ix.outs, ix.ins
-    for n in ix.nodes:
-        kind = n.kind
-        if kind == _OP:
-            continue
-        nid = n.id
-        if kind == _SAVED:
-            op = saved_of.get(nid)
-            place[nid] = get(op) if op is not None else (_SELF if focus is None else None)
-        elif kind in (_LEAF, _INPUT):
-            users = [get(d) for d in outs.get(nid, ())]
+    orphan = _SELF if focus is None else None  # a saved tensor of no op
+    for nid, what, linked in ix.rest:
+        if what == _IS_SAVED:
+            place[nid] = get(linked) if linked is not None else orphan
+        elif what == _IS_LEAF:
+            users = [get(d) for d in linked]
             inside = [u for u in users if u is not None]
             if focus is not None and not inside:
                 place[nid] = None
@@ -356,8 +365,7 @@ def _place(
         elif focus is None:
             place[nid] = _SELF
         else:
-            makers = [get(s) for s in ins.get(nid, ())]
-            place[nid] = _SELF if any(m is not None for m in makers) else None
+            place[nid] = _SELF if any(get(s) is not None for s in linked) else None
     return place, _stubs(ix, place, focus)
 
 
@@ -418,24 +426,24 @@ def _build(
             place[nid] = None
         stubs = _stubs(ix, place, focus)
     group = units.group
-
-    def end(node_id: str) -> str | None:
-        where = place.get(node_id)
-        if where is None:
-            return None
-        return node_id if where is _SELF else group[where]
-
+    # Where each node's edges end in the view: itself, its unit's node, its stub, or nowhere.
+    ends = {nid: nid if w is _SELF else group[w] for nid, w in place.items() if w is not None}
+    for nid, stub in stubs.items():
+        ends.setdefault(nid, stub)
     edges: dict[tuple[str, str, EdgeKind], GraphEdge] = {}
+    get = ends.get
     for e in ix.graph.edges:
-        if e.kind == EdgeKind.SAVED and not saved:
+        kind = e.kind
+        if kind == _SAVED_EDGE and not saved:
             continue
-        s = end(e.src) or stubs.get(e.src)
-        d = end(e.dst) or stubs.get(e.dst)
-        if s is None or d is None or s == d or (e.src in stubs and e.dst in stubs):
+        src, dst = e.src, e.dst
+        s = get(src)
+        d = get(dst)
+        if s is None or d is None or s == d or (src in stubs and dst in stubs):
             continue
-        key = (s, d, e.kind)
+        key = (s, d, kind)
         if key not in edges:  # the record itself when it is unchanged: no copy of a big graph
-            edges[key] = e if (s, d) == (e.src, e.dst) else GraphEdge(s, d, e.kind, e.label)
+            edges[key] = e if s == src and d == dst else GraphEdge(s, d, kind, e.label)
 
     members: dict[str, list[GraphNode]] = {}
     order: list[tuple[str, GraphNode | None]] = []

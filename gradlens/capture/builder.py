@@ -27,7 +27,7 @@ from ..records import (
     format_shape,
 )
 from .names import TensorNames
-from .saved import saved_slots
+from .saved import saved_attributes, saved_slots
 from .summary import shape_of
 
 __all__ = ["GraphBuilder", "node_name"]
@@ -255,7 +255,7 @@ class GraphBuilder:
         seen: set[str] = set()
         queue: deque[tuple[Any, str]] = deque((fn, self.node_for(fn)) for fn in roots)
         edges, node_for, data = self._edges, self.node_for, EdgeKind.DATA
-        drafts, labels_of, op_kind = self._drafts, self._labels, NodeKind.OP
+        drafts, labels_of, op_kind, has_saved = self._drafts, self._labels, _OP, saved_attributes
         pop, push = queue.popleft, queue.append
         while queue:
             fn, nid = pop()
@@ -264,7 +264,7 @@ class GraphBuilder:
             seen.add(nid)
             reached.append((fn, nid))
             draft = drafts[nid]
-            if draft.kind is op_kind:
+            if draft.kind is op_kind and has_saved(fn):  # most ops save nothing
                 self._read_saved(fn, draft)
             for child, nr in fn.next_functions:
                 if child is None:

@@ -207,7 +207,8 @@ def infer_modules(
         if op in anchor or op in fixed:
             continue
         if where is not None:
-            module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
+            if any(module.get(i) != where for i in inputs.get(op, ())):  # else it stays home
+                module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
         elif any(module.get(i) is not None for i in inputs.get(op, [])) and (
             _SHAPING.match(names[op]) or builder.draft(op).shape not in ((), None)
         ):

@@ -24,6 +24,7 @@ __all__ = [
     "has_saved_introspection",
     "is_plain",
     "raw_saved",
+    "saved_attributes",
     "saved_slots",
     "unsupported",
     "unused_by_backward",
@@ -55,6 +56,12 @@ class Slot(NamedTuple):
 @functools.cache
 def _raw_attributes(node_type: type) -> tuple[str, ...]:
     return tuple(a for a in dir(node_type) if a.startswith(_RAW) and not a.endswith(_SKIP_SUFFIXES))
+
+
+def saved_attributes(fn: Any) -> tuple[str, ...]:
+    """Returns the ``_raw_saved_*`` attributes of autograd node ``fn``'s class (none: it saves
+    nothing that Python can read, and ``saved_slots`` yields nothing)."""
+    return _raw_attributes(_type(fn))
 
 
 def _type(fn: Any) -> Any:
