@@ -93,30 +93,12 @@ class _Index:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.nodes = graph.nodes
-        self.by_id: dict[str, GraphNode] = {}
-        #: ``(id, module)`` of each OP node, in graph order; the ids of the SAVED nodes.
-        self.op_nodes: list[tuple[str, str | None]] = []
-        self.saved: list[str] = []
-        # Every module that made a node, and its ancestors; children in named_modules order.
-        used: set[str] = set()
-        for n in graph.nodes:
-            self.by_id[n.id] = n
-            kind = n.kind
-            if kind == _OP:
-                self.op_nodes.append((n.id, n.module))
-                path: str | None = n.module
-                while path is not None and path not in used:
-                    used.add(path)
-                    path = module_parent(path)
-            elif kind == _SAVED:
-                self.saved.append(n.id)
-        self.saved_set = set(self.saved)
         self.outs: dict[str, list[str]] = {}
         self.ins: dict[str, list[str]] = {}
         self.saved_of: dict[str, str] = {}
         # The label of each data edge, parsed into a shape only when a view asks (label_shape).
         self._labels: dict[tuple[str, str], str] = {}
-        outs, ins, labels = self.outs, self.ins, self._labels
+        outs, ins, labels, saved_of = self.outs, self.ins, self._labels, self.saved_of
         for e in graph.edges:
             ekind = e.kind
             if ekind in (_DATA, _CUT):
@@ -132,7 +114,34 @@ class _Index:
                 if e.label:
                     labels[(src, dst)] = e.label
             elif ekind == _SAVED_EDGE:
-                self.saved_of[e.src] = e.dst
+                saved_of[e.src] = e.dst
+        self.by_id: dict[str, GraphNode] = {}
+        #: ``(id, module)`` of each OP node, in graph order; the ids of the SAVED nodes.
+        self.op_nodes: list[tuple[str, str | None]] = []
+        self.saved: list[str] = []
+        #: Every node but the ops, in graph order: ``(id, what, linked)`` with the op that saved
+        #: it (_IS_SAVED), the nodes it feeds (_IS_LEAF: leaves, inputs), or those feeding it.
+        self.rest: list[tuple[str, int, Any]] = []
+        # Every module that made a node, and its ancestors; children in named_modules order.
+        used: set[str] = set()
+        for n in graph.nodes:
+            nid = n.id
+            self.by_id[nid] = n
+            kind = n.kind
+            if kind == _OP:
+                self.op_nodes.append((nid, n.module))
+                path: str | None = n.module
+                while path is not None and path not in used:
+                    used.add(path)
+                    path = module_parent(path)
+            elif kind == _SAVED:
+                self.saved.append(nid)
+                self.rest.append((nid, _IS_SAVED, saved_of.get(nid)))
+            elif kind in (_LEAF, _INPUT):
+                self.rest.append((nid, _IS_LEAF, outs.get(nid, ())))
+            else:
+                self.rest.append((nid, _IS_OTHER, ins.get(nid, ())))
+        self.saved_set = set(self.saved)
         self.cls: dict[str, str | None] = {}
         self.params: dict[str, int] = {}
         for info in graph.modules:
@@ -147,19 +156,6 @@ class _Index:
             if parent is not None:
                 self.children.setdefault(parent, []).append(path)
         self.max_depth = max((module_depth(p) for p in used), default=0)
-        #: Every node but the ops, in graph order: ``(id, what, linked)`` with the op that saved
-        #: it (_IS_SAVED), the nodes it feeds (_IS_LEAF: leaves, inputs), or those feeding it.
-        self.rest: list[tuple[str, int, Any]] = []
-        for n in graph.nodes:
-            kind = n.kind
-            if kind == _OP:
-                continue
-            if kind == _SAVED:
-                self.rest.append((n.id, _IS_SAVED, self.saved_of.get(n.id)))
-            elif kind in (_LEAF, _INPUT):
-                self.rest.append((n.id, _IS_LEAF, self.outs.get(n.id, ())))
-            else:
-                self.rest.append((n.id, _IS_OTHER, self.ins.get(n.id, ())))
         self._shapes: dict[str, tuple[int, ...] | None] = {}
         self._ops: dict[str, Counter[str]] | None = None
         self._exits: dict[str, set[str | None]] | None = None

@@ -53,9 +53,11 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
         values = Summaries()  # read on the device, one copy to the host
         leaf_grads: dict[int, Any] = {}
         for fn, nid in reached:
-            leaf = getattr(fn, "variable", None)
             key = builder.draft(nid).tensor_key
-            if not isinstance(leaf, torch.Tensor) or key is None:
+            if key is None:  # an op
+                continue
+            leaf = getattr(fn, "variable", None)
+            if not isinstance(leaf, torch.Tensor):
                 continue
             if not names.has_name(key):
                 names.set_name(key, _shape_name(leaf))
