@@ -532,17 +532,20 @@ def _crossing(
     counts as an input only when nothing else flows in (an embedding's ids)."""
     shapes: list[tuple[int, ...]] = []
     absorbed: list[tuple[int, ...]] = []
+    links = ix.ins if into else ix.outs
+    get = place.get
     for n in members:
-        if n.kind == NodeKind.INPUT:
+        kind = n.kind
+        if kind == _INPUT:
             if into and n.shape is not None and n.shape not in absorbed:
                 absorbed.append(n.shape)
             continue
-        if n.kind != NodeKind.OP:
+        if kind != _OP:
             continue
-        for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
-            if place.get(other) != unit:
-                a, b = (other, n.id) if into else (n.id, other)
-                shape = _edge_shape(ix, a, b)
+        nid = n.id
+        for other in links.get(nid, ()):
+            if get(other) != unit:
+                shape = _edge_shape(ix, other, nid) if into else _edge_shape(ix, nid, other)
                 if shape is not None and shape not in shapes:
                     shapes.append(shape)
     return (shapes or absorbed)[:4]
@@ -566,7 +569,7 @@ def _unit_grad_norm(
     """Returns the L2 norm of the gradients (last pass) reaching the unit's output ops."""
     total, seen = 0.0, False
     for n in members:
-        if n.kind != NodeKind.OP or not n.grads:
+        if not n.grads or n.kind != _OP:
             continue
         if all(place.get(d) == unit for d in ix.outs.get(n.id, ())):
             continue
@@ -672,12 +675,15 @@ def _fit(
     levels: list[int | None] = [None] if start is None else []
     levels += list(range(deepest, base, -1))
     # Each candidate is only placed and counted (_count); only the one drawn is built.
-    last: tuple[_Units, bool, tuple[dict[str, str | None], dict[str, str]]] | None = None
+    last: tuple[_Units, bool, tuple[dict[str, str | None], dict[str, str]] | None] | None = None
     n_saved = len(ix.saved)
     for level in levels:
         units = _choose_units(ix, level, focus, fold, opened)
         placed: tuple[dict[str, str | None], dict[str, str]] | None = None
         counts = (0, 0)
+        # Units never nest and each holds an op, so each is a node: more units than fit, and
+        # the view is too big whatever else it draws.
+        too_many = len(set(units.group.values())) > limit
         for show_saved in (saved, False) if saved else (False,):
             if (
                 not units.group
@@ -686,6 +692,9 @@ def _fit(
                 and len(ix.nodes) - (0 if show_saved else n_saved) > limit
             ):
                 continue  # nothing collapses: the view is the whole graph, known too big
+            if too_many:
+                last = (units, show_saved, None)
+                continue
             if placed is None:
                 placed = _place(ix, units, focus)
                 counts = _count(ix, units, *placed)
