@@ -33,18 +33,23 @@ def module_infos(
     ``named``: ``module.named_parameters(remove_duplicate=False)`` when the caller has it."""
     # One pass over every parameter name (a shared module's under each of its paths): each
     # module's distinct tensors are those named under its path, as ``m.parameters()`` finds.
-    owned: dict[str, dict[int, int]] = {}
     if named is None:
         named = list(module.named_parameters(remove_duplicate=False))
+    names_of: dict[int, int] = {}
+    for _, p in named:
+        names_of[id(p)] = names_of.get(id(p), 0) + 1
+    counts: dict[str, int] = {}
+    counted: set[tuple[str, int]] = set()  # (module, tensor) for tensors with several names
     for name, p in named:
+        pid, size = id(p), p.numel()
+        tied = names_of[pid] > 1
         path = name.rpartition(".")[0]
         while True:
-            tensors = owned.get(path)
-            if tensors is None:
-                tensors = owned[path] = {}
-            if id(p) in tensors:
-                break  # a tied tensor met again: counted here and above already
-            tensors[id(p)] = p.numel()
+            if tied:
+                if (path, pid) in counted:
+                    break  # counted here, and so in every module above, already
+                counted.add((path, pid))
+            counts[path] = counts.get(path, 0) + size
             if not path:
                 break
             path = path.rpartition(".")[0]
@@ -53,7 +58,7 @@ def module_infos(
         path = f"{prefix}.{name}" if prefix and name else (prefix or name)
         full = f"{path}." if path else ""
         own = tuple(full + n for n, p in m._parameters.items() if p is not None)
-        count = sum(owned.get(name, {}).values())
+        count = counts.get(name, 0)
         infos.append(ModuleInfo(path=path, cls=type(m).__name__, params=count, param_names=own))
     return tuple(infos)
 
