@@ -144,6 +144,8 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
         made = self._made
+        if _is_compiling():  # dynamo is tracing this handler: change nothing, look nothing up
+            return func(*args, **(kwargs or {}))
         if made is not None:
             # The fast path: an op that cannot write its arguments (``pure.never_writes``) only
             # has the nodes it made noted, by sequence number; no tensor is touched.
@@ -153,8 +155,6 @@ class _Mode(TorchFunctionMode):
                 writes = never_writes(func)
             if writes is ATTRIBUTE:  # t.grad, t.grad = None: nothing to note
                 return func(*args, **kwargs) if kwargs else func(*args)
-            if _is_compiling():  # dynamo is tracing this handler: change nothing
-                return func(*args, **(kwargs or {}))
             if (
                 writes is not None
                 and (not kwargs or writes.isdisjoint(kwargs) or unwritten(writes, kwargs))
