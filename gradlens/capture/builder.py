@@ -222,7 +222,8 @@ class GraphBuilder:
         if draft.id in self._released:
             return
         freed = kept = 0
-        for slot in saved_slots(fn):
+        saved, nid = self._saved, draft.id
+        for slot in saved_slots(fn, lambda role: (nid, role) in saved):
             key = (draft.id, slot.role)
             existing = self._saved.get(key)
             if slot.freed:
