@@ -35,7 +35,10 @@ def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
 
 
 def _label(meta: Any, i: int) -> str | None:
-    shape = _meta_shape(meta, i) if i < len(meta) else None
+    return _shape_label(_meta_shape(meta, i) if i < len(meta) else None)
+
+
+def _shape_label(shape: tuple[int, ...] | None) -> str | None:
     if shape is None:
         return None
     text = _LABELS.get(shape)
@@ -121,10 +124,12 @@ class GraphBuilder:
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
         else:
-            meta = fn._input_metadata
-            shape = _meta_shape(meta, 0) if len(meta) == 1 else None
+            meta = fn._input_metadata  # a new list each read: read once, labels kept too
+            shapes = [_meta_shape(meta, j) for j in range(len(meta))]
+            shape = shapes[0] if len(meta) == 1 else None
             dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
             nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
+            self._labels[nid] = [_shape_label(s) for s in shapes]
         marks[self._key] = (self._token, nid)
         return nid
 

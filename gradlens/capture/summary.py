@@ -261,7 +261,7 @@ def _wrapped(t: torch.Tensor) -> bool:
 
 def _on_host(t: torch.Tensor) -> bool:
     """Returns whether ``t``'s values are in host memory (reading them waits for nothing)."""
-    return t.device.type == "cpu"
+    return bool(t.is_cpu)
 
 
 def _norm64(d: torch.Tensor, wide: bool = False) -> torch.Tensor:
@@ -434,7 +434,7 @@ def _has_nonfinite(t: torch.Tensor) -> bool:
         type(t) in _PLAIN_TYPES
         and t.dtype in _FAST_DTYPES
         and t.layout == _STRIDED
-        and t.device.type == "cpu"
+        and t.is_cpu
         and not t.is_nested
         and not _wrapped(t)
     ):  # the common case, _checkable's answer in fewer reads
