@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter, deque
 from typing import Any
@@ -330,6 +331,24 @@ def test_graph_leaves_no_marks_on_autograd_nodes() -> None:
     assert len(fns) == 5
     for fn in fns:
         assert fn.metadata == ({"mine": 1} if fn is y.grad_fn else {})
+
+
+def test_graph_leaves_no_garbage_for_the_cycle_collector() -> None:
+    """graph() frees everything it made by reference counting: no reference cycles (its names
+    once held one per tensor) left for the garbage collector to find."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    loss = model(torch.randn(3, 4)).sum()
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        g = gradlens.graph(loss, params=model)
+        assert len(g.nodes) > 5
+        del g
+        assert gc.collect() == 0
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def test_graph_does_not_change_gradients() -> None:

@@ -7,14 +7,16 @@ line that saved a tensor when that tensor's node was made on the fast path.
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 import gradlens
-from gradlens.capture.pure import never_writes
+from gradlens.capture.pure import ATTRIBUTE, INPLACE, inplace_at, never_writes
 
 
 @pytest.mark.parametrize(
@@ -26,8 +28,8 @@ from gradlens.capture.pure import never_writes
         (torch.Tensor.__getitem__, frozenset()),
         (torch.Tensor.sum, frozenset({"out"})),
         (torch._C._nn.linear, frozenset({"out"})),
-        (torch.Tensor.grad.__get__, frozenset()),
-        (torch.Tensor.grad.__set__, frozenset()),
+        (torch.Tensor.grad.__get__, ATTRIBUTE),
+        (torch.Tensor.grad.__set__, ATTRIBUTE),
     ],
 )
 def test_functions_that_cannot_write_their_arguments(func: object, expected: frozenset) -> None:
@@ -48,13 +50,61 @@ def test_functions_that_cannot_write_their_arguments(func: object, expected: fro
         torch.batch_norm,  # writes the running statistics; its schema does not say so
         torch.native_batch_norm,
         torch._C._nn.rrelu_with_noise,  # writes its noise argument
-        F.relu,  # a Python function: relu(x, True) writes x
         F.embedding,  # max_norm= renormalises the weight in place
         torch.Tensor.backward,
     ],
 )
 def test_functions_that_may_write_take_the_full_check(func: object) -> None:
     assert never_writes(func) is None
+
+
+@pytest.mark.parametrize(
+    ("func", "position"), [(F.relu, 1), (F.leaky_relu, 2), (F.dropout, 3), (F.hardtanh, 3)]
+)
+def test_activations_write_only_when_inplace_is_true(func: object, position: int) -> None:
+    assert never_writes(func) is INPLACE and inplace_at(func) == position
+
+
+def test_functional_losses_and_profiler_ops_cannot_write() -> None:
+    assert never_writes(F.mse_loss) == frozenset() and never_writes(F.cross_entropy) == frozenset()
+    assert never_writes(torch.ops.profiler._record_function_enter_new) == frozenset()
+    assert never_writes(torch.ops.profiler._record_function_exit._RecordFunction) == frozenset()
+    assert never_writes(torch.ops.aten.add_) is None  # only the profiler's ops, by schema
+    assert never_writes(torch.ops.aten.mul.Tensor) is None
+
+
+def _relu_inplace_positional(x: torch.Tensor) -> None:
+    F.relu(x, True)
+
+
+def _relu_inplace_keyword(x: torch.Tensor) -> None:
+    F.relu(x, inplace=True)
+
+
+def _relu_module_inplace(x: torch.Tensor) -> None:
+    torch.nn.ReLU(inplace=True)(x)
+
+
+def _dropout_inplace(x: torch.Tensor) -> None:
+    F.dropout(x, 0.5, True, True)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [_relu_inplace_positional, _relu_inplace_keyword, _relu_module_inplace, _dropout_inplace],
+)
+def test_an_inplace_activation_takes_the_full_check(write: Callable[[torch.Tensor], None]) -> None:
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings(record=True), gradlens.guard() as g:
+        y = x.exp()  # ExpBackward0 saves its result, y
+        write(y)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+    (v,) = g.violations
+    assert (v.kind, v.saved_by) == ("inplace-saved", "ExpBackward0")
+    assert v.write_op == ("dropout" if write is _dropout_inplace else "relu")
+    _, start = inspect.getsourcelines(write)
+    assert v.write_source == f"tests/test_guard_fast_path.py:{start + 1}"  # the body's one line
 
 
 def test_an_out_argument_takes_the_full_check() -> None:

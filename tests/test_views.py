@@ -547,3 +547,67 @@ def test_gpt2_tied_embedding_is_one_node_with_both_names(gpt2: Graph) -> None:
     assert (leaf.name, leaf.aliases) == ("transformer.wte.weight", ("lm_head.weight",))
     assert sorted(e.dst for e in one.edges if e.src == leaf.id) == ["m:lm_head", "m:transformer"]
     assert "= lm_head.weight" in to_dot(one)
+
+
+# ---- the auto view counts candidates without building them ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"fold": True},
+        {"focus": "transformer.h.3"},
+        {"focus": "transformer.h.3", "fold": True},
+        {"opened": ("transformer.h.3",)},
+    ],
+)
+def test_fit_counts_equal_the_views_built(gpt2: Graph, resnet: Graph, kw: dict[str, Any]) -> None:
+    """``_fit`` picks the depth from ``_count`` and builds only that view: each count must be
+    the node count of the view ``_build`` makes, saved tensors shown and hidden, at every
+    depth of both models."""
+    from gradlens.analysis.views import _build, _choose_units, _count, _Index, _place
+
+    for g in (gpt2, resnet):
+        ix = _Index(g)
+        focus = kw.get("focus") if g is gpt2 else None
+        opened = kw.get("opened", ()) if g is gpt2 else ()
+        for level in (None, *range(ix.max_depth + 1)):
+            units = _choose_units(ix, level, focus, kw.get("fold", False), opened)
+            placed = _place(ix, units, focus)
+            shown, hidden = _count(ix, units, *placed)
+            assert shown == len(_build(ix, units, True, focus, placed).nodes)
+            assert hidden == len(_build(ix, units, False, focus, placed).nodes)
+            assert hidden == len(_build(ix, units, False, focus).nodes)
+
+
+def test_module_infos_count_parameters_as_each_module_sees_them() -> None:
+    """module_infos counts each module's parameters in one pass over the names; a shared
+    submodule (under two paths) and a tied weight must count as ``m.parameters()`` does: each
+    tensor once per module."""
+    from gradlens.capture.modules import module_infos
+
+    shared = torch.nn.Linear(3, 3)
+    net = torch.nn.Module()
+    net.a = shared
+    net.b = torch.nn.Sequential(shared, torch.nn.Linear(3, 2))
+    net.head = torch.nn.Linear(3, 3)
+    net.head.weight = shared.weight  # tied
+    net.scale = torch.nn.Parameter(torch.ones(5))
+    modules = dict(net.named_modules())
+    infos = module_infos(net)
+    assert [i.path for i in infos] == list(modules)
+    for info in infos:
+        m = modules[info.path]
+        assert info.cls == type(m).__name__
+        assert info.params == sum(p.numel() for p in m.parameters()), info.path
+        prefix = f"{info.path}." if info.path else ""
+        own = [prefix + n for n, _ in m.named_parameters(recurse=False, remove_duplicate=False)]
+        assert list(info.param_names) == own
+    assert {i.path: i.params for i in infos} == {
+        "": 12 + 8 + 3 + 5,
+        "a": 12,
+        "b": 20,
+        "b.1": 8,
+        "head": 12,
+    }

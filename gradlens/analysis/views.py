@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from .._errors import GradlensError
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
@@ -36,6 +36,11 @@ Depth = int | Literal["auto"] | None
 _SELF = "\x00self"  # a node's place in a view when it stays itself (never a module path)
 _SHAPE = re.compile(r"^\[([0-9, ]*)\]$")
 _FLOW = (EdgeKind.DATA, EdgeKind.CUT)
+# Enum members as module constants: ``NodeKind.OP`` is an attribute lookup on the class each
+# time, and the loops below run once per node of graphs of thousands.
+_OP, _SAVED, _LEAF, _INPUT = NodeKind.OP, NodeKind.SAVED, NodeKind.LEAF, NodeKind.INPUT
+_DATA, _CUT, _SAVED_EDGE = EdgeKind.DATA, EdgeKind.CUT, EdgeKind.SAVED
+_IS_SAVED, _IS_LEAF, _IS_OTHER = 0, 1, 2  # what _Index.rest says of a node
 
 
 def is_view(graph: Graph) -> bool:
@@ -88,30 +93,61 @@ class _Index:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.nodes = graph.nodes
-        self.by_id = {n.id: n for n in graph.nodes}
         self.outs: dict[str, list[str]] = {}
         self.ins: dict[str, list[str]] = {}
         self.saved_of: dict[str, str] = {}
+        # The label of each data edge, parsed into a shape only when a view asks (label_shape).
+        self._labels: dict[tuple[str, str], str] = {}
+        outs, ins, labels, saved_of = self.outs, self.ins, self._labels, self.saved_of
         for e in graph.edges:
-            if e.kind in _FLOW:
-                self.outs.setdefault(e.src, []).append(e.dst)
-                self.ins.setdefault(e.dst, []).append(e.src)
-            elif e.kind == EdgeKind.SAVED:
-                self.saved_of[e.src] = e.dst
+            ekind = e.kind
+            if ekind in (_DATA, _CUT):
+                src, dst = e.src, e.dst
+                if src in outs:
+                    outs[src].append(dst)
+                else:
+                    outs[src] = [dst]
+                if dst in ins:
+                    ins[dst].append(src)
+                else:
+                    ins[dst] = [src]
+                if e.label:
+                    labels[(src, dst)] = e.label
+            elif ekind == _SAVED_EDGE:
+                saved_of[e.src] = e.dst
+        self.by_id: dict[str, GraphNode] = {}
+        #: ``(id, module)`` of each OP node, in graph order; the ids of the SAVED nodes.
+        self.op_nodes: list[tuple[str, str | None]] = []
+        self.saved: list[str] = []
+        #: Every node but the ops, in graph order: ``(id, what, linked)`` with the op that saved
+        #: it (_IS_SAVED), the nodes it feeds (_IS_LEAF: leaves, inputs), or those feeding it.
+        self.rest: list[tuple[str, int, Any]] = []
+        # Every module that made a node, and its ancestors; children in named_modules order.
+        used: set[str] = set()
+        for n in graph.nodes:
+            nid = n.id
+            self.by_id[nid] = n
+            kind = n.kind
+            if kind == _OP:
+                self.op_nodes.append((nid, n.module))
+                path: str | None = n.module
+                while path is not None and path not in used:
+                    used.add(path)
+                    path = module_parent(path)
+            elif kind == _SAVED:
+                self.saved.append(nid)
+                self.rest.append((nid, _IS_SAVED, saved_of.get(nid)))
+            elif kind in (_LEAF, _INPUT):
+                self.rest.append((nid, _IS_LEAF, outs.get(nid, ())))
+            else:
+                self.rest.append((nid, _IS_OTHER, ins.get(nid, ())))
+        self.saved_set = set(self.saved)
         self.cls: dict[str, str | None] = {}
         self.params: dict[str, int] = {}
         for info in graph.modules:
             self.cls[info.path] = info.cls
             self.params[info.path] = info.params
-        # Every module that made a node, and its ancestors; children in named_modules order.
         order = {info.path: i for i, info in enumerate(graph.modules)}
-        used: set[str] = set()
-        for n in graph.nodes:
-            if n.kind == NodeKind.OP and n.module is not None:
-                path: str | None = n.module
-                while path is not None and path not in used:
-                    used.add(path)
-                    path = module_parent(path)
         self.used = used
         self._order = order
         self.children: dict[str, list[str]] = {}
@@ -120,19 +156,18 @@ class _Index:
             if parent is not None:
                 self.children.setdefault(parent, []).append(path)
         self.max_depth = max((module_depth(p) for p in used), default=0)
-        self._labels: dict[tuple[str, str], tuple[int, ...] | None] | None = None
+        self._shapes: dict[str, tuple[int, ...] | None] = {}
         self._ops: dict[str, Counter[str]] | None = None
         self._exits: dict[str, set[str | None]] | None = None
 
     def label_shape(self, src: str, dst: str) -> tuple[int, ...] | None:
         """Returns the shape written on the data edge ``src -> dst``, if any."""
-        if self._labels is None:
-            self._labels = {
-                (e.src, e.dst): _parse_shape(e.label)
-                for e in self.graph.edges
-                if e.kind in _FLOW and e.label
-            }
-        return self._labels.get((src, dst))
+        label = self._labels.get((src, dst))
+        if label is None:
+            return None
+        if label not in self._shapes:  # a model has few distinct shapes: each parsed once
+            self._shapes[label] = _parse_shape(label)
+        return self._shapes[label]
 
     def position(self, path: str) -> tuple[int, str]:
         """Returns a sort key putting modules in ``named_modules()`` order."""
@@ -283,77 +318,128 @@ class _View:
     hidden_saved: int = 0
 
 
-def _build(ix: _Index, units: _Units, saved: bool, focus: str | None) -> _View:
+def _place(
+    ix: _Index, units: _Units, focus: str | None
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Returns where each node goes in the view of ``units`` (saved tensors shown) and the STUB
+    ids of the neighbours of ``focus``.
+
+    ``place``: node id -> the unit path it disappears into ("" is the root), ``_SELF`` to stay
+    itself, None when it is out of the view."""
+    group = units.group
     unit_cache: dict[str | None, str | None] = {}
-
-    def unit_of(path: str | None) -> str | None:
-        if path in unit_cache:
-            return unit_cache[path]
-        p, found = path, None
-        while p is not None:
-            if p in units.group:
-                found = p
-                break
-            p = module_parent(p)
-        unit_cache[path] = found
-        return found
-
-    # place: node id -> the unit path it disappears into ("" is the root), _SELF to stay
-    # itself, None when it is out of the view.
     place: dict[str, str | None] = {}
-    for n in ix.nodes:
-        if n.kind == NodeKind.OP:
-            if focus is not None and not within(n.module, focus):
-                place[n.id] = None
-            else:
-                unit = unit_of(n.module)
-                place[n.id] = unit if unit is not None else _SELF
-    for n in ix.nodes:
-        if n.kind == NodeKind.SAVED:
-            op = ix.saved_of.get(n.id)
-            where = place.get(op) if op is not None else (_SELF if focus is None else None)
-            place[n.id] = where if saved else None
-        elif n.kind in (NodeKind.LEAF, NodeKind.INPUT):
-            users = [place.get(d) for d in ix.outs.get(n.id, ())]
+    for nid, path in ix.op_nodes:
+        if path in unit_cache:
+            place[nid] = unit_cache[path]
+            continue
+        if focus is not None and not within(path, focus):
+            where: str | None = None
+        else:
+            p, where = path, _SELF
+            while p is not None:
+                if p in group:
+                    where = p
+                    break
+                p = module_parent(p)
+        unit_cache[path] = where
+        place[nid] = where
+    get = place.get
+    orphan = _SELF if focus is None else None  # a saved tensor of no op
+    for nid, what, linked in ix.rest:
+        if what == _IS_SAVED:
+            place[nid] = get(linked) if linked is not None else orphan
+        elif what == _IS_LEAF:
+            users = [get(d) for d in linked]
             inside = [u for u in users if u is not None]
             if focus is not None and not inside:
-                place[n.id] = None
+                place[nid] = None
             elif inside and len(inside) == len(users) and len(set(inside)) == 1:
-                place[n.id] = inside[0]
+                place[nid] = inside[0]
             else:
-                place[n.id] = _SELF
-        elif n.kind != NodeKind.OP:
-            makers = [place.get(s) for s in ix.ins.get(n.id, ())]
-            place[n.id] = _SELF if focus is None or any(m is not None for m in makers) else None
+                place[nid] = _SELF
+        elif focus is None:
+            place[nid] = _SELF
+        else:
+            place[nid] = _SELF if any(get(s) is not None for s in linked) else None
+    return place, _stubs(ix, place, focus)
 
-    def end(node_id: str) -> str | None:
-        where = place.get(node_id)
-        if where is None:
-            return None
-        return node_id if where == _SELF else units.group[where]
 
+def _stubs(ix: _Index, place: dict[str, str | None], focus: str | None) -> dict[str, str]:
+    """Returns ``{node id: STUB id}`` for the neighbours of ``focus`` (none without one)."""
     stubs: dict[str, str] = {}
     if focus is not None:
+        get = place.get
         for e in ix.graph.edges:
             if e.kind == EdgeKind.SAVED:
                 continue
-            a, b = place.get(e.src), place.get(e.dst)
+            a, b = get(e.src), get(e.dst)
             if a is None and b is not None:
                 stubs[e.src] = "s:" + e.src
             elif b is None and a is not None:
                 stubs[e.dst] = "s:" + e.dst
+    return stubs
 
+
+def _count(
+    ix: _Index, units: _Units, place: dict[str, str | None], stubs: dict[str, str]
+) -> tuple[int, int]:
+    """Returns how many nodes the view placed by ``place`` has with saved tensors shown and
+    with them hidden (what ``_build`` makes with ``saved=True`` / ``False``), building neither."""
+    group = units.group
+    saved = ix.saved_set
+    wheres: set[str] = set()
+    plain: set[str] = set()
+    shown = hidden = 0
+    for nid, where in place.items():
+        if where is None:
+            if nid in stubs:
+                shown += 1
+                hidden += 1
+        elif where is _SELF:
+            shown += 1
+            hidden += nid not in saved
+        else:
+            wheres.add(where)
+            if nid not in saved:
+                plain.add(where)
+    gids = {group[w] for w in wheres}
+    plain_gids = {group[w] for w in plain}
+    return shown + len(gids), hidden + len(plain_gids)
+
+
+def _build(
+    ix: _Index,
+    units: _Units,
+    saved: bool,
+    focus: str | None,
+    placed: tuple[dict[str, str | None], dict[str, str]] | None = None,
+) -> _View:
+    place, stubs = placed if placed is not None else _place(ix, units, focus)
+    if not saved and ix.saved:
+        place = dict(place)
+        for nid in ix.saved:
+            place[nid] = None
+        stubs = _stubs(ix, place, focus)
+    group = units.group
+    # Where each node's edges end in the view: itself, its unit's node, its stub, or nowhere.
+    ends = {nid: nid if w is _SELF else group[w] for nid, w in place.items() if w is not None}
+    for nid, stub in stubs.items():
+        ends.setdefault(nid, stub)
     edges: dict[tuple[str, str, EdgeKind], GraphEdge] = {}
+    get = ends.get
     for e in ix.graph.edges:
-        if e.kind == EdgeKind.SAVED and not saved:
+        kind = e.kind
+        if kind == _SAVED_EDGE and not saved:
             continue
-        s = end(e.src) or stubs.get(e.src)
-        d = end(e.dst) or stubs.get(e.dst)
-        if s is None or d is None or s == d or (e.src in stubs and e.dst in stubs):
+        src, dst = e.src, e.dst
+        s = get(src)
+        d = get(dst)
+        if s is None or d is None or s == d or (src in stubs and dst in stubs):
             continue
-        key = (s, d, e.kind)
+        key = (s, d, kind)
         if key not in edges:  # the record itself when it is unchanged: no copy of a big graph
-            edges[key] = e if (s, d) == (e.src, e.dst) else GraphEdge(s, d, e.kind, e.label)
+            edges[key] = e if s == src and d == dst else GraphEdge(s, d, kind, e.label)
 
     members: dict[str, list[GraphNode]] = {}
     order: list[tuple[str, GraphNode | None]] = []
@@ -446,17 +532,20 @@ def _crossing(
     counts as an input only when nothing else flows in (an embedding's ids)."""
     shapes: list[tuple[int, ...]] = []
     absorbed: list[tuple[int, ...]] = []
+    links = ix.ins if into else ix.outs
+    get = place.get
     for n in members:
-        if n.kind == NodeKind.INPUT:
+        kind = n.kind
+        if kind == _INPUT:
             if into and n.shape is not None and n.shape not in absorbed:
                 absorbed.append(n.shape)
             continue
-        if n.kind != NodeKind.OP:
+        if kind != _OP:
             continue
-        for other in ix.ins.get(n.id, []) if into else ix.outs.get(n.id, []):
-            if place.get(other) != unit:
-                a, b = (other, n.id) if into else (n.id, other)
-                shape = _edge_shape(ix, a, b)
+        nid = n.id
+        for other in links.get(nid, ()):
+            if get(other) != unit:
+                shape = _edge_shape(ix, other, nid) if into else _edge_shape(ix, nid, other)
                 if shape is not None and shape not in shapes:
                     shapes.append(shape)
     return (shapes or absorbed)[:4]
@@ -480,7 +569,7 @@ def _unit_grad_norm(
     """Returns the L2 norm of the gradients (last pass) reaching the unit's output ops."""
     total, seen = 0.0, False
     for n in members:
-        if n.kind != NodeKind.OP or not n.grads:
+        if not n.grads or n.kind != _OP:
             continue
         if all(place.get(d) == unit for d in ix.outs.get(n.id, ())):
             continue
@@ -585,11 +674,17 @@ def _fit(
     deepest = ix.max_depth if start is None else start
     levels: list[int | None] = [None] if start is None else []
     levels += list(range(deepest, base, -1))
-    last: _View | None = None
-    n_saved = sum(1 for n in ix.nodes if n.kind == NodeKind.SAVED)
+    # Each candidate is only placed and counted (_count); only the one drawn is built.
+    last: tuple[_Units, bool, tuple[dict[str, str | None], dict[str, str]] | None] | None = None
+    n_saved = len(ix.saved)
     for level in levels:
+        units = _choose_units(ix, level, focus, fold, opened)
+        placed: tuple[dict[str, str | None], dict[str, str]] | None = None
+        counts = (0, 0)
+        # Units never nest and each holds an op, so each is a node: more units than fit, and
+        # the view is too big whatever else it draws.
+        too_many = len(set(units.group.values())) > limit
         for show_saved in (saved, False) if saved else (False,):
-            units = _choose_units(ix, level, focus, fold, opened)
             if (
                 not units.group
                 and focus is None
@@ -597,13 +692,21 @@ def _fit(
                 and len(ix.nodes) - (0 if show_saved else n_saved) > limit
             ):
                 continue  # nothing collapses: the view is the whole graph, known too big
-            v = _build(ix, units, show_saved, focus)
-            last = v
-            if len(v.nodes) <= limit:
+            if too_many:
+                last = (units, show_saved, None)
+                continue
+            if placed is None:
+                placed = _place(ix, units, focus)
+                counts = _count(ix, units, *placed)
+            last = (units, show_saved, placed)
+            if (counts[0] if show_saved else counts[1]) <= limit:
+                v = _build(ix, units, show_saved, focus, placed)
                 return _explain_fit(ix, v, level, limit, len(ix.nodes), auto, base)
     if last is None:
-        last = _build(ix, _choose_units(ix, None, focus, fold, opened), False, focus)
-    v = _fold_op_runs(last)
+        built = _build(ix, _choose_units(ix, None, focus, fold, opened), False, focus)
+    else:
+        built = _build(ix, last[0], last[1], focus, last[2])
+    v = _fold_op_runs(built)
     if len(v.nodes) <= limit:
         return _explain_fit(ix, v, v.units.level, limit, len(ix.nodes), auto, base)
     return _explain_fit(ix, _cut(v, limit), v.units.level, limit, len(ix.nodes), auto, base)

@@ -7,6 +7,8 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -14,15 +16,24 @@ from typing import Any
 
 import torch
 
-from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary, format_shape
-from .fast import make_record
+from ..records import (
+    EdgeKind,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    ModuleInfo,
+    NodeKind,
+    ValueSummary,
+    format_shape,
+)
 from .names import TensorNames
-from .saved import saved_slots
+from .saved import saved_attributes, saved_slots
 from .summary import shape_of
 
 __all__ = ["GraphBuilder", "node_name"]
 
 _META_KEY = "gradlens"
+_OP, _SAVED, _SAVED_EDGE = NodeKind.OP, NodeKind.SAVED, EdgeKind.SAVED
 
 
 def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
@@ -35,10 +46,7 @@ def _meta_shape(meta: Any, i: int) -> tuple[int, ...] | None:
 
 
 def _label(meta: Any, i: int) -> str | None:
-    return _shape_label(_meta_shape(meta, i) if i < len(meta) else None)
-
-
-def _shape_label(shape: tuple[int, ...] | None) -> str | None:
+    shape = _meta_shape(meta, i) if i < len(meta) else None
     if shape is None:
         return None
     text = _LABELS.get(shape)
@@ -52,6 +60,39 @@ def _shape_label(shape: tuple[int, ...] | None) -> str | None:
 _LABELS: dict[tuple[int, ...], str] = {}  # a model has few distinct shapes: each made once
 
 
+def _input_labels(meta: Any) -> tuple[list[str | None], tuple[int, ...] | None]:
+    """Returns the shape label of each of a node's inputs (``_label``) and the shape of its
+    first, from its input metadata, read once."""
+    labels: list[str | None] = []
+    first: tuple[int, ...] | None = None
+    for m in meta:
+        try:
+            shape = tuple(map(int, m.shape))
+        except (RuntimeError, TypeError, AttributeError, ValueError):
+            labels.append(None)
+            continue
+        if not labels:
+            first = shape
+        text = _LABELS.get(shape)
+        if text is None:
+            if len(_LABELS) > 10_000:
+                _LABELS.clear()
+            text = _LABELS[shape] = format_shape(shape)
+        labels.append(text)
+    return labels, first
+
+
+_DTYPES: dict[Any, str] = {}  # torch.float32 -> "float32"
+
+
+def _dtype_name(dtype: Any) -> str:
+    """Returns a dtype's name without "torch." ("float32"), made once per dtype."""
+    text = _DTYPES.get(dtype)
+    if text is None:
+        text = _DTYPES[dtype] = str(dtype).removeprefix("torch.")
+    return text
+
+
 def _same(x: Any) -> Any:
     return x
 
@@ -61,7 +102,7 @@ def node_name(fn: Any) -> str:
     return str(fn.name()).rpartition("::")[2]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Draft:
     id: str
     kind: NodeKind
@@ -82,8 +123,12 @@ class _Draft:
 class GraphBuilder:
     """Collects nodes and edges from walks over autograd graphs; ``build()`` returns a Graph."""
 
-    def __init__(self, names: TensorNames) -> None:
+    def __init__(self, names: TensorNames, *, marks: bool = True) -> None:
+        """``marks=False`` (one walk, the builder dropped after ``build``, as ``graph()``):
+        Nodes are known by a dict holding them rather than by marks in their ``metadata``, so
+        nothing is written into the autograd graph, and there are no marks to take off."""
         self.names = names
+        self._ids: dict[Any, str] | None = None if marks else {}
         #: Optional ``(node, role) -> shape`` for saved tensors that can no longer be read.
         self.saved_shape: Callable[[Any, str], tuple[int, ...] | None] | None = None
         self._token = object()
@@ -109,6 +154,8 @@ class GraphBuilder:
 
     def known_id(self, fn: Any) -> str | None:
         """Returns the node id this builder gave ``fn``, or None."""
+        if self._ids is not None:
+            return self._ids.get(fn)
         mark = fn.metadata.get(self._key)
         if mark is not None and mark[0] is self._token:
             return str(mark[1])
@@ -116,21 +163,39 @@ class GraphBuilder:
 
     def node_for(self, fn: Any) -> str:
         """Returns the node id of autograd Node ``fn``, creating a draft the first time."""
-        marks = fn.metadata
-        mark = marks.get(self._key)
-        if mark is not None and mark[0] is self._token:
-            return str(mark[1])
+        ids = self._ids
+        if ids is not None:
+            known = ids.get(fn)
+            if known is not None:
+                return known
+        else:
+            marks = fn.metadata
+            mark = marks.get(self._key)
+            if mark is not None and mark[0] is self._token:
+                return str(mark[1])
         variable = getattr(fn, "variable", None)
+        meta = fn._input_metadata  # read once: the node's shape and its input edges' labels
+        labels, first = _input_labels(meta)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the node *is* the leaf
             nid = self.tensor_node(variable, NodeKind.LEAF)
         else:
-            meta = fn._input_metadata  # a new list each read: read once, labels kept too
-            shapes = [_meta_shape(meta, j) for j in range(len(meta))]
-            shape = shapes[0] if len(meta) == 1 else None
-            dtype = str(meta[0].dtype).removeprefix("torch.") if len(meta) == 1 else None
-            nid = self._new(NodeKind.OP, name=node_name(fn), shape=shape, dtype=dtype).id
-            self._labels[nid] = [_shape_label(s) for s in shapes]
-        marks[self._key] = (self._token, nid)
+            drafts = self._drafts
+            nid = f"n{len(drafts)}"
+            one = len(meta) == 1
+            drafts[nid] = _Draft(
+                nid,
+                _OP,
+                node_name(fn),
+                None,
+                first if one else None,
+                _dtype_name(meta[0].dtype) if one else None,
+            )
+        if nid not in self._labels:
+            self._labels[nid] = labels
+        if ids is not None:
+            ids[fn] = nid
+        else:
+            marks[self._key] = (self._token, nid)
         return nid
 
     def tensor_node(self, t: torch.Tensor, kind: NodeKind) -> str:
@@ -142,7 +207,7 @@ class GraphBuilder:
                 kind,
                 tensor_key=k,
                 shape=shape_of(t),
-                dtype=str(t.dtype).removeprefix("torch."),
+                dtype=_dtype_name(t.dtype),
             ).id
             self._by_tensor[(kind, k)] = nid
         return nid
@@ -191,23 +256,30 @@ class GraphBuilder:
         seen: set[str] = set()
         queue: deque[tuple[Any, str]] = deque((fn, self.node_for(fn)) for fn in roots)
         edges, node_for, data = self._edges, self.node_for, EdgeKind.DATA
+        drafts, labels_of, op_kind, has_saved = self._drafts, self._labels, _OP, saved_attributes
+        pop, push = queue.popleft, queue.append
         while queue:
-            fn, nid = queue.popleft()
+            fn, nid = pop()
             if nid in seen:
                 continue
             seen.add(nid)
             reached.append((fn, nid))
-            draft = self._drafts[nid]
-            if draft.kind is NodeKind.OP:
+            draft = drafts[nid]
+            if draft.kind is op_kind and has_saved(fn):  # most ops save nothing
                 self._read_saved(fn, draft)
             for child, nr in fn.next_functions:
                 if child is None:
                     continue
                 cid = node_for(child)
-                if (cid, nid, data) not in edges:
-                    edges[(cid, nid, data)] = self._label(child, cid, nr)
+                key = (cid, nid, data)
+                if key not in edges:
+                    labels = labels_of.get(cid)
+                    if labels is None:
+                        edges[key] = self._label(child, cid, nr)
+                    else:
+                        edges[key] = labels[nr] if nr < len(labels) else None
                 if cid not in seen:
-                    queue.append((child, cid))
+                    push((child, cid))
             draft.expanded = True
         return reached
 
@@ -247,16 +319,20 @@ class GraphBuilder:
 
     def _add_saved(self, op: _Draft, role: str, t: torch.Tensor | None) -> str:
         where = "output" if role.startswith("result") else "input"
-        saved = self._new(
-            NodeKind.SAVED,
-            name=role,
-            shape=None if t is None else shape_of(t),
-            dtype=None if t is None else str(t.dtype).removeprefix("torch."),
+        drafts = self._drafts
+        nid = f"n{len(drafts)}"
+        drafts[nid] = _Draft(
+            nid,
+            _SAVED,
+            role,
+            None,
+            None if t is None else shape_of(t),
+            None if t is None else _dtype_name(t.dtype),
             saved_as=f"{where} {role}",
         )
-        self._saved[(op.id, role)] = saved.id
-        self.edge(saved.id, op.id, EdgeKind.SAVED)
-        return saved.id
+        self._saved[(op.id, role)] = nid
+        self._edges.setdefault((nid, op.id, _SAVED_EDGE), None)
+        return nid
 
     def refresh_saved(self, reached: list[tuple[Any, str]]) -> None:
         """Re-reads saved tensors of the reached op nodes, marking the ones now freed."""
@@ -267,6 +343,9 @@ class GraphBuilder:
 
     def forget_marks(self, roots: list[Any]) -> None:
         """Removes this builder's marks from the Nodes reachable from ``roots``."""
+        if self._ids is not None:
+            self._ids.clear()  # no marks: only the references to let go
+            return
         queue: deque[Any] = deque(roots)
         while queue:
             fn = queue.popleft()
@@ -277,6 +356,9 @@ class GraphBuilder:
 
     def forget(self, fns: Iterable[Any]) -> None:
         """Removes this builder's marks from the Nodes ``fns`` (all a walk reached)."""
+        if self._ids is not None:
+            self._ids.clear()
+            return
         for fn in fns:
             fn.metadata.pop(self._key, None)
 
@@ -285,11 +367,14 @@ class GraphBuilder:
         self,
         leaf_grads: dict[int, Any] | None = None,
         value: Callable[[Any], ValueSummary | None] | None = None,
+        modules: tuple[ModuleInfo, ...] = (),
     ) -> Graph:
         """Returns the Graph of everything collected so far; ``value`` turns what the drafts and
         ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
         get = value or _same
         nodes = []
+        base = _plain_fields(GraphNode)
+        new = object.__new__
         for d in self._drafts.values():
             name = d.name
             aliases: tuple[str, ...] = ()
@@ -299,26 +384,55 @@ class GraphBuilder:
             grad = d.grad
             if leaf_grads is not None and d.tensor_key is not None and d.kind is NodeKind.LEAF:
                 grad = get(leaf_grads.get(d.tensor_key, grad))
-            nodes.append(
-                make_record(
-                    GraphNode,
-                    id=d.id,
-                    kind=d.kind,
-                    name=name,
-                    shape=d.shape,
-                    dtype=d.dtype,
-                    op=d.op,
-                    module=d.module,
-                    source=d.source,
-                    saved_as=d.saved_as,
-                    grads=tuple(get(g) for g in d.grads) if d.grads else (),
-                    grad=grad,
-                    freed=d.freed,
-                    aliases=aliases,
-                )
-            )
-        edges = tuple(
-            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
-            for (s, t, k), label in self._edges.items()
-        )
-        return Graph(nodes=tuple(nodes), edges=edges)
+            fields: dict[str, Any] = {
+                "id": d.id,
+                "kind": d.kind,
+                "name": name,
+                "shape": d.shape,
+                "dtype": d.dtype,
+                "op": d.op,
+                "module": d.module,
+                "source": d.source,
+                "saved_as": d.saved_as,
+                "grads": tuple(get(g) for g in d.grads) if d.grads else (),
+                "grad": grad,
+                "freed": d.freed,
+                "aliases": aliases,
+            }
+            if base is None:
+                nodes.append(GraphNode(**fields))
+            else:  # what GraphNode(**fields) makes, without its per-field __setattr__ calls
+                node = new(GraphNode)
+                attrs = node.__dict__
+                attrs.update(base)
+                attrs.update(fields)
+                nodes.append(node)
+        plain = _plain_fields(GraphEdge)
+        make = _edge if plain is not None and plain.keys() == _EDGE_FIELDS else GraphEdge
+        edges = tuple(make(s, t, k, label) for (s, t, k), label in self._edges.items())
+        return Graph(nodes=tuple(nodes), edges=edges, modules=modules)
+
+
+@functools.cache
+def _plain_fields(cls: type) -> dict[str, Any] | None:
+    """Returns ``{field: default}`` (None for a required one) of frozen dataclass ``cls`` when
+    its ``__init__`` only sets the fields (no ``__post_init__``, no default factory, no slots),
+    so an instance can be made by filling its ``__dict__``; None otherwise."""
+    if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):
+        return None
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.default_factory is not dataclasses.MISSING:
+            return None
+        out[f.name] = None if f.default is dataclasses.MISSING else f.default
+    return out
+
+
+_EDGE_FIELDS = {"src", "dst", "kind", "label"}
+
+
+def _edge(src: str, dst: str, kind: EdgeKind, label: str | None) -> GraphEdge:
+    """Returns ``GraphEdge(src, dst, kind, label)`` (a plain frozen dataclass: see build)."""
+    edge: GraphEdge = object.__new__(GraphEdge)
+    edge.__dict__.update(src=src, dst=dst, kind=kind, label=label)
+    return edge

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -34,9 +33,14 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
             )
         if t.grad_fn is None:
             raise NoGraphError(f"output {i} has no autograd graph: {no_grad_fn_reason(t)}")
-    named = named_params(params)
+    pairs: list[tuple[str, torch.Tensor]] | None = (  # every name (tied ones too), read once
+        list(params.named_parameters(remove_duplicate=False))
+        if isinstance(params, torch.nn.Module)
+        else None
+    )
+    named = dict(pairs) if pairs is not None else named_params(params)
     names = TensorNames(named)
-    builder = GraphBuilder(names)
+    builder = GraphBuilder(names, marks=False)  # one walk: nothing written into the graph
     roots = [t.grad_fn for t in outputs]
     done = False
     try:
@@ -49,9 +53,11 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
         values = Summaries()  # read on the device, one copy to the host
         leaf_grads: dict[int, Any] = {}
         for fn, nid in reached:
-            leaf = getattr(fn, "variable", None)
             key = builder.draft(nid).tensor_key
-            if not isinstance(leaf, torch.Tensor) or key is None:
+            if key is None:  # an op
+                continue
+            leaf = getattr(fn, "variable", None)
+            if not isinstance(leaf, torch.Tensor):
                 continue
             if not names.has_name(key):
                 names.set_name(key, _shape_name(leaf))
@@ -59,10 +65,12 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
                 leaf_grads[key] = values.add(leaf.grad)
         # views: each node's module, inferred from the parameters it reaches (module_paths.py)
         infos = (
-            infer_modules(reached, builder, params) if isinstance(params, torch.nn.Module) else ()
+            infer_modules(reached, builder, params, pairs)
+            if isinstance(params, torch.nn.Module)
+            else ()
         )
         values.resolve()
-        graph = replace(builder.build(leaf_grads, values.get), modules=infos)
+        graph = builder.build(leaf_grads, values.get, modules=infos)
         builder.forget(fn for fn, _ in reached)  # every Node marked was reached
         done = True
         return graph

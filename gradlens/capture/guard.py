@@ -26,16 +26,18 @@ from .._errors import GradlensError
 from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, BackwardCall, parse_backward, tensors_in
 from .inplace import SavedTensors
+from .pure import ATTRIBUTE, INPLACE, inplace_at, never_writes, unwritten
 from .pure import _cache as _never_writes
-from .pure import never_writes
 from .saved import SKIP_HOOKED
 from .source import is_internal, user_frame
+from .step_window import StepWindow, Written
 from .summary import grad_fn_of
 from .writes import _OPS_KEPT, WriteLog
 
 __all__ = [
     "COMPILED_NOTE",
     "JIT_NOTE",
+    "STEP_RAISED_NOTE",
     "Guard",
     "InplaceError",
     "InplaceWarning",
@@ -86,6 +88,12 @@ _is_compiling = torch.compiler.is_compiling
 _saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 _TENSOR_BACKWARD = torch.Tensor.backward
 
+#: Said when an optimizer step raised inside the block and the program went on.
+STEP_RAISED_NOTE = (
+    "an optimizer step raised inside the block and the program went on: the ops from it to "
+    "the next step's end were not checked"
+)
+
 #: Said once when ``torch.jit.trace`` runs inside a guard or trace.
 JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
 
@@ -121,6 +129,12 @@ def _user(frame: FrameType | None) -> tuple[str | None, int]:
     return None, 0
 
 
+def _inplace_off(func: Any, args: tuple[Any, ...]) -> bool:
+    """Returns whether a call passes no true ``inplace`` positionally (see ``pure.inplace_at``)."""
+    at = inplace_at(func)
+    return at is None or len(args) <= at or args[at] is False
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, guard: Guard) -> None:
         super().__init__()
@@ -130,8 +144,6 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
         made = self._made
-        if _is_compiling():  # dynamo is tracing this handler: change nothing
-            return func(*args, **(kwargs or {}))
         if made is not None:
             # The fast path: an op that cannot write its arguments (``pure.never_writes``) only
             # has the nodes it made noted, by sequence number; no tensor is touched.
@@ -139,7 +151,15 @@ class _Mode(TorchFunctionMode):
                 writes = _never_writes[func]
             except (KeyError, TypeError):
                 writes = never_writes(func)
-            if writes is not None and (not kwargs or writes.isdisjoint(kwargs)):
+            if writes is ATTRIBUTE:  # t.grad, t.grad = None: nothing to note
+                return func(*args, **kwargs) if kwargs else func(*args)
+            if _is_compiling():  # dynamo is tracing this handler: change nothing
+                return func(*args, **(kwargs or {}))
+            if (
+                writes is not None
+                and (not kwargs or writes.isdisjoint(kwargs) or unwritten(writes, kwargs))
+                and (writes is not INPLACE or _inplace_off(func, args))
+            ):
                 guard = self._guard
                 if guard._off or _jit_tracing() is not None:
                     return guard._on_call(func, args, kwargs or {})
@@ -173,6 +193,7 @@ class Guard:
         self.saved = SavedTensors(verify=verify)
         self.log: WriteLog | None = None if verify else WriteLog()
         self._mode: _Mode | None = None
+        self._window: StepWindow | None = None
         self.explain: Any = None  # violation -> message, set by the api layer
         #: Called with each violation as it is confirmed, and the user's frame (api: a warning).
         self.on_confirm: Callable[[InplaceViolation, FrameType | None], None] | None = None
@@ -186,13 +207,20 @@ class Guard:
         self._graphs = compiled_graphs()
         self._mode = _Mode(self)
         self._mode.__enter__()
+        if self.log is not None:  # optimizer steps: judged by version counters, mode off
+            self._window = StepWindow(self._mode, self._stepped)
+            self._window.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         mode, self._mode = self._mode, None
+        window, self._window = self._window, None
         try:
-            if mode is not None:
+            off = window.stop() if window is not None else False
+            if mode is not None and not off:
                 mode.__exit__(*exc)
+            if window is not None and (window.raised or (off and exc[0] is None)):
+                self.note(STEP_RAISED_NOTE)
         finally:
             self.saved.close()
             if self.log is not None:
@@ -233,6 +261,8 @@ class Guard:
         if name in _READS:
             return func(*args, **kwargs)
         try:
+            if self.log is not None and self.log._steps:
+                self.log.flush()  # before this op can move a written tensor to other memory
             # A tensor subclass would see every method gradlens calls on it: leave it alone.
             tensors = [t for t in tensors_in(args, kwargs) if type(t) in _PLAIN]
             versions = versions_of(tensors)
@@ -298,6 +328,17 @@ class Guard:
                 _, source = user_frame()
             self.saved.record_saves(outputs, name, source, tensors)
 
+    def _stepped(self, step: Written) -> None:
+        """Logs what an optimizer step wrote (``StepWindow``: the mode was off during it)."""
+        if self._off or self.log is None:
+            return
+        try:
+            file, line = _user(step.frame)
+            site = None if file is None else (file, line)
+            self.log.log_step(step.tensors, step.op, site, step.seq)
+        except Exception as e:
+            self._fail(step.op, e)
+
     def _leaf_write(self, tensors: list[torch.Tensor], name: str) -> None:
         frame, source = user_frame()
         leaf = next((t for t in tensors if t.is_leaf and t.requires_grad), tensors[0])
@@ -307,6 +348,7 @@ class Guard:
         """``t.data = new``: what saved ``t`` itself will read the new values."""
         __tracebackhide__ = True
         if self.log is not None:
+            self._safely("data =", self.log.flush)
             seq = _next_seq()
             out = func(*args, **kwargs)
             file, line = _user(sys._getframe(1))

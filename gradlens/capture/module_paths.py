@@ -26,6 +26,7 @@ be told apart this way; ``tests/test_views.py`` measures the match with trace()'
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -80,13 +81,19 @@ class CallModules:
 
 
 def infer_modules(
-    reached: Iterable[tuple[Any, str]], builder: Any, root: torch.nn.Module
+    reached: Iterable[tuple[Any, str]],
+    builder: Any,
+    root: torch.nn.Module,
+    named: list[tuple[str, torch.Tensor]] | None = None,
 ) -> tuple[ModuleInfo, ...]:
     """Sets ``module`` on the drafts of ``reached`` op and leaf nodes (see the module docstring);
-    returns the model's ModuleInfo records."""
-    infos = module_infos(root)
+    returns the model's ModuleInfo records. ``named``: ``root.named_parameters(
+    remove_duplicate=False)`` when the caller has it already."""
+    if named is None:
+        named = list(root.named_parameters(remove_duplicate=False))
+    infos = module_infos(root, named=named)
     owners: dict[int, list[str]] = {}
-    for name, p in root.named_parameters(remove_duplicate=False):
+    for name, p in named:
         owners.setdefault(id(p), []).append(name.rpartition(".")[0])
 
     seq: dict[str, int] = {}
@@ -95,24 +102,39 @@ def infer_modules(
     users: dict[str, list[str]] = {}  # op -> the op nodes it feeds
     consumers: dict[int, list[str]] = {}  # parameter -> op nodes consuming it
     leaf_owner: dict[str, str] = {}
+    # Every child of a reached node was reached too: ids by the Node object (autograd keeps one
+    # Python object per Node while it is referenced, and ``reached`` references them all).
+    ids: dict[Any, str] = {}
+    leaves: dict[str, int] = {}  # leaf node id -> id() of its tensor
+    op_fns: list[tuple[Any, str]] = []
     for fn, nid in reached:
+        ids[fn] = nid
         variable = getattr(fn, "variable", None)
         if isinstance(variable, torch.Tensor):
+            leaves[nid] = id(variable)
             if id(variable) in owners:
                 leaf_owner[nid] = owners[id(variable)][0]
-            continue
+        else:
+            op_fns.append((fn, nid))
+    draft = builder.draft
+    for fn, nid in op_fns:
         seq[nid] = fn._sequence_nr()
-        names[nid] = builder.draft(nid).name
+        names[nid] = draft(nid).name
         for child, _ in fn.next_functions:
             if child is None:
                 continue
-            cid = builder.known_id(child)
-            if cid is None:
-                continue
-            leaf = getattr(child, "variable", None)
-            if isinstance(leaf, torch.Tensor):
-                if id(leaf) in owners:
-                    consumers.setdefault(id(leaf), []).append(nid)
+            cid = ids.get(child)
+            if cid is not None:
+                leaf = leaves.get(cid)
+            else:  # not reached by this walk: as the builder knows it, if at all
+                cid = builder.known_id(child)
+                if cid is None:
+                    continue
+                variable = getattr(child, "variable", None)
+                leaf = id(variable) if isinstance(variable, torch.Tensor) else None
+            if leaf is not None:
+                if leaf in owners:
+                    consumers.setdefault(leaf, []).append(nid)
             else:
                 inputs.setdefault(nid, []).append(cid)
                 users.setdefault(cid, []).append(nid)
@@ -147,9 +169,12 @@ def infer_modules(
             children.setdefault(info.path.rpartition(".")[0], []).append(info.path)
 
     after = _free_after(infos, ranges)
+    spans = {  # each module's children with their ranges, in registration order
+        path: [(*ranges[kid], kid) for kid in kids] for path, kids in children.items()
+    }
     module: dict[str, str | None] = {}
     for op, s in seq.items():
-        module[op] = anchor.get(op) or _deepest(s, ranges, children)
+        module[op] = anchor.get(op) or _deepest(s, ranges, spans)
 
     order = sorted(seq, key=seq.__getitem__)
     headed: set[str] = set()
@@ -167,14 +192,12 @@ def infer_modules(
     # parameters (ResNet's ``avgpool`` between ``layer4`` and ``fc``), made the last ops of the
     # gap between them, one op each, as such modules mostly do (pooling, activation, dropout).
     fixed = set(headed)
+    order_seq = [seq[op] for op in order]  # ascending: each gap is found by bisection
     for before, (free, nxt) in after.items():
-        gap = [
-            op
-            for op in order
-            if ranges[before][1] < seq[op] < ranges[nxt][0]
-            and op not in fixed
-            and module[op] == before.rpartition(".")[0]
-        ]
+        lo = bisect.bisect_right(order_seq, ranges[before][1])
+        hi = bisect.bisect_left(order_seq, ranges[nxt][0])
+        parent = before.rpartition(".")[0]
+        gap = [op for op in order[lo:hi] if op not in fixed and module[op] == parent]
         if gap and len(gap) >= len(free):
             for op, owner in zip(gap[-len(free) :], free, strict=True):
                 module[op] = owner
@@ -184,7 +207,8 @@ def infer_modules(
         if op in anchor or op in fixed:
             continue
         if where is not None:
-            module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
+            if any(module.get(i) != where for i in inputs.get(op, ())):  # else it stays home
+                module[op] = _tail(op, where, inputs, users, module, anchor, parents, names)
         elif any(module.get(i) is not None for i in inputs.get(op, [])) and (
             _SHAPING.match(names[op]) or builder.draft(op).shape not in ((), None)
         ):
@@ -226,14 +250,16 @@ def _free_after(
 
 
 def _deepest(
-    s: int, ranges: dict[str, tuple[int, int]], children: dict[str, list[str]]
+    s: int, ranges: dict[str, tuple[int, int]], spans: dict[str, list[tuple[int, int, str]]]
 ) -> str | None:
-    if "" not in ranges or not ranges[""][0] <= s <= ranges[""][1]:
+    """Returns the deepest module whose range holds sequence number ``s`` (the first child
+    holding it at each level), or None outside the root's range."""
+    root = ranges.get("")
+    if root is None or not root[0] <= s <= root[1]:
         return None
     path = ""
     while True:
-        for kid in children.get(path, ()):
-            lo, hi = ranges[kid]
+        for lo, hi, kid in spans.get(path, ()):
             if lo <= s <= hi:
                 path = kid
                 break
@@ -268,6 +294,18 @@ def _tail(
     names: dict[str, str],
 ) -> str:
     srcs = inputs.get(op, [])
+
+    def inner_kids(where: str) -> set[str]:
+        """The children of ``where`` holding one of the op's inputs."""
+        return {
+            _child_of(where, m)
+            for i in srcs
+            if (m := module.get(i)) is not None and m != where and _inside(m, where)
+        }
+
+    kids = inner_kids(where)
+    if not kids:
+        return where  # most ops: every input made in ``where`` itself
     shaping = bool(_SHAPING.match(names.get(op, "")))
 
     def fits(kid: str) -> bool:
@@ -284,12 +322,8 @@ def _tail(
         return True
 
     while True:
-        kids = {
-            _child_of(where, m)
-            for i in srcs
-            if (m := module.get(i)) is not None and m != where and _inside(m, where)
-        }
         fitting = [kid for kid in kids if fits(kid)]
         if len(fitting) != 1:
             return where
         where = fitting[0]
+        kids = inner_kids(where)

@@ -22,20 +22,43 @@ def module_path_names(module: torch.nn.Module, prefix: str = "") -> dict[torch.n
     return out
 
 
-def module_infos(module: torch.nn.Module, prefix: str = "") -> tuple[ModuleInfo, ...]:
+def module_infos(
+    module: torch.nn.Module,
+    prefix: str = "",
+    *,
+    named: list[tuple[str, torch.Tensor]] | None = None,
+) -> tuple[ModuleInfo, ...]:
     """Returns one ModuleInfo per module, in ``named_modules()`` order: class, parameter
-    elements owned recursively (a tied tensor counted once) and its own parameters' names."""
+    elements owned recursively (a tied tensor counted once) and its own parameters' names.
+    ``named``: ``module.named_parameters(remove_duplicate=False)`` when the caller has it."""
+    # One pass over every parameter name (a shared module's under each of its paths): each
+    # module's distinct tensors are those named under its path, as ``m.parameters()`` finds.
+    if named is None:
+        named = list(module.named_parameters(remove_duplicate=False))
+    names_of: dict[int, int] = {}
+    for _, p in named:
+        names_of[id(p)] = names_of.get(id(p), 0) + 1
+    counts: dict[str, int] = {}
+    counted: set[tuple[str, int]] = set()  # (module, tensor) for tensors with several names
+    for name, p in named:
+        pid, size = id(p), p.numel()
+        tied = names_of[pid] > 1
+        path = name.rpartition(".")[0]
+        while True:
+            if tied:
+                if (path, pid) in counted:
+                    break  # counted here, and so in every module above, already
+                counted.add((path, pid))
+            counts[path] = counts.get(path, 0) + size
+            if not path:
+                break
+            path = path.rpartition(".")[0]
     infos = []
     for name, m in module.named_modules():
         path = f"{prefix}.{name}" if prefix and name else (prefix or name)
         full = f"{path}." if path else ""
-        own = tuple(full + n for n, _ in m.named_parameters(recurse=False, remove_duplicate=False))
-        seen: set[int] = set()
-        count = 0
-        for p in m.parameters():  # recursive, each tensor once
-            if id(p) not in seen:
-                seen.add(id(p))
-                count += p.numel()
+        own = tuple(full + n for n, p in m._parameters.items() if p is not None)
+        count = counts.get(name, 0)
         infos.append(ModuleInfo(path=path, cls=type(m).__name__, params=count, param_names=own))
     return tuple(infos)
 

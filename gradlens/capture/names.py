@@ -57,6 +57,8 @@ class TensorNames:
         self._suffix: dict[str, int] = {}  # the last "#n" given to each name
         self._next = 0
         self._aliases: dict[int, tuple[str, ...]] = {}
+        # The weak-reference callbacks reach this object weakly: no reference cycle per tensor.
+        self._me = weakref.ref(self)
         for name, t in (named or {}).items():
             k = self.key(t)
             if k in self._names:  # a tensor named twice: tied weights, a module used twice
@@ -73,8 +75,10 @@ class TensorNames:
         self._next += 1
         pid = id(t)
 
-        def forget(ref: weakref.ref[torch.Tensor], pid: int = pid) -> None:
-            self._forget(pid, ref)
+        def forget(ref: weakref.ref[torch.Tensor], pid: int = pid, me: Any = self._me) -> None:
+            names = me()
+            if names is not None:
+                names._forget(pid, ref)
 
         self._by_id[pid] = (weakref.ref(t, forget), k)
         return k

@@ -11,20 +11,27 @@ themselves, so the guard first asks, once per function, whether it *can* write a
   (``out=``) qualifies when the call passes none of them;
 * schemas that do not tell the whole truth are excluded by hand: the batch-norm family writes
   its running statistics without saying so;
-* everything else (Python functions such as ``F.relu(..., inplace=True)``, ``__iadd__``,
-  ``__setitem__``, ``OpOverload`` calls, unknown names) takes the full check.
+* a few of ``torch.nn.functional``'s Python functions, listed by hand: the losses and
+  normalisations that only read, and the activations and dropouts that write only when their
+  ``inplace`` argument is true (``inplace_at`` gives its position: the caller checks the value);
+* the profiler's ``record_function`` ops (every optimizer step and ``zero_grad`` makes two),
+  by their schemas;
+* everything else (other Python functions, ``__iadd__``, ``__setitem__``, other ``OpOverload``
+  calls, unknown names) takes the full check.
 
 A wrong "cannot write" would lose findings, so every doubt answers "may write".
 """
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
-__all__ = ["never_writes"]
+__all__ = ["ATTRIBUTE", "INPLACE", "inplace_at", "never_writes", "unwritten"]
 
 _BINDINGS = (types.BuiltinFunctionType, types.MethodDescriptorType, types.WrapperDescriptorType)
 #: Operators that read their arguments: Python's names for them, and the ATen name.
@@ -59,6 +66,36 @@ _UNDECLARED = frozenset({"running_mean", "running_var", "noise"})
 _DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
 # Attributes whose assignment writes no tensor's memory (``.data =``, ``.real =`` do).
 _SETTERS = frozenset({"grad", "requires_grad", "retains_grad", "name"})
+# torch.nn.functional's Python functions that never write their arguments.
+_F_READ = frozenset(
+    getattr(F, name)
+    for name in (
+        "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy", "nll_loss",
+        "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div",
+        "soft_margin_loss", "margin_ranking_loss", "hinge_embedding_loss",
+        "cosine_embedding_loss", "poisson_nll_loss", "gaussian_nll_loss",
+        "softmax", "log_softmax", "softmin", "layer_norm", "group_norm", "rms_norm",
+        "tanh", "sigmoid",
+    )
+    if hasattr(F, name)
+)  # fmt: skip
+# ... and those that write their input only when ``inplace`` is true: its position.
+_F_INPLACE = {
+    getattr(F, name): list(inspect.signature(getattr(F, name)).parameters).index("inplace")
+    for name in (
+        "relu", "relu6", "elu", "selu", "celu", "leaky_relu", "hardtanh", "hardsigmoid",
+        "hardswish", "silu", "mish", "threshold", "rrelu",
+        "dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d",
+        "dropout3d",
+    )
+    if hasattr(F, name)
+}  # fmt: skip
+#: What ``never_writes`` answers for those: the caller checks the positional ``inplace`` too.
+INPLACE = frozenset({"inplace"})
+#: What it answers for an attribute read (``t.grad``) or a set that writes no memory (``t.grad =
+#: None``): no argument is written, and no autograd node is made.
+ATTRIBUTE = frozenset({"<attribute>"})
+_NAMESPACES = frozenset({"profiler"})  # OpOverloads trusted by their schemas
 _CACHE_MAX = 4096
 _cache: dict[Any, frozenset[str] | None] = {}
 
@@ -77,6 +114,7 @@ def never_writes(func: Any) -> frozenset[str] | None:
     if (
         kind in _BINDINGS
         or kind is types.FunctionType
+        or isinstance(func, (torch._ops.OpOverloadPacket, torch._ops.OpOverload))
         or (
             # t.grad and other attributes: a new method-wrapper per access, equal to the others
             kind is types.MethodWrapperType
@@ -89,7 +127,29 @@ def never_writes(func: Any) -> frozenset[str] | None:
     return found
 
 
+def inplace_at(func: Any) -> int | None:
+    """Returns the position of ``func``'s ``inplace`` argument when ``never_writes`` answered
+    ``{"inplace"}`` for it (a ``torch.nn.functional`` activation or dropout), else None."""
+    return _F_INPLACE.get(func)
+
+
+def unwritten(writes: frozenset[str], kwargs: dict[str, Any]) -> bool:
+    """Returns whether a call with ``kwargs`` writes none of ``writes`` (the names
+    ``never_writes`` gave): each is absent, None (``out=None``) or False (``inplace=False``)."""
+    for name in writes:
+        value = kwargs.get(name)
+        if value is not None and value is not False:
+            return False
+    return True
+
+
 def _classify(func: Any) -> frozenset[str] | None:
+    if isinstance(func, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return _by_schema(func)
+    if type(func) is types.FunctionType:
+        if func in _F_READ:
+            return frozenset()
+        return INPLACE if func in _F_INPLACE else None
     if type(func) is types.MethodWrapperType:
         owner = getattr(func, "__self__", None)
         if type(owner) not in _DESCRIPTORS:
@@ -97,7 +157,7 @@ def _classify(func: Any) -> frozenset[str] | None:
         if func.__name__ == "__get__" or (
             func.__name__ == "__set__" and getattr(owner, "__name__", None) in _SETTERS
         ):
-            return frozenset()  # reading an attribute; setting .grad writes no memory
+            return ATTRIBUTE  # reading an attribute; setting .grad writes no memory
         return None
     if type(func) not in _BINDINGS:
         return None
@@ -126,3 +186,21 @@ def _classify(func: Any) -> frozenset[str] | None:
     except (AttributeError, RuntimeError):
         return None
     return frozenset(written)
+
+
+def _by_schema(op: Any) -> frozenset[str] | None:
+    """Returns frozenset() for an op of a trusted namespace whose schemas write nothing."""
+    qualified = getattr(op, "_qualified_op_name", None) or getattr(op, "name", lambda: "")()
+    if not isinstance(qualified, str) or qualified.split("::")[0] not in _NAMESPACES:
+        return None
+    try:
+        if isinstance(op, torch._ops.OpOverloadPacket):
+            schemas = [getattr(op, name)._schema for name in op.overloads()]
+        else:
+            schemas = [op._schema]
+        for schema in schemas:
+            if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+                return None
+    except (AttributeError, RuntimeError):
+        return None
+    return frozenset()

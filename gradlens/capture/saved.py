@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,6 +24,7 @@ __all__ = [
     "has_saved_introspection",
     "is_plain",
     "raw_saved",
+    "saved_attributes",
     "saved_slots",
     "unsupported",
     "unused_by_backward",
@@ -42,10 +42,10 @@ SKIP_HOOKED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """One saved value of a node: ``role`` ("self", "result", "tensors"...), and either the
-    stored tensor, or why it cannot be read (``freed`` by a backward, ``skipped`` with a reason)."""
+    stored tensor, or why it cannot be read (``freed`` by a backward, ``skipped`` with a reason).
+    (A named tuple: a graph walk makes one per saved tensor, thousands on a real model.)"""
 
     role: str
     tensor: torch.Tensor | None = None
@@ -56,6 +56,12 @@ class Slot:
 @functools.cache
 def _raw_attributes(node_type: type) -> tuple[str, ...]:
     return tuple(a for a in dir(node_type) if a.startswith(_RAW) and not a.endswith(_SKIP_SUFFIXES))
+
+
+def saved_attributes(fn: Any) -> tuple[str, ...]:
+    """Returns the ``_raw_saved_*`` attributes of autograd node ``fn``'s class (none: it saves
+    nothing that Python can read, and ``saved_slots`` yields nothing)."""
+    return _raw_attributes(_type(fn))
 
 
 def _type(fn: Any) -> Any:

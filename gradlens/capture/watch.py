@@ -48,6 +48,7 @@ from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .nan_origin import ForwardChecks, ForwardPending
 from .pending import Pending, to_records
 from .source import format_location, user_source
+from .step_window import StepWindow
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
 from .watch_names import names_in_frames, user_frames
 from .watch_state import (
@@ -137,6 +138,7 @@ class Watcher:
         self._detail_every = detail_every
         self._handles: list[RemovableHandle] = []
         self._mode: RoutingMode | None = None
+        self._window: StepWindow | None = None
         self._handlers: dict[Any, Callable[..., Any]] = {}  # the mode's, by torch function
         self._started = False
         self.steps_seen = 0
@@ -197,6 +199,10 @@ class Watcher:
             self._handlers = handlers
             self._mode = RoutingMode(handlers)
             self._mode.__enter__()
+            # An optimizer step without a closure needs none of the mode: leave it out of the
+            # step (its every attribute read would be a trip into Python).
+            self._window = StepWindow(self._mode)
+            self._window.start()
             # Dynamo guards on the torch-function mode stack: leave the mode out of a compiled
             # model's forward (it needs none of it), so no graph is recompiled for it.
             if isinstance(self._model, _OptimizedModule):
@@ -223,9 +229,12 @@ class Watcher:
     def stop(self) -> None:
         """Removes every hook and the mode, and lets go of the model's tensors."""
         try:
+            window, self._window = self._window, None
+            off = window.stop() if window is not None else False  # a step raised: mode is off
             if self._mode is not None:
                 mode, self._mode = self._mode, None
-                mode.__exit__(None, None, None)
+                if not off:
+                    mode.__exit__(None, None, None)
         finally:
             self._ranks.stop()
             for handle in self._handles:

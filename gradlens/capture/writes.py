@@ -16,7 +16,12 @@ tensors), but it costs a walk over every new node, several per op for composite 
   line); a logged write after the save that left the version alone is a ``silent-write``.
 
 Nothing is read at op time, and a loop whose writes all come before its forward (an optimizer
-step) costs one walk per backward with a comparison per node.
+step) costs one walk per backward with a comparison per node. An optimizer step's writes
+(``log_step``: the guard sees a step's writes by version counters, ``step_window.py``) are kept
+raw (a weak reference and two versions per tensor) and logged in full only when something
+needs them: a backward reaching a node older than them, PyTorch's error, or any other write or
+``.data`` assignment (``flush``, called before that op runs, so each write is logged with the
+memory it hit). A loop that never looks at them pays a weak reference per parameter per step.
 """
 
 from __future__ import annotations
@@ -72,6 +77,16 @@ class _Write:
 
 
 @dataclass(slots=True)
+class _StepWrites:
+    """An optimizer step's writes, not logged yet: (tensor, version before, after) each."""
+
+    seq: int
+    op: str
+    site: tuple[str, int] | None
+    written: list[tuple[weakref.ref[torch.Tensor], int, int]]
+
+
+@dataclass(slots=True)
 class _Mark:
     """Lives in the ``metadata`` of a node judged at a backward: how far into the log it has
     been judged (so a retained graph is not judged twice for one write)."""
@@ -95,6 +110,9 @@ class WriteLog:
         #: The ops that made nodes, in order: (first sequence number, end, op, file, line).
         #: The guard's mode appends to it directly (the hot path); ``made`` is the same, slower.
         self.made_log: list[tuple[int, int, str, str | None, int]] = []
+        #: Optimizer steps' writes not logged yet, newest last (as many steps as a memory
+        #: block keeps writes: an older step's writes would be forgotten anyway).
+        self._steps: deque[_StepWrites] = deque(maxlen=_PER_STORAGE)
 
     # -- op time ---------------------------------------------------------------------------
     def made(self, start: int, end: int, op: str, site: tuple[str, int] | None) -> None:
@@ -140,6 +158,36 @@ class WriteLog:
         else:
             self._log(span, before, written._version, op, site, written, seq)
 
+    def log_step(
+        self,
+        written: list[tuple[torch.Tensor, int]],
+        op: str,
+        site: tuple[str, int] | None,
+        seq: int,
+    ) -> None:
+        """Keeps an optimizer step's writes (``(tensor, version before)``, by ``op`` at
+        ``site``, starting at sequence number ``seq``) to be logged when needed (``flush``)."""
+        raw = [(weakref.ref(t), before, t._version) for t, before in written]
+        self._steps.append(_StepWrites(seq, op, site, raw))
+        self._max_write_seq = max(self._max_write_seq, seq)
+
+    def flush(self) -> None:
+        """Logs the kept optimizer steps' writes (call before any op that could move a written
+        tensor to other memory, and before judging)."""
+        while self._steps:
+            step = self._steps.popleft()
+            for ref, before, after in step.written:
+                t = ref()
+                if t is None:
+                    continue  # nothing can have saved a tensor that is gone by its own memory
+                span = _span(t)
+                if span is None:
+                    self.skipped[
+                        f"writes to a {unsupported(t) or 'tensor with no plain memory'}"
+                    ] += 1
+                else:
+                    self._log(span, before, after, step.op, step.site, t, step.seq)
+
     def log_data_set(self, t: torch.Tensor, site: tuple[str, int] | None, seq: int) -> None:
         """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
         ``t`` itself now reads the new values; one that saved a view of the old memory does not."""
@@ -157,6 +205,8 @@ class WriteLog:
         written: torch.Tensor,
         seq: int,
     ) -> None:
+        if self._steps:
+            self.flush()  # the steps' writes came first
         write = _Write(
             self._count, seq, *span, before, after, op, site, weakref.ref(written),
             shape_of(written),
@@ -187,7 +237,7 @@ class WriteLog:
     ) -> list[InplaceViolation]:
         """Returns (and keeps) the violations a backward from ``roots`` (towards ``inputs``,
         for ``autograd.grad`` and ``backward(inputs=...)``) is about to meet."""
-        if not self._by_storage:
+        if not self._by_storage and not self._steps:
             return []
         runs = executed_nodes(roots, inputs)
         found: list[InplaceViolation] = []
@@ -201,6 +251,8 @@ class WriteLog:
             seen.add(id(fn))
             seq = fn._sequence_nr()
             if seq < self._max_write_seq and (runs is None or id(fn) in runs):
+                if self._steps:
+                    self.flush()
                 found.extend(self._judge(fn, seq, frame))
                 judged = True
             queue.extend(child for child, _ in fn.next_functions if child is not None)
@@ -292,6 +344,7 @@ class WriteLog:
         match = _MODIFIED.search(str(error)) if isinstance(error, RuntimeError) else None
         if match is None:
             return []
+        self.flush()
         now, then = int(match.group(1)), int(match.group(2))
         shape = _SHAPE.search(str(error))  # "[torch.FloatTensor [3, 1]]"
         dims = tuple(int(d) for d in shape.group(1).split(",") if d.strip()) if shape else None
@@ -329,6 +382,7 @@ class WriteLog:
         self._outputs.clear()
         self._by_storage.clear()
         self._order.clear()
+        self._steps.clear()
         self.made_log.clear()
 
 

@@ -1,0 +1,67 @@
+"""The watcher's on-device gradient statistics (``capture/gradstats.py``) against float64
+references computed here: the sum of squares of a large float32 gradient (a chunked BLAS dot on
+the CPU), sums, min/max, and the paths for half precision, non-contiguous, empty, complex and
+sparse gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradlens.capture.gradstats import light_stats, sum_of_squares
+
+
+def _reference(t: torch.Tensor) -> list[float]:
+    d = t.detach()
+    d = (torch.view_as_real(d) if d.is_complex() else d).double()
+    if d.numel() == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [(d * d).sum().item(), d.sum().item(), d.min().item(), d.max().item()]
+
+
+def test_the_sum_of_squares_of_a_large_gradient_is_exact_to_float32_rounding() -> None:
+    g = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(0))
+    (got,) = sum_of_squares([g])
+    want = (g.double() ** 2).sum().item()
+    assert abs(got.item() - want) / want < 2e-6  # one float32 loop over 16 M elements: ~1e-3
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(300, 700),  # several dot chunks
+        lambda: torch.randn(5),
+        lambda: torch.randn(64, 48).t(),  # not contiguous: _foreach_norm
+        lambda: torch.randn(100, 10).half(),  # half: reduced in float32
+        lambda: torch.randn(100, dtype=torch.float64),
+        lambda: torch.randn(6, dtype=torch.complex64),
+        lambda: torch.zeros(0, 3),
+    ],
+    ids=["chunks", "small", "transposed", "half", "float64", "complex", "empty"],
+)
+def test_light_statistics_match_float64(make: object) -> None:
+    torch.manual_seed(1)
+    grads = [make(), torch.randn(1000) * 3]  # type: ignore[operator]
+    got = light_stats(grads)
+    assert got.shape == (4, 2) and got.dtype == torch.float32
+    for j, g in enumerate(grads):
+        want = _reference(g)
+        assert got[:, j].tolist() == pytest.approx(
+            want, rel=2e-3 if g.dtype == torch.half else 1e-5, abs=1e-4
+        )
+
+
+def test_non_finite_values_are_kept() -> None:
+    g = torch.tensor([1.0, float("nan"), 2.0])
+    h = torch.tensor([1.0, float("inf"), -3.0])
+    got = light_stats([g, h])
+    assert torch.isnan(got[0, 0]) and torch.isnan(got[2, 0]) and torch.isnan(got[3, 0])
+    assert got[0, 1].item() == float("inf") and got[3, 1].item() == float("inf")
+    assert got[2, 1].item() == -3.0
+
+
+def test_a_sparse_gradient_is_measured_by_its_values() -> None:
+    dense = torch.zeros(10, 3)
+    dense[2] = torch.tensor([1.0, -2.0, 3.0])
+    got = light_stats([dense.to_sparse()])
+    assert got[:, 0].tolist() == pytest.approx([14.0, 2.0, -2.0, 3.0])
