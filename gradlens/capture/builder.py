@@ -140,6 +140,7 @@ class GraphBuilder:
         self._saved: dict[tuple[str, str], str] = {}  # (op node id, attribute) -> node id
         self._linked: set[str] = set()  # op nodes whose input edges are drawn
         self._labels: dict[str, list[str | None]] = {}  # node id -> shape label of each input
+        self._released: set[str] = set()  # op nodes whose saved values a backward freed, all
 
     # -- node identity -------------------------------------------------------------------
     def _new(self, kind: NodeKind, **kw: Any) -> _Draft:
@@ -293,8 +294,13 @@ class GraphBuilder:
 
     def _read_saved(self, fn: Any, draft: _Draft) -> None:
         """Adds a SAVED node per saved value of ``fn`` (read without unpacking: no unpack hook
-        runs), or marks one freed by a backward without retain_graph."""
-        for slot in saved_slots(fn):
+        runs), or marks one freed by a backward without retain_graph. A node whose every saved
+        value was freed is not read again: freeing is for good, so the answer cannot change."""
+        if draft.id in self._released:
+            return
+        freed = kept = 0
+        saved, nid = self._saved, draft.id
+        for slot in saved_slots(fn, lambda role: (nid, role) in saved):
             key = (draft.id, slot.role)
             existing = self._saved.get(key)
             if slot.freed:
@@ -303,8 +309,13 @@ class GraphBuilder:
                     shape = self.saved_shape(fn, slot.role) if self.saved_shape else None
                     self._drafts[existing].shape = shape
                 self._drafts[existing].freed = True
-            elif existing is None and (slot.tensor is not None or slot.skipped is not None):
+                freed += 1
+                continue
+            kept += 1
+            if existing is None and (slot.tensor is not None or slot.skipped is not None):
                 self._add_saved(draft, slot.role, slot.tensor)
+        if freed and not kept:
+            self._released.add(draft.id)
 
     def _add_saved(self, op: _Draft, role: str, t: torch.Tensor | None) -> str:
         where = "output" if role.startswith("result") else "input"

@@ -41,6 +41,9 @@ def as_list(x: Any) -> list[Any]:
     return [x]
 
 
+_TENSOR_BACKWARD = torch.Tensor.backward
+
+
 @functools.cache
 def _signature(func: Any) -> inspect.Signature:
     return inspect.signature(func)
@@ -48,7 +51,10 @@ def _signature(func: Any) -> inspect.Signature:
 
 def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BackwardCall:
     """Returns the meaning of a call to one of ``BACKWARD_CALLS``."""
-    bound = _signature(func).bind(*args, **kwargs).arguments
+    if func is _TENSOR_BACKWARD and len(args) == 1 and not kwargs:
+        bound: dict[str, Any] = {"self": args[0]}  # loss.backward(): what bind() would give
+    else:
+        bound = dict(_signature(func).bind(*args, **kwargs).arguments)
     call = BACKWARD_CALLS[func]
     if call == "grad":
         roots, weights, inputs = (

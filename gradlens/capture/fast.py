@@ -6,14 +6,12 @@ when that is all ``__init__`` would do, and fall back to the class itself otherw
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 __all__ = ["make_record", "replaced"]
 
 
-@functools.cache
-def _defaults(cls: type) -> dict[str, Any] | None:
+def _find_defaults(cls: type) -> dict[str, Any] | None:
     """Returns every field of frozen dataclass ``cls`` with its default, or None when its
     ``__init__`` does more than set fields (a ``__post_init__``, a default factory); required
     fields map to ``_REQUIRED``."""
@@ -28,35 +26,50 @@ def _defaults(cls: type) -> dict[str, Any] | None:
 
 
 _REQUIRED = object()
+# cls -> (its defaults, its field names, its required field names), or None (use the class).
+_SPECS: dict[type, tuple[dict[str, Any], Any, frozenset[str]] | None] = {}
+
+
+def _spec(cls: type) -> tuple[dict[str, Any], Any, frozenset[str]] | None:
+    try:
+        return _SPECS[cls]
+    except KeyError:
+        pass
+    defaults = _find_defaults(cls)
+    spec = None
+    if defaults is not None:
+        required = frozenset(k for k, v in defaults.items() if v is _REQUIRED)
+        spec = (defaults, defaults.keys(), required)
+    _SPECS[cls] = spec
+    return spec
 
 
 def make_record(cls: Any, **fields: Any) -> Any:
     """Returns ``cls(**fields)``: thousands of nodes are made at once, and a frozen dataclass's
     ``__init__`` (one ``object.__setattr__`` per field) is most of their cost, so the instance
     gets its ``__dict__`` in one step when that is all ``__init__`` would do."""
-    defaults = _defaults(cls)
-    if defaults is None or not fields.keys() <= defaults.keys():
+    spec = _SPECS.get(cls) or _spec(cls)
+    if spec is None:
         return cls(**fields)
-    if not _required(cls) <= fields.keys():
-        return cls(**fields)  # raises the TypeError a missing argument gets
+    defaults, names, required = spec
+    keys = fields.keys()
+    if not (keys <= names and required <= keys):
+        return cls(**fields)  # raises the TypeError a wrong or missing argument gets
     obj = object.__new__(cls)
-    obj.__dict__.update(defaults)
-    obj.__dict__.update(fields)
+    d = obj.__dict__
+    d.update(defaults)
+    d.update(fields)
     return obj
-
-
-@functools.cache
-def _required(cls: type) -> frozenset[str]:
-    return frozenset(k for k, v in (_defaults(cls) or {}).items() if v is _REQUIRED)
 
 
 def replaced(obj: Any, **changes: Any) -> Any:
     """Returns ``dataclasses.replace(obj, **changes)``, as ``make_record`` makes records."""
     cls: type = type(obj)
-    defaults = _defaults(cls)
-    if defaults is None or not changes.keys() <= defaults.keys():
+    spec = _SPECS.get(cls) or _spec(cls)
+    if spec is None or not changes.keys() <= spec[1]:
         return dataclasses.replace(obj, **changes)
     new: Any = object.__new__(cls)
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.update(changes)
+    d = new.__dict__
+    d.update(obj.__dict__)
+    d.update(changes)
     return new

@@ -118,10 +118,11 @@ class Recorder:
         self._module_infos = self._modules.infos()  # views: the modules as records (ModuleInfo)
         self._call_modules = CallModules()  # views: an op's interior nodes get its module
         self._param_owner: dict[int, str] = {}
-        for pname, (p, _path) in self._modules.param_modules().items():
+        params = self._modules.param_modules()
+        for pname, (p, _path) in params.items():
             named.setdefault(pname, p)
         self._names = TensorNames(named)
-        for _pname, (p, path) in self._modules.param_modules().items():
+        for _pname, (p, path) in params.items():
             self._param_owner.setdefault(self._names.key(p), path)  # tied: the first name's
         self._builder = GraphBuilder(self._names)
         self._events: list[tuple[Event, dict[str, Any]]] = []
@@ -408,12 +409,15 @@ class Recorder:
         self._passes += 1
 
         root_nodes: dict[int, str] = {}
+        fns = [t.grad_fn for t in roots_l if t.grad_fn is not None]
+        # One root (the usual loss.backward()): the walk that adds it reaches what backward will.
+        found: list[tuple[Any, str]] | None = [] if len(fns) == 1 else None
         for t in roots_l:
             k = self._names.key(t)
             self._roots[k] = weakref.ref(t)
             if t.grad_fn is not None:
-                root_nodes[k] = self._builder.add_output(t)
-        reached = self._builder.walk([t.grad_fn for t in roots_l if t.grad_fn is not None])
+                root_nodes[k] = self._builder.add_output(t, found)
+        reached = found if found is not None else self._builder.walk(fns)
         slot = len(self._events)
         keys: dict[str, Any] = {"roots": [self._names.key(t) for t in roots_l]}
         keys["wrt"] = [self._names.key(t) for t in wrt if isinstance(t, torch.Tensor)]
@@ -534,6 +538,7 @@ class Recorder:
                     # .grad was None, so AccumulateGrad made it the gradient that arrived, and
                     # no hook but this one ran since: the same numbers, not read twice.
                     keys["accumulated"] = keys["incoming"]
+                    self._values.alias(leaf.grad, keys["incoming"])  # read at the end again
                 else:
                     keys["accumulated"] = self._values.add(leaf.grad)
             except Exception as e:  # gradlens's own failure must never break the backward

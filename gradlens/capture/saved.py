@@ -13,7 +13,7 @@ they are reported as skipped, because what backward will get is up to the hook.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -127,14 +127,27 @@ def raw_saved(fn: Any) -> Iterator[tuple[str, Any]]:
             yield role, value
 
 
-def saved_slots(fn: Any) -> Iterator[Slot]:
+def saved_slots(fn: Any, held: Callable[[str], bool] | None = None) -> Iterator[Slot]:
     """Yields every saved value of autograd node ``fn`` (lists give one slot per tensor),
-    without running unpack hooks or PyTorch's version check."""
+    without running unpack hooks or PyTorch's version check.
+
+    ``held(role)`` may say that a single (not list) slot was seen holding a value: empty now,
+    only a backward can have freed it, which spares asking PyTorch (an exception each time).
+    """
     for attr in _raw_attributes(_type(fn)):
         role = attr[len(_RAW) :]
         try:
             value = getattr(fn, attr)
         except RuntimeError:  # a custom Function's saved tensors, freed by backward
+            yield Slot(role, freed=True)
+            continue
+        if (
+            held is not None
+            and isinstance(value, _SavedTensor)  # a single value, not a list
+            and value.unpack_hook is None
+            and value.data is None
+            and held(role)
+        ):
             yield Slot(role, freed=True)
             continue
         items = value if isinstance(value, (tuple, list)) else (value,)

@@ -178,13 +178,18 @@ def user_frame() -> tuple[FrameType | None, str | None]:
     lookup per frame.
     """
     frame: FrameType | None = sys._getframe(1)
-    cwd: str | None = None
     while frame is not None:
-        key = (frame.f_code, frame.f_lineno)
-        site = _sites.get(key)
-        if site is None or (site[0] and site[2] != (cwd := cwd or os.getcwd())):
-            site = _site(*key)
-        if site[0]:
+        code = frame.f_code
+        # Whether a file is internal never changes: torch's frames are passed without
+        # computing their line number (which decodes the code's line table).
+        internal = _cache.get(code.co_filename)
+        if internal is None:
+            internal = _is_internal(code.co_filename)
+        if not internal:
+            key = (code, frame.f_lineno)
+            site = _sites.get(key)
+            if site is None or site[2] != os.getcwd():
+                site = _site(*key)
             return frame, site[1]
         frame = frame.f_back
     return None, None

@@ -111,6 +111,11 @@ class Summaries:
         self._seen[id(t)] = (weakref.ref(t), version, out)
         return out
 
+    def alias(self, t: torch.Tensor, s: Pending) -> None:
+        """Makes ``add(t)`` return ``s`` (the summary of a tensor with ``t``'s values, such as
+        the gradient that became ``t``) until the next ``fresh()``."""
+        self._seen[id(t)] = (weakref.ref(t), version_of(t), s)
+
     def get(self, s: Pending) -> ValueSummary | None:
         """Returns the finished summary of what ``add`` returned."""
         if isinstance(s, _Later):
@@ -213,6 +218,7 @@ class Summaries:
 
 
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_STRIDED = torch.strided
 _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -224,11 +230,11 @@ def _summarize_host(t: torch.Tensor) -> ValueSummary:
     with _quiet():
         d = t.detach()
         if d.numel() <= SMALL_NUMEL:
-            return ValueSummary(shape=shape, dtype=dtype, values=d.tolist())
+            return make_record(ValueSummary, shape=shape, dtype=dtype, values=d.tolist())
         lo, hi = torch.aminmax(d)
         norm, low, high = _norm64(d).item(), lo.item(), hi.item()
-        if math.isfinite(norm) and math.isfinite(low) and math.isfinite(high):
-            return ValueSummary(shape=shape, dtype=dtype, norm=norm, min=low, max=high)
+        if _isfinite(norm) and _isfinite(low) and _isfinite(high):
+            return make_record(ValueSummary, shape=shape, dtype=dtype, norm=norm, min=low, max=high)
         exact = _exact_stats(d).tolist()
         if math.isinf(exact[0]):  # finite numbers whose float32 rows overflowed
             exact = _exact_stats(d, wide=True).tolist()
@@ -236,6 +242,7 @@ def _summarize_host(t: torch.Tensor) -> ValueSummary:
 
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
+_isfinite = math.isfinite
 
 
 def _quiet() -> Any:
@@ -254,7 +261,7 @@ def _wrapped(t: torch.Tensor) -> bool:
 
 def _on_host(t: torch.Tensor) -> bool:
     """Returns whether ``t``'s values are in host memory (reading them waits for nothing)."""
-    return t.device.type == "cpu"
+    return bool(t.is_cpu)
 
 
 def _norm64(d: torch.Tensor, wide: bool = False) -> torch.Tensor:
@@ -423,6 +430,23 @@ def _checkable(t: torch.Tensor) -> bool:
 
 
 def _has_nonfinite(t: torch.Tensor) -> bool:
+    if (
+        type(t) in _PLAIN_TYPES
+        and t.dtype in _FAST_DTYPES
+        and t.layout == _STRIDED
+        and t.is_cpu
+        and not t.is_nested
+        and not _wrapped(t)
+    ):  # the common case, _checkable's answer in fewer reads
+        if not t.numel():
+            return False
+        with _quiet():
+            d = t.detach()
+            # A NaN or an infinity always makes the sum non-finite: a finite sum proves there
+            # is none in one pass with no mask allocated; only a non-finite sum needs the test.
+            if _isfinite(d.sum().item()):
+                return False
+            return not bool(torch.isfinite(d).all())
     if not _checkable(t):
         return False
     with _quiet():
