@@ -35,8 +35,12 @@ _next_seq = torch._C._autograd._get_sequence_nr
 _is_compiling = torch.compiler.is_compiling
 #: ATen's fused kernels by optimizer class: they write the parameters without moving their
 #: version counter on the CPU.
-_FUSED = {"SGD": "_fused_sgd_", "Adam": "_fused_adam_", "AdamW": "_fused_adamw_"}
-_FUSED["Adagrad"] = "_fused_adagrad_"
+_FUSED = {
+    "SGD": "_fused_sgd_",
+    "Adam": "_fused_adam_",
+    "AdamW": "_fused_adamw_",
+    "Adagrad": "_fused_adagrad_",
+}
 
 
 @dataclass
