@@ -118,7 +118,11 @@ class StepWindow:
                         g = p.grad
                         if g is not None and type(g) in _PLAIN:
                             tensors.append(g)
-        self._open.append(_Open(opt, frame, tensors, _versions(tensors), _next_seq()))
+        try:
+            versions: list[int | None] = [t._version for t in tensors]
+        except RuntimeError:  # an inference tensor has no version counter
+            versions = _versions(tensors)
+        self._open.append(_Open(opt, frame, tensors, versions, _next_seq()))
 
     def _post(self, opt: Any, args: Any, kwargs: Any) -> None:
         if not self._open or self._open[-1].optimizer is not opt:

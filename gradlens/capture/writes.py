@@ -244,18 +244,23 @@ class WriteLog:
         queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
         seen: set[int] = set()
         judged = False
-        while queue:
-            fn = queue.popleft()
-            if id(fn) in seen:
+        newest = self._max_write_seq
+        pop, push = queue.popleft, queue.append
+        while queue:  # breadth first: findings come out in the order backward meets them
+            fn = pop()
+            key = id(fn)
+            if key in seen:
                 continue
-            seen.add(id(fn))
+            seen.add(key)
             seq = fn._sequence_nr()
-            if seq < self._max_write_seq and (runs is None or id(fn) in runs):
+            if seq < newest and (runs is None or key in runs):
                 if self._steps:
                     self.flush()
                 found.extend(self._judge(fn, seq, frame))
                 judged = True
-            queue.extend(child for child, _ in fn.next_functions if child is not None)
+            for child, _ in fn.next_functions:
+                if child is not None:
+                    push(child)
         if judged:  # so that close() finds the marks again
             self._outputs.extend(weakref.ref(t) for t in roots)
         self.violations.extend(found)
