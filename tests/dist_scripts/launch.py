@@ -4,9 +4,11 @@ WORLD_SIZE, MASTER_ADDR/PORT variables, a free loopback port), and collects what
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,27 @@ class Rank:
     seconds: float
 
 
+_given: set[int] = set()
+_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Returns a free loopback port below Linux's ephemeral range (32768-60999), never the same
+    one twice in this process. A port the OS hands out for bind(0) is ephemeral: any of the many
+    connections gloo opens (the scenarios run side by side) could take it before the rank told
+    to listen there binds it (EADDRINUSE)."""
+    with _lock:
+        while True:
+            port = random.randrange(20000, 32000)
+            if port in _given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _given.add(port)
+            return port
 
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
