@@ -7,8 +7,6 @@ dict, because Nodes cannot be weakly referenced and holding them would keep the 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from ..records import (
     ValueSummary,
     format_shape,
 )
+from .fast import make_record
 from .names import TensorNames
 from .saved import saved_attributes, saved_slots
 from .summary import shape_of
@@ -373,8 +372,6 @@ class GraphBuilder:
         ``leaf_grads`` hold into summaries (``Summaries.get``), when they are not ones already."""
         get = value or _same
         nodes = []
-        base = _plain_fields(GraphNode)
-        new = object.__new__
         for d in self._drafts.values():
             name = d.name
             aliases: tuple[str, ...] = ()
@@ -399,40 +396,9 @@ class GraphBuilder:
                 "freed": d.freed,
                 "aliases": aliases,
             }
-            if base is None:
-                nodes.append(GraphNode(**fields))
-            else:  # what GraphNode(**fields) makes, without its per-field __setattr__ calls
-                node = new(GraphNode)
-                attrs = node.__dict__
-                attrs.update(base)
-                attrs.update(fields)
-                nodes.append(node)
-        plain = _plain_fields(GraphEdge)
-        make = _edge if plain is not None and plain.keys() == _EDGE_FIELDS else GraphEdge
-        edges = tuple(make(s, t, k, label) for (s, t, k), label in self._edges.items())
+            nodes.append(make_record(GraphNode, **fields))
+        edges = tuple(
+            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
+            for (s, t, k), label in self._edges.items()
+        )
         return Graph(nodes=tuple(nodes), edges=edges, modules=modules)
-
-
-@functools.cache
-def _plain_fields(cls: type) -> dict[str, Any] | None:
-    """Returns ``{field: default}`` (None for a required one) of frozen dataclass ``cls`` when
-    its ``__init__`` only sets the fields (no ``__post_init__``, no default factory, no slots),
-    so an instance can be made by filling its ``__dict__``; None otherwise."""
-    if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):
-        return None
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.default_factory is not dataclasses.MISSING:
-            return None
-        out[f.name] = None if f.default is dataclasses.MISSING else f.default
-    return out
-
-
-_EDGE_FIELDS = {"src", "dst", "kind", "label"}
-
-
-def _edge(src: str, dst: str, kind: EdgeKind, label: str | None) -> GraphEdge:
-    """Returns ``GraphEdge(src, dst, kind, label)`` (a plain frozen dataclass: see build)."""
-    edge: GraphEdge = object.__new__(GraphEdge)
-    edge.__dict__.update(src=src, dst=dst, kind=kind, label=label)
-    return edge
