@@ -30,7 +30,7 @@ from .pure import ATTRIBUTE, INPLACE, inplace_at, never_writes, unwritten
 from .pure import _cache as _never_writes
 from .saved import SKIP_HOOKED
 from .source import is_internal, user_frame
-from .step_window import StepWindow, Written
+from .step_window import StepWindow, Written, versions_of
 from .summary import grad_fn_of
 from .writes import _OPS_KEPT, WriteLog
 
@@ -96,14 +96,6 @@ STEP_RAISED_NOTE = (
 
 #: Said once when ``torch.jit.trace`` runs inside a guard or trace.
 JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
-
-
-def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
-    """Returns each tensor's version (None for inference tensors, which have no counter)."""
-    try:
-        return [t._version for t in tensors]
-    except RuntimeError:
-        return [None if t.is_inference() else t._version for t in tensors]
 
 
 _codes: dict[CodeType, bool] = {}  # code object -> torch's or gradlens's own (not the user's)

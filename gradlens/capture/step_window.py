@@ -28,7 +28,7 @@ from torch.optim.optimizer import (
 )
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["StepWindow", "Written"]
+__all__ = ["StepWindow", "Written", "mode_on_top", "versions_of"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _next_seq = torch._C._autograd._get_sequence_nr
@@ -104,7 +104,7 @@ class StepWindow:
                 return  # a step inside another's step (a wrapper optimizer): the outer one judges
             self.raised += 1  # the last step raised, and the mode is still off: take over
             self._open.clear()
-        elif not _on_top(self._mode):
+        elif not mode_on_top(self._mode):
             return  # another mode above gradlens's: leave the stack alone
         else:
             torch._C._pop_torch_function_stack()
@@ -118,11 +118,7 @@ class StepWindow:
                         g = p.grad
                         if g is not None and type(g) in _PLAIN:
                             tensors.append(g)
-        try:
-            versions: list[int | None] = [t._version for t in tensors]
-        except RuntimeError:  # an inference tensor has no version counter
-            versions = _versions(tensors)
-        self._open.append(_Open(opt, frame, tensors, versions, _next_seq()))
+        self._open.append(_Open(opt, frame, tensors, versions_of(tensors), _next_seq()))
 
     def _post(self, opt: Any, args: Any, kwargs: Any) -> None:
         if not self._open or self._open[-1].optimizer is not opt:
@@ -160,7 +156,8 @@ class StepWindow:
             self._on_written(Written(written, op, step.frame.f_back, step.seq))
 
 
-def _on_top(mode: TorchFunctionMode) -> bool:
+def mode_on_top(mode: TorchFunctionMode | None) -> bool:
+    """Returns whether ``mode`` is the innermost torch-function mode on this thread's stack."""
     depth = torch._C._len_torch_function_stack()
     return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
 
@@ -175,14 +172,12 @@ def _running(frame: FrameType) -> bool:
     return False
 
 
-def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
-    out: list[int | None] = []
-    for t in tensors:
-        try:
-            out.append(t._version)
-        except RuntimeError:  # an inference tensor has no version counter
-            out.append(None)
-    return out
+def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
+    """Returns each tensor's version (None for inference tensors, which have no counter)."""
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return [None if t.is_inference() else t._version for t in tensors]
 
 
 def _fused(opt: Any) -> bool:

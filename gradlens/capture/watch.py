@@ -48,7 +48,7 @@ from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .nan_origin import ForwardChecks, ForwardPending
 from .pending import Pending, to_records
 from .source import format_location, user_source
-from .step_window import StepWindow
+from .step_window import StepWindow, mode_on_top
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
 from .watch_names import names_in_frames, user_frames
 from .watch_state import (
@@ -308,8 +308,7 @@ class Watcher:
         """Takes the mode off the stack for the compiled forward, if it is on top."""
         if type(module) is not _OptimizedModule:
             return
-        mode, depth = self._mode, torch._C._len_torch_function_stack()
-        top = depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+        top = mode_on_top(self._mode)
         if top:
             torch._C._pop_torch_function_stack()
         self._popped.append(top)
