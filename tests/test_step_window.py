@@ -185,3 +185,14 @@ def test_watch_leaves_its_mode_out_of_a_plain_step_and_cleans_up_after_a_raising
         net(x).sum().backward()
         bad.step()
     assert _stack() == 0
+
+
+def test_several_steps_writes_are_logged_in_the_order_they_were_made() -> None:
+    log = WriteLog()
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    log.log_step([(a, 0), (b, 0)], "SGD.step", None, seq=5)
+    log.log_step([(a, 1), (b, 1)], "SGD.step", None, seq=9)
+    log.flush()
+    writes = sorted((w for ws in log._by_storage.values() for w in ws), key=lambda w: w.n)
+    assert [(w.n, w.seq) for w in writes] == [(0, 5), (1, 5), (2, 9), (3, 9)]
+    log.close()

@@ -147,16 +147,19 @@ class WriteLog:
         site: tuple[str, int] | None,
         before: int | None,
         seq: int,
+        after: int | None = None,
     ) -> None:
-        """Logs a write that moved ``written``'s version from ``before``, by an op that started
-        at autograd sequence number ``seq`` (``torch._C._autograd._get_sequence_nr()``)."""
+        """Logs a write that moved ``written``'s version from ``before`` (to ``after``, by
+        default its version now), by an op that started at autograd sequence number ``seq``
+        (``torch._C._autograd._get_sequence_nr()``)."""
         span = _span(written)
         if span is None:
             self.skipped[
                 f"writes to a {unsupported(written) or 'tensor with no plain memory'}"
             ] += 1
         else:
-            self._log(span, before, written._version, op, site, written, seq)
+            version = written._version if after is None else after
+            self._log(span, before, version, op, site, written, seq)
 
     def log_step(
         self,
@@ -174,19 +177,12 @@ class WriteLog:
     def flush(self) -> None:
         """Logs the kept optimizer steps' writes (call before any op that could move a written
         tensor to other memory, and before judging)."""
-        while self._steps:
-            step = self._steps.popleft()
+        steps, self._steps = self._steps, deque(maxlen=_PER_STORAGE)  # _log sees none left
+        for step in steps:  # oldest first
             for ref, before, after in step.written:
                 t = ref()
-                if t is None:
-                    continue  # nothing can have saved a tensor that is gone by its own memory
-                span = _span(t)
-                if span is None:
-                    self.skipped[
-                        f"writes to a {unsupported(t) or 'tensor with no plain memory'}"
-                    ] += 1
-                else:
-                    self._log(span, before, after, step.op, step.site, t, step.seq)
+                if t is not None:  # else nothing can have saved it by its own memory
+                    self.log_write(t, step.op, step.site, before, step.seq, after)
 
     def log_data_set(self, t: torch.Tensor, site: tuple[str, int] | None, seq: int) -> None:
         """Logs ``t.data = new`` (call after it, with ``t``'s new memory): a node that saved
