@@ -114,13 +114,13 @@ def _zero_statistics() -> Iterator[None]:
     """watch() with every statistic replaced by zeros: what hooks and bookkeeping cost."""
     from gradlens.capture import watch as watch_mod
     from gradlens.capture.pending import Group
+    from gradlens.capture.stash import Stash
 
     real = watch_mod.group_stats
 
-    def zeros(group: list, detail: bool, *, snapshot: bool) -> Group:  # type: ignore[type-arg]
-        return Group(
-            [p.name for p in group], [p.info.numel for p in group], torch.zeros(4, len(group))
-        )
+    def zeros(group: list, detail: bool, *, snapshot: bool, stash: Stash) -> Group:  # type: ignore[type-arg]
+        zeros = stash.put(torch.zeros(4, len(group)))
+        return Group([p.name for p in group], [p.info.numel for p in group], zeros)
 
     watch_mod.group_stats = zeros  # type: ignore[assignment]
     try:
