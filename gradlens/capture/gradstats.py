@@ -135,9 +135,11 @@ def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor])
     if not grads:
         return torch.zeros(len(DETAIL), 0)
     real = [_real(g) for g in grads]
-    nonzero = [torch.count_nonzero(g).double() for g in real]  # float64: exact, and promotes
-    nonfinite = [_count_nan(g - g) for g in real]  # inf - inf and nan - nan are nan
-    nans = [_count_nan(_clamp_sub(g)) for g in real]  # clamped, inf is finite: only nan is left
+    nonzero, nonfinite, nans = [], [], []
+    for g in real:  # a gradient's three reads back to back: the 2nd and 3rd hit the cache
+        nonzero.append(torch.count_nonzero(g).double())  # float64: exact, and promotes
+        nonfinite.append(_count_nan(g - g))  # inf - inf and nan - nan are nan
+        nans.append(_count_nan(_clamp_sub(g)))  # clamped, inf is finite: only nan is left
     counts = torch.stack([*nonzero, *nonfinite, *nans]).view(3, len(real))
     squares = torch.stack(sum_of_squares(weights)).view(1, -1)
     return torch.cat([counts, squares])
