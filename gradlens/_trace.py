@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._gc import gc_paused
 from ._guard import warn_confirmed
 from .analysis import diagnose
 from .analysis.inplace import explain_violations, mark_violations
@@ -48,10 +49,11 @@ class Trace:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._recorder is not None
-        try:
-            self._recorder.__exit__(exc_type, exc, tb)
-        finally:
-            self._record = self._finish(self._recorder.record)
+        with gc_paused():  # gradlens's own work only: the user's code has run
+            try:
+                self._recorder.__exit__(exc_type, exc, tb)
+            finally:
+                self._record = self._finish(self._recorder.record)
 
     @staticmethod
     def _finish(record: TraceRecord) -> TraceRecord:
