@@ -15,7 +15,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["gc_paused"]
+__all__ = ["OldObjectsSet", "gc_paused"]
 
 
 @contextlib.contextmanager
@@ -30,3 +30,32 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+class OldObjectsSet:
+    """Sets the process's objects aside from the collector (``gc.freeze``) while a trace runs.
+
+    A trace makes thousands of records during the user's forward and backward; in a process
+    holding a model, the full collections they set off walk every object alive (GPT-2 small:
+    0.2-0.45 s, about every third traced step). Frozen, the objects that existed before the
+    trace are not walked; the collector still runs as usual on everything made during it,
+    so no garbage made by the user's code waits. ``stop`` puts them back. Nothing is done if
+    the collector is off or the program froze objects itself, and a freeze the program makes
+    meanwhile is not undone.
+    """
+
+    def __init__(self) -> None:
+        self._count: int | None = None
+
+    def start(self) -> None:
+        """Freezes the objects alive now, unless the collector is off or already froze some."""
+        if self._count is None and gc.isenabled() and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._count = gc.get_freeze_count()
+
+    def stop(self) -> None:
+        """Unfreezes them, unless the program froze objects since ``start`` (the count of
+        frozen objects grew: it only shrinks as frozen objects die)."""
+        count, self._count = self._count, None
+        if count is not None and gc.get_freeze_count() <= count:
+            gc.unfreeze()

@@ -51,3 +51,49 @@ def test_graph_view_and_trace_leave_it_on() -> None:
         (torch.ones(2, requires_grad=True) * 3).sum().backward()
     assert gc.isenabled()
     assert [n.name for n in g.nodes][:2] == ["output", "SumBackward0"]
+
+
+def _step() -> None:
+    (torch.ones(2, requires_grad=True) * 3).sum().backward()
+
+
+def test_a_trace_sets_the_old_objects_aside_and_puts_them_back() -> None:
+    assert gc.get_freeze_count() == 0
+    with gradlens.trace():
+        assert gc.get_freeze_count() > 0  # the objects alive before the trace
+        _step()
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(ValueError), gradlens.trace():
+        assert gc.get_freeze_count() > 0
+        raise ValueError("the user's code raises")
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_programs_own_freeze_and_disabled_collector_are_left_alone() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gradlens.trace():
+            _step()
+        assert gc.get_freeze_count() > frozen // 2  # not unfrozen (less what died since)
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        with gradlens.trace():
+            assert gc.get_freeze_count() == 0
+            _step()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_freeze_made_inside_the_trace_is_not_undone() -> None:
+    try:
+        with gradlens.trace():
+            _step()
+            gc.freeze()  # the program's own, meanwhile
+            frozen = gc.get_freeze_count()
+        assert gc.get_freeze_count() > frozen // 2  # still frozen (less what died since)
+    finally:
+        gc.unfreeze()
