@@ -86,3 +86,20 @@ def test_two_backward_calls_before_one_step_sum_their_losses() -> None:
     (step,) = lens.steps
     assert step.backward_calls == 2
     assert step.loss == pytest.approx(first.item() + second.item(), rel=1e-12)
+
+
+def test_a_number_logged_first_under_inference_mode_does_not_break_later_steps() -> None:
+    """The stash's buffer is made by whichever value comes first; one made under
+    ``torch.inference_mode()`` could never be written outside it again."""
+    model, opt, x, y = _model()
+    with gradlens.watch(model, opt, live=False) as lens:
+        with torch.inference_mode():
+            lens.log(val=nn.functional.mse_loss(model(x), y))
+        for _ in range(2):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            with torch.inference_mode():
+                lens.log(val=torch.tensor(1.0))
+    assert len(lens.steps) == 2 and lens.steps[1].scalars["val"] == 1.0
+    assert not lens.record.notes

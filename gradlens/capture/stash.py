@@ -76,7 +76,8 @@ class Stash:
         size = max(_FIRST, old.numel() if old is not None else 0)
         while size < needed:
             size *= 2
-        buffer = torch.empty(size, dtype=torch.float64, device=device)
+        with torch.inference_mode(False):  # a normal tensor: written in and out of that mode
+            buffer = torch.empty(size, dtype=torch.float64, device=device)
         used = self._used.get(device, 0)
         if old is not None and used:
             buffer[:used].copy_(old[:used])
