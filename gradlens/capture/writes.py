@@ -55,6 +55,7 @@ _PER_STORAGE = 64  # writes kept per memory block (the newest)
 _KEPT = 65536  # writes kept in all: older ones are forgotten (a finding lost, never a false one)
 _OPS_KEPT = 1 << 18  # op ranges kept: an older node's finding names no saving line
 _START = itemgetter(0)
+_ACCUMULATE = torch._C._functions.AccumulateGrad  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs several times more, per write
@@ -168,16 +169,18 @@ class WriteLog:
 
     def log_step(
         self,
-        written: list[tuple[torch.Tensor, int]],
+        written: list[tuple[torch.Tensor, int, int]],
         op: str,
         site: tuple[str, int] | None,
         seq: int,
     ) -> None:
-        """Keeps an optimizer step's writes (``(tensor, version before)``, by ``op`` at
-        ``site``, starting at sequence number ``seq``) to be logged when needed (``flush``)."""
-        raw = [(weakref.ref(t), before, t._version) for t, before in written]
-        self._steps.append(_StepWrites(seq, op, site, raw))
-        self._max_write_seq = max(self._max_write_seq, seq)
+        """Keeps an optimizer step's writes (``(tensor, version before, version after)``, by
+        ``op`` at ``site``, starting at sequence number ``seq``) to be logged when needed
+        (``flush``)."""
+        ref = weakref.ref
+        self._steps.append(_StepWrites(seq, op, site, [(ref(t), b, a) for t, b, a in written]))
+        if seq > self._max_write_seq:
+            self._max_write_seq = seq
 
     def flush(self) -> None:
         """Logs the kept optimizer steps' writes (call before any op that could move a written
@@ -261,7 +264,8 @@ class WriteLog:
                 found.extend(self._judge(fn, seq, frame))
                 judged = True
             for child, _ in fn.next_functions:
-                if child is not None and id(child) not in seen:
+                # A leaf's AccumulateGrad saves nothing, has no inputs and the largest number.
+                if child is not None and type(child) is not _ACCUMULATE and id(child) not in seen:
                     see(id(child))
                     push(child)
         if judged:  # so that close() finds the marks again
