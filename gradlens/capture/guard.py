@@ -26,7 +26,8 @@ from .._errors import GradlensError
 from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, BackwardCall, parse_backward, tensors_in
 from .inplace import SavedTensors
-from .pure import ATTRIBUTE, INPLACE, inplace_at, never_writes, unwritten
+from .pure import _F_INPLACE as _inplace_at
+from .pure import ATTRIBUTE, INPLACE, never_writes, unwritten
 from .pure import _cache as _never_writes
 from .saved import SKIP_HOOKED
 from .source import _cache as _internal
@@ -136,10 +137,13 @@ def _defaults(kwargs: dict[str, Any]) -> bool:
 def _inplace_off(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bool:
     """Returns whether a call of a ``torch.nn.functional`` activation or dropout passes no
     true ``inplace`` (``pure.inplace_at`` gives its position): absent, None or False."""
-    at = inplace_at(func)
+    at = _inplace_at.get(func)
     if at is not None and len(args) > at and args[at] is not False:
         return False
-    return not kwargs or unwritten(INPLACE, kwargs)
+    if kwargs:
+        value = kwargs.get("inplace")
+        return value is None or value is False
+    return True
 
 
 class _Mode(TorchFunctionMode):
@@ -180,8 +184,14 @@ class _Mode(TorchFunctionMode):
                         if _saved_hooks(False) is not None:
                             guard.log.skipped[SKIP_HOOKED] += 1  # type: ignore[union-attr]
                         frame: FrameType | None = _getframe(1)
-                        if _internal.get(frame.f_code.co_filename) is not False:  # type: ignore[union-attr]
-                            frame = _user_frame(frame)
+                        while frame is not None:  # _user_frame, inlined: this runs per op
+                            filename = frame.f_code.co_filename
+                            internal = _internal.get(filename)
+                            if internal is None:
+                                internal = is_internal(filename)
+                            if not internal:
+                                break
+                            frame = frame.f_back
                         if frame is None:
                             made.append((start, end, func.__name__, None, 0))
                         else:
