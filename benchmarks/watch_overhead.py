@@ -15,7 +15,8 @@ statistics replaced by zeros: hooks, mode, bookkeeping, flush), ``light`` (norm/
 every step, no detail step), ``watch`` (the default: detail every 25th step), and
 ``nan_origin`` (the default plus ``nan_origin=True``). Ratios are per round (each way over the
 same round's plain block) and given as median [min - max] over rounds, on wall-clock time and on
-the process's CPU time (less sensitive to other processes on a shared machine).
+the process's CPU time (less sensitive to other processes on a shared machine), with the minor
+page faults per step (fresh memory the allocator had to map).
 
 Run: python benchmarks/watch_overhead.py [--rounds N] [--quick] [--parts] [--steps N]
 """
@@ -114,13 +115,13 @@ def _zero_statistics() -> Iterator[None]:
     """watch() with every statistic replaced by zeros: what hooks and bookkeeping cost."""
     from gradlens.capture import watch as watch_mod
     from gradlens.capture.pending import Group
+    from gradlens.capture.stash import Stash
 
     real = watch_mod.group_stats
 
-    def zeros(group: list, detail: bool, *, snapshot: bool) -> Group:  # type: ignore[type-arg]
-        return Group(
-            [p.name for p in group], [p.info.numel for p in group], torch.zeros(4, len(group))
-        )
+    def zeros(group: list, detail: bool, *, snapshot: bool, stash: Stash) -> Group:  # type: ignore[type-arg]
+        zeros = stash.put(torch.zeros(4, len(group)))
+        return Group([p.name for p in group], [p.info.numel for p in group], zeros)
 
     watch_mod.group_stats = zeros  # type: ignore[assignment]
     try:
@@ -129,8 +130,18 @@ def _zero_statistics() -> Iterator[None]:
         watch_mod.group_stats = real
 
 
-def time_part(w: Workload, part: str) -> tuple[float, float]:
-    """Returns (wall, CPU) seconds per step of one block of ``w`` run the ``part`` way."""
+def _faults() -> int:
+    """Returns the process's minor page faults so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_part(w: Workload, part: str) -> tuple[float, float, float]:
+    """Returns (wall, CPU) seconds and minor page faults per step of one block of ``w`` run
+    the ``part`` way."""
     if part == "plain":
         lens: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     else:
@@ -139,11 +150,13 @@ def time_part(w: Workload, part: str) -> tuple[float, float]:
             w.model, w.opt, live=False, detail_every=detail, nan_origin=part == "nan_origin"
         )
     stats = _zero_statistics() if part == "hooks" else contextlib.nullcontext()
-    wall, cpu = time.perf_counter(), time.process_time()
+    faults, wall, cpu = _faults(), time.perf_counter(), time.process_time()
     with stats, lens:
         for _ in range(w.steps):
             w.step()
-    return (time.perf_counter() - wall) / w.steps, (time.process_time() - cpu) / w.steps
+    n = w.steps
+    wall, cpu = (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+    return wall, cpu, (_faults() - faults) / n
 
 
 def measure_parts(w: Workload, rounds: int) -> dict[str, dict[str, list[float]]]:
@@ -151,13 +164,14 @@ def measure_parts(w: Workload, rounds: int) -> dict[str, dict[str, list[float]]]
     for part in PARTS:  # warm up every path
         time_part(w, part)
     out: dict[str, dict[str, list[float]]] = {
-        p: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": []} for p in PARTS
+        p: {"wall": [], "cpu": [], "wall_ratio": [], "cpu_ratio": [], "faults": []} for p in PARTS
     }
     for _ in range(rounds):
         times = {p: time_part(w, p) for p in PARTS}
-        for p, (wall, cpu) in times.items():
+        for p, (wall, cpu, faults) in times.items():
             out[p]["wall"].append(wall)
             out[p]["cpu"].append(cpu)
+            out[p]["faults"].append(faults)
             out[p]["wall_ratio"].append(wall / times["plain"][0])
             out[p]["cpu_ratio"].append(cpu / times["plain"][1])
     return out
@@ -170,12 +184,14 @@ def _spread(xs: list[float]) -> str:
 def print_parts(w: Workload, rounds: int) -> None:
     t = measure_parts(w, rounds)
     print(f"{w.name} ({w.steps} steps per block)")
-    print(f"  {'part':11} {'wall ms':>9} {'wall ratio':>24} {'cpu ms':>9} {'cpu ratio':>24}")
+    head = f"{'wall ms':>9} {'wall ratio':>24} {'cpu ms':>9} {'cpu ratio':>24} {'faults':>7}"
+    print(f"  {'part':11} {head}")
     for p in PARTS:
         r = t[p]
         print(
             f"  {p:11} {statistics.median(r['wall']) * 1e3:9.2f} {_spread(r['wall_ratio']):>24} "
-            f"{statistics.median(r['cpu']) * 1e3:9.2f} {_spread(r['cpu_ratio']):>24}",
+            f"{statistics.median(r['cpu']) * 1e3:9.2f} {_spread(r['cpu_ratio']):>24} "
+            f"{statistics.median(r['faults']):7.0f}",
             flush=True,
         )
 

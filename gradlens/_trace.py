@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._gc import OldObjectsSet, gc_paused
 from ._guard import warn_confirmed
 from .analysis import diagnose
 from .analysis.inplace import explain_violations, mark_violations
@@ -29,6 +30,7 @@ class Trace:
         self._recorder: Recorder | None = Recorder(*modules, **named_tensors)
         self._recorder.on_confirm = warn_confirmed  # as guard() does, before PyTorch's error
         self._record: TraceRecord | None = None
+        self._old = OldObjectsSet()  # no collector pass over the model's objects (_gc.py)
 
     @classmethod
     def from_record(cls, record: TraceRecord) -> Trace:
@@ -36,6 +38,7 @@ class Trace:
         trace = cls.__new__(cls)
         trace._recorder = None
         trace._record = record
+        trace._old = OldObjectsSet()
         return trace
 
     def __enter__(self) -> Trace:
@@ -43,15 +46,24 @@ class Trace:
             from ._errors import GradlensError
 
             raise GradlensError("this Trace holds a saved record; start a new gradlens.trace()")
-        self._recorder.__enter__()
+        self._old.start()
+        try:
+            self._recorder.__enter__()
+        except BaseException:
+            self._old.stop()
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._recorder is not None
         try:
-            self._recorder.__exit__(exc_type, exc, tb)
+            with gc_paused():  # gradlens's own work only: the user's code has run
+                try:
+                    self._recorder.__exit__(exc_type, exc, tb)
+                finally:
+                    self._record = self._finish(self._recorder.record)
         finally:
-            self._record = self._finish(self._recorder.record)
+            self._old.stop()
 
     @staticmethod
     def _finish(record: TraceRecord) -> TraceRecord:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradlens.capture.gradstats import light_stats, sum_of_squares
+from gradlens.capture.gradstats import detail_stats, light_stats, sum_of_squares
 
 
 def _reference(t: torch.Tensor) -> list[float]:
@@ -65,3 +65,36 @@ def test_a_sparse_gradient_is_measured_by_its_values() -> None:
     dense[2] = torch.tensor([1.0, -2.0, 3.0])
     got = light_stats([dense.to_sparse()])
     assert got[:, 0].tolist() == pytest.approx([14.0, 2.0, -2.0, 3.0])
+
+
+def _planted(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Returns ``n`` values with zeros (and a -0.0), two nans and two infinities among them."""
+    g = torch.randn(n, generator=torch.Generator().manual_seed(1)).to(dtype)
+    g[::3] = 0
+    g[4] = -0.0
+    g[5], g[7], g[8], g[10] = float("nan"), float("inf"), -float("inf"), float("nan")
+    return g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_detail_counts_zeros_non_finite_and_nan_exactly(dtype: torch.dtype) -> None:
+    grads = [_planted(1000, dtype), torch.zeros(3, dtype=dtype), torch.randn(4, 5).to(dtype).t()]
+    weights = [torch.ones(1000), torch.ones(3), torch.ones(4, 5)]
+    got = detail_stats(grads, weights)
+    assert got.shape == (4, 3)
+    for j, g in enumerate(grads):
+        d = g.double()
+        want_nonzero = torch.count_nonzero(d).item()
+        want_nonfinite = (~torch.isfinite(d)).sum().item()
+        want_nan = torch.isnan(d).sum().item()
+        assert got[:3, j].tolist() == [want_nonzero, want_nonfinite, want_nan]
+    assert got[:3, 0].tolist() == [665.0, 4.0, 2.0]  # 334 zeros planted, and a -0.0
+    assert got[3].tolist() == pytest.approx([1000.0, 3.0, 20.0])
+
+
+def test_detail_counts_stay_exact_past_float32s_integer_range() -> None:
+    n = 2**24 + 7  # a float32 sum of ones is exact only up to 2**24
+    g = torch.full((n,), float("nan"), dtype=torch.float16)
+    g[:5] = 1.0
+    got = detail_stats([g], [torch.zeros(1)])
+    assert got[:3, 0].tolist() == [float(n), float(n - 5), float(n - 5)]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .._errors import GradlensError
+from .._gc import gc_paused
 from ..records import EdgeKind, Graph, GraphEdge, GraphNode, NodeKind, ValueSummary
 from ..records.modules import module_depth, module_parent, within
 
@@ -68,6 +69,19 @@ def view(
     ``max_nodes`` collapses more (at module boundaries) until the view fits; ``expand`` opens
     the named collapsed modules (or folded runs) one level deeper. ``notes`` says what was done.
     """
+    with gc_paused():  # an index and candidate views of thousands of nodes (gradlens/_gc.py)
+        return _view(graph, depth, module, fold, saved, max_nodes, expand)
+
+
+def _view(
+    graph: Graph,
+    depth: Depth,
+    module: str | None,
+    fold: bool,
+    saved: bool,
+    max_nodes: int | None,
+    expand: Sequence[str],
+) -> Graph:
     if depth is not None and depth != "auto" and (not isinstance(depth, int) or depth < 0):
         raise GradlensError(f'depth must be an integer >= 0, "auto" or None, not {depth!r}')
     if max_nodes is not None and (not isinstance(max_nodes, int) or max_nodes < 3):

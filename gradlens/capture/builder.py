@@ -24,7 +24,7 @@ from ..records import (
     ValueSummary,
     format_shape,
 )
-from .fast import make_record
+from .fast import record_from
 from .names import TensorNames
 from .saved import saved_attributes, saved_slots
 from .summary import shape_of
@@ -396,9 +396,9 @@ class GraphBuilder:
                 "freed": d.freed,
                 "aliases": aliases,
             }
-            nodes.append(make_record(GraphNode, **fields))
+            nodes.append(record_from(GraphNode, fields))
         edges = tuple(
-            make_record(GraphEdge, src=s, dst=t, kind=k, label=label)
+            record_from(GraphEdge, {"src": s, "dst": t, "kind": k, "label": label})
             for (s, t, k), label in self._edges.items()
         )
         return Graph(nodes=tuple(nodes), edges=edges, modules=modules)

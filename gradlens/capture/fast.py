@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["make_record", "replaced"]
+__all__ = ["make_record", "record_from", "replaced"]
 
 
 def _find_defaults(cls: type) -> dict[str, Any] | None:
@@ -45,21 +45,29 @@ def _spec(cls: type) -> tuple[dict[str, Any], Any, frozenset[str]] | None:
 
 
 def make_record(cls: Any, **fields: Any) -> Any:
+    """Returns ``cls(**fields)``, made as ``record_from`` makes it."""
+    return record_from(cls, fields)
+
+
+def record_from(cls: Any, fields: dict[str, Any]) -> Any:
     """Returns ``cls(**fields)``: thousands of nodes are made at once, and a frozen dataclass's
     ``__init__`` (one ``object.__setattr__`` per field) is most of their cost, so the instance
-    gets its ``__dict__`` in one step when that is all ``__init__`` would do."""
+    gets its ``__dict__`` in one step when that is all ``__init__`` would do (taking ``fields``
+    as a dict: packing keyword arguments would cost as much again)."""
     spec = _SPECS.get(cls) or _spec(cls)
     if spec is None:
         return cls(**fields)
-    defaults, names, required = spec
-    keys = fields.keys()
-    if not (keys <= names and required <= keys):
+    defaults, _, required = spec
+    merged = defaults | fields
+    if len(merged) != len(defaults) or not required <= fields.keys():
         return cls(**fields)  # raises the TypeError a wrong or missing argument gets
-    obj = object.__new__(cls)
-    d = obj.__dict__
-    d.update(defaults)
-    d.update(fields)
+    obj = _NEW(cls)
+    _SET(obj, "__dict__", merged)
     return obj
+
+
+_NEW = object.__new__
+_SET = object.__setattr__  # a frozen dataclass refuses its own __setattr__
 
 
 def replaced(obj: Any, **changes: Any) -> Any:

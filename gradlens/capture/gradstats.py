@@ -9,8 +9,8 @@ fused ``_foreach_norm`` launch. On the CPU a contiguous float32/float64 tensor's
 a BLAS ``dot`` of itself, in chunks of 2**18 elements (2-4x more accurate than ``_foreach_norm``,
 which accumulates a whole tensor in one float32 loop, and faster), and the three reads of one
 gradient (sum of squares, sum, ``aminmax``) run back to back so the second and third find it in
-the cache. The detail set adds three counting passes (zeros, non-finite, NaN) and, for the update
-size, a copy of the weights.
+the cache. The detail set adds three counts (zeros, non-finite, NaN; the last two as sums of
+ones) and, for the update size, a copy of the weights.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ LIGHT = ("sumsq", "sum", "min", "max")
 DETAIL = ("nonzero", "nonfinite", "nan", "weight_sumsq")
 
 _HALF = (torch.float16, torch.bfloat16)
+_EXACT_FLOAT32_COUNT = 2**24  # counts above this are not exact in float32
 
 
 def _real(t: torch.Tensor) -> torch.Tensor:
@@ -129,17 +130,35 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def detail_stats(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Returns a float32 ``(4, len(grads))`` tensor: nonzero, non-finite and NaN counts of each
+    """Returns a float64 ``(4, len(grads))`` tensor: nonzero, non-finite and NaN counts of each
     gradient, and its weight's sum of squares."""
     if not grads:
         return torch.zeros(len(DETAIL), 0)
     real = [_real(g) for g in grads]
-    nonzero = [torch.count_nonzero(g) for g in real]
-    nonfinite = [torch.count_nonzero(g - g) for g in real]  # inf - inf and nan - nan are nan
-    nans = [torch.count_nonzero(g != g) for g in real]  # only nan differs from itself
-    counts = torch.stack([*nonzero, *nonfinite, *nans]).view(3, len(real)).float()
+    nonzero, nonfinite, nans = [], [], []
+    for g in real:  # a gradient's three reads back to back: the 2nd and 3rd hit the cache
+        nonzero.append(torch.count_nonzero(g).double())  # float64: exact, and promotes
+        nonfinite.append(_count_nan(g - g))  # inf - inf and nan - nan are nan
+        nans.append(_count_nan(_clamp_sub(g)))  # clamped, inf is finite: only nan is left
+    counts = torch.stack([*nonzero, *nonfinite, *nans]).view(3, len(real))
     squares = torch.stack(sum_of_squares(weights)).view(1, -1)
     return torch.cat([counts, squares])
+
+
+def _clamp_sub(g: torch.Tensor) -> torch.Tensor:
+    """Returns ``c - c`` for ``c`` = ``g`` clamped to [-1, 1]: 0, or nan where ``g`` is nan."""
+    c = g.clamp(-1.0, 1.0)
+    return c.sub_(c)
+
+
+def _count_nan(t: torch.Tensor) -> torch.Tensor:
+    """Returns the number of nans in ``t`` (a temporary of zeros and nans, overwritten), as a
+    float32 0-d tensor: a sum of ones, 2-3x faster than ``count_nonzero`` on the CPU, exact
+    (summed in float64 past 2**24 elements)."""
+    ones = t.nan_to_num_(1.0)
+    if t.numel() <= _EXACT_FLOAT32_COUNT:
+        return ones.sum(dtype=torch.float32)
+    return ones.sum(dtype=torch.float64).float()
 
 
 def clone_weights(weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -169,9 +188,6 @@ class HistogramSpec:
     every: int = 100
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     default: tuple[float, float] | None = None
-
-
-_EXACT_FLOAT32_COUNT = 2**24  # counts above this are not exact in float32
 
 
 def histograms(

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from .._errors import GradlensError, NoGraphError
+from .._gc import gc_paused
 from ..records import Graph
 from .builder import GraphBuilder
 from .module_paths import infer_modules
@@ -23,6 +24,11 @@ def build_graph(*outputs: torch.Tensor, params: Any = None) -> Graph:
     name -> tensor; unnamed leaves are named by shape (``leaf[3]``). After a backward pass,
     leaves show their ``.grad``.
     """
+    with gc_paused():  # thousands of drafts and records: no collector pass over the process
+        return _build_graph(outputs, params)
+
+
+def _build_graph(outputs: tuple[torch.Tensor, ...], params: Any) -> Graph:
     if not outputs:
         raise GradlensError("graph() needs at least one output tensor, e.g. graph(loss)")
     for i, t in enumerate(outputs):

@@ -53,12 +53,13 @@ class _Call:
 
 @dataclass(eq=False)
 class ForwardPending:
-    """A step's module calls and their probes, still on the device (``tensors``)."""
+    """A step's module calls and their probes: ``tensors`` on the device, until the watcher
+    puts them in its stash (``Slot``s) and reads them back (lists of floats)."""
 
     names: list[tuple[str, str]]  # (dotted name, class name) per module index
     calls: list[_Call]
     where: list[tuple[int, int]]  # probe -> (tensor index, position of its min)
-    tensors: list[torch.Tensor] = field(default_factory=list)
+    tensors: list[Any] = field(default_factory=list)
     complete: bool = True
 
     def records(self, values: list[list[float]]) -> tuple[int, bool, tuple[ModuleCall, ...]]:

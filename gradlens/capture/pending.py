@@ -1,8 +1,9 @@
 """A watched step's numbers while they wait on the device, and their trip to the host.
 
-``Pending`` holds one recorded step's statistics as small device tensors (one ``Group`` per
-device); ``to_records`` copies a batch of them to the host, one transfer per device, and turns
-them into ``StepRecord``s.
+``Pending`` holds one recorded step's statistics as ``Slot``s of the watch's ``Stash`` (one
+``Group`` per device); ``to_records`` turns a batch of them, with the ``Taken`` host copies of
+the stash, into ``StepRecord``s. ``resolve`` reads a step's slots early (a step still open when
+the stash is emptied).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import torch
 from ..records import ParamStats, StepRecord
 from ..records.histograms import GradHistogram
 from .nan_origin import ForwardPending
+from .stash import Slot, Stash, Taken
 
-__all__ = ["Group", "Pending", "to_records"]
+__all__ = ["Group", "Part", "Pending", "resolve", "stash_part", "to_records"]
+
+#: A number or numbers waiting in the stash, or read already (or never on a device).
+Part = Slot | float | list[float] | None
 
 
 @dataclass
@@ -25,9 +30,9 @@ class Group:
 
     names: list[str]
     numels: list[int]
-    light: torch.Tensor
-    detail: torch.Tensor | None = None
-    update: torch.Tensor | None = None
+    light: Part
+    detail: Part = None
+    update: Part = None
     snapshot: list[torch.Tensor] | None = None  # weights before the step, detail steps only
 
 
@@ -39,22 +44,48 @@ class Pending:
     missing: tuple[str, ...]
     groups: list[Group] = field(default_factory=list)
     detail: bool = False
-    loss: torch.Tensor | float | None = None
-    lr: torch.Tensor | float | None = None
-    scalars: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    #: The step's loss: lens.log's, or the backward calls' losses (summed on the host),
+    #: divided by ``loss_scale`` (an AMP scale a framework announced) if there is one.
+    loss: Part | tuple[Part, ...] = None
+    loss_scale: Part = None
+    lr: Part = None
+    scalars: dict[str, Part] = field(default_factory=dict)
     backward_calls: int = 1
     optimizer: str = ""
-    #: Gradient histograms a sink asked for: (name, lo, hi, counts on the device).
-    hists: list[tuple[str, float, float, torch.Tensor]] = field(default_factory=list)
+    #: Gradient histograms a sink asked for: (name, lo, hi, counts).
+    hists: list[tuple[str, float, float, Part]] = field(default_factory=list)
     forward: ForwardPending | None = None  # nan_origin's probes of the step's module calls
 
 
+def stash_part(stash: Stash, value: torch.Tensor | float | None) -> Part:
+    """Returns ``value`` as a part: a tensor is put in ``stash``, a number kept as is."""
+    return stash.put(value) if isinstance(value, torch.Tensor) else value
+
+
+def resolve(p: Pending, taken: Taken) -> None:
+    """Replaces the slots of ``p`` (all of ``taken``'s generation) by their host values."""
+
+    def read(part: Part) -> Part:
+        return taken.read(part) if isinstance(part, Slot) else part
+
+    p.loss = tuple(read(x) for x in p.loss) if isinstance(p.loss, tuple) else read(p.loss)
+    p.lr, p.loss_scale = read(p.lr), read(p.loss_scale)
+    p.scalars = {name: read(v) for name, v in p.scalars.items()}
+    for g in p.groups:
+        g.light, g.detail, g.update = read(g.light), read(g.detail), read(g.update)
+    if p.forward is not None:
+        p.forward.tensors = [read(t) for t in p.forward.tensors]
+    p.hists = [(name, lo, hi, read(c)) for name, lo, hi, c in p.hists]
+
+
 def to_records(
-    pending: list[Pending], histograms: list[GradHistogram] | None = None
+    pending: list[Pending], taken: Taken, histograms: list[GradHistogram] | None = None
 ) -> list[StepRecord]:
-    """Returns ``pending`` as StepRecords, after one host copy per device; their gradient
-    histograms, copied in the same transfer, are appended to ``histograms`` if given."""
-    host = _to_host([_device_parts(p) for p in pending])
+    """Returns ``pending`` as StepRecords, reading their slots from ``taken`` (the stash's
+    host copies); their gradient histograms are appended to ``histograms`` if given."""
+    for p in pending:
+        resolve(p, taken)
+    host = [_parts(p) for p in pending]
     if histograms is not None:
         for p, values in zip(pending, host, strict=True):
             counts = values[len(values) - len(p.hists) :] if p.hists else []
@@ -64,11 +95,20 @@ def to_records(
     return [_step_record(p, values) for p, values in zip(pending, host, strict=True)]
 
 
-_Part = torch.Tensor | float | None
+def _loss(p: Pending) -> Part:
+    """Returns the step's loss as one number (``p`` resolved), or None."""
+    loss = p.loss
+    if isinstance(loss, tuple):
+        values = [x for x in loss if isinstance(x, float)]
+        loss = None if not values else values[0] if len(values) == 1 else math.fsum(values)
+    scale = p.loss_scale
+    if isinstance(loss, float) and isinstance(scale, float):
+        return loss / scale
+    return loss
 
 
-def _device_parts(p: Pending) -> list[_Part]:
-    parts: list[_Part] = [p.loss, p.lr, *p.scalars.values()]
+def _parts(p: Pending) -> list[Part]:
+    parts: list[Part] = [_loss(p), p.lr, *p.scalars.values()]
     for g in p.groups:
         parts += [g.light, g.detail, g.update]
     if p.forward is not None:  # nan_origin: after the groups
@@ -76,34 +116,7 @@ def _device_parts(p: Pending) -> list[_Part]:
     return parts + [h[3] for h in p.hists]  # histograms last: _step_record leaves them
 
 
-def _to_host(steps: list[list[_Part]]) -> list[list[list[float] | float | None]]:
-    """Returns the parts with every tensor as Python floats: one copy per device, in order."""
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for parts in steps:
-        for part in parts:
-            if isinstance(part, torch.Tensor):
-                by_device.setdefault(part.device, []).append(part)
-    flat: dict[torch.device, list[float]] = {}
-    for device, tensors in by_device.items():
-        joined = torch.cat([t.detach().reshape(-1).double() for t in tensors])
-        flat[device] = joined.cpu().tolist()
-    offsets = dict.fromkeys(flat, 0)
-    out: list[list[list[float] | float | None]] = []
-    for parts in steps:
-        row: list[list[float] | float | None] = []
-        for part in parts:
-            if isinstance(part, torch.Tensor):
-                n, at = part.numel(), offsets[part.device]
-                values = flat[part.device][at : at + n]
-                offsets[part.device] = at + n
-                row.append(values if part.dim() > 0 else values[0])
-            else:
-                row.append(part)
-        out.append(row)
-    return out
-
-
-def _step_record(p: Pending, values: list[list[float] | float | None]) -> StepRecord:
+def _step_record(p: Pending, values: list[Part]) -> StepRecord:
     loss, lr = values[0], values[1]
     n_scalars = len(p.scalars)
     scalars = values[2 : 2 + n_scalars]

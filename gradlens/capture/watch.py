@@ -46,8 +46,9 @@ from . import gradstats
 from .calls import parse_backward
 from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .nan_origin import ForwardChecks, ForwardPending
-from .pending import Pending, to_records
+from .pending import Part, Pending, resolve, stash_part, to_records
 from .source import format_location, user_source
+from .stash import Slot, Stash, Taken
 from .step_window import StepWindow, mode_on_top
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
 from .watch_names import names_in_frames, user_frames
@@ -148,8 +149,9 @@ class Watcher:
         self._backward_frame: FrameType | None = None
         self._in_grad_call = 0
         self._last_step_backward = 0  # backward count at the last step of any optimizer
-        self._scalars: dict[str, torch.Tensor | float] = {}
+        self._scalars: dict[str, Part] = {}  # lens.log's, for the next step (stashed)
         self._pending: list[Pending] = []
+        self._stash = Stash()  # the pending steps' numbers, on their devices (capture/stash)
         self._grad_ptrs: dict[int, ParamState] = {}  # data_ptr of a .grad -> its parameter
         self._aliases: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._off: set[str] = set()  # pieces switched off after an internal error
@@ -294,7 +296,8 @@ class Watcher:
                         f"lens.log({name}=...) takes a number or a one-element tensor, "
                         f"got a tensor of shape {tuple(value.shape)}; log e.g. {name}.mean()"
                     )
-                self._scalars[name] = value.detach().reshape(())
+                with own_ops():
+                    self._scalars[name] = self._stash.put(value.detach().reshape(()))
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._scalars[name] = float(value)
             else:
@@ -488,8 +491,10 @@ class Watcher:
                 if self._manual is not None and self._manual.open is not None:
                     self._finish(self._manual)  # a new backward ends a hand-written step
                 roots = [r for r in parse_backward(func, args, kwargs).roots if r.numel() == 1]
-                with own_ops():
-                    loss = sum_losses([r.detach().reshape(()) for r in roots])
+                with own_ops():  # kept in the stash, not as a tensor (capture/stash)
+                    loss = stash_part(
+                        self._stash, sum_losses([r.detach().reshape(()) for r in roots])
+                    )
                 self._backward_index += 1
                 self._current = BackwardCall(self._backward_index, loss)
                 self._backs.append(self._current)
@@ -694,9 +699,7 @@ class Watcher:
                     o.open = None  # closure evaluated again, LBFGS): the last one counts
                 o.closure = False
                 scale = None if "loss" in self._scalars else loss_scale  # the roots' only
-                self._measure(o)
-                if scale is not None and o.open is not None and o.open.loss is not None:
-                    o.open.loss = o.open.loss / scale
+                self._measure(o, loss_scale=scale)
             self._external_open.add(id(opt))
         except Exception as e:
             o.broken, o.open = True, None
@@ -721,8 +724,9 @@ class Watcher:
         """Returns how many parameters are watched so far."""
         return len(self._order)
 
-    def _measure(self, o: OptState) -> None:
-        """Checks and measures what an optimizer step is about to use (its open Pending)."""
+    def _measure(self, o: OptState, loss_scale: torch.Tensor | float | None = None) -> None:
+        """Checks and measures what an optimizer step is about to use (its open Pending);
+        the backward roots' loss is divided by ``loss_scale`` if given."""
         members = self._members(o)
         step = o.steps
         missing: list[str] = []
@@ -776,27 +780,34 @@ class Watcher:
                 by_device.setdefault(p.tensor.device, []).append(p)
             with torch.no_grad():
                 for group in by_device.values():
-                    pending.groups.append(group_stats(group, detail, snapshot=not o.closure))
+                    snapshot = not o.closure
+                    stats = group_stats(group, detail, snapshot=snapshot, stash=self._stash)
+                    pending.groups.append(stats)
                 spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
                 if spec is not None and o.recorded % spec.every == 1 % spec.every:
-                    pending.hists = gradstats.histograms(
+                    hists = gradstats.histograms(
                         [(p.name, local(p.tensor.grad)) for p in with_grad], spec
                     )
+                    pending.hists = [(n, lo, hi, self._stash.put(c)) for n, lo, hi, c in hists]
             lr = o.optimizer.param_groups[0].get("lr") if o.optimizer is not None else None
             if o.optimizer is not None and o.optimizer.param_groups:
-                pending.lr = lr_value(lr)
+                pending.lr = stash_part(self._stash, lr_value(lr))
             scalars, self._scalars = self._scalars, {}
             logged = scalars.pop("loss", None)  # lens.log(loss=...) wins over the roots
             pending.forward = self._take_forward()
             if o.closure:  # LBFGS evaluates the closure many times: its last loss is the one
                 backs = [b for b in backs if b.loss is not None][-1:]
-            pending.loss = logged if logged is not None else sum_losses(losses_of(backs))
+            if logged is not None:
+                pending.loss = logged
+            else:
+                pending.loss = losses_of(backs)
+                pending.loss_scale = stash_part(self._stash, loss_scale)
             pending.scalars = scalars
             o.recorded += 1
         elif missing:  # not recorded, but a parameter without a gradient is still news
             pending = Pending(step, tuple(missing), optimizer=o.label)
-        if pending is None or pending.forward is None:
-            self._take_forward()  # a step not recorded: its probes are dropped
+        if (pending is None or pending.forward is None) and self._forward is not None:
+            self._forward.take()  # a step not recorded: its probes are dropped
         o.open = pending
         o.last_backward = self._backward_index
         self._last_step_backward = self._backward_index
@@ -860,7 +871,8 @@ class Watcher:
                 if group.snapshot is not None:
                     with torch.no_grad():
                         after = [local(members[n]) for n in group.names]
-                        group.update = gradstats.update_sumsq(group.snapshot, after)
+                        update = gradstats.update_sumsq(group.snapshot, after)
+                        group.update = self._stash.put(update)
                     group.snapshot = None
             self._pending.append(pending)
         o.steps += 1
@@ -887,7 +899,7 @@ class Watcher:
             if recorded:
                 scalars, self._scalars = self._scalars, {}
                 logged = scalars.pop("loss", None)
-                m.open.loss = logged if logged is not None else sum_losses(losses_of(backs))
+                m.open.loss = logged if logged is not None else losses_of(backs)
                 m.open.scalars = scalars
                 m.open.forward = self._take_forward()
                 m.recorded += 1
@@ -909,7 +921,8 @@ class Watcher:
             p.stepped_epoch = p.epoch
         if new and m.open.step % self._every == 0:
             with torch.no_grad():
-                m.open.groups.append(group_stats([p], m.open.detail, snapshot=False))
+                stats = group_stats([p], m.open.detail, snapshot=False, stash=self._stash)
+                m.open.groups.append(stats)
 
     def _new_for(self, o: OptState, p: ParamState, g: torch.Tensor | None) -> bool:
         """Whether ``p`` (whose ``.grad`` is ``g``, synced) got a gradient since ``o``'s
@@ -924,8 +937,27 @@ class Watcher:
         return p.adds > seen[1]
 
     def _take_forward(self) -> ForwardPending | None:
-        """nan_origin: the module calls probed since the previous step (None when off)."""
-        return self._forward.take() if self._forward is not None else None
+        """nan_origin: the module calls probed since the previous step (None when off), their
+        probes put in the stash."""
+        taken = self._forward.take() if self._forward is not None else None
+        if taken is not None:
+            taken.tensors = [self._stash.put(t) for t in taken.tensors]
+        return taken
+
+    def _take_stash(self) -> Taken:
+        """Empties the stash (one host copy per device); steps still open (between an
+        optimizer's step hooks) read their numbers from it now. Returns the ``Taken``."""
+        taken = self._stash.take()
+        opts = [*self._opts.values(), *([self._manual] if self._manual else [])]
+        for o in opts:
+            if o.open is not None:
+                resolve(o.open, taken)
+        for b in self._backs:  # backward calls whose step is still to come
+            b.loss = taken.read(b.loss) if isinstance(b.loss, Slot) else b.loss
+        self._scalars = {
+            k: taken.read(v) if isinstance(v, Slot) else v for k, v in self._scalars.items()
+        }
+        return taken
 
     # -- to the host -------------------------------------------------------------------------
     def flush(self, histograms: list[GradHistogram] | None = None) -> list[StepRecord]:
@@ -945,7 +977,7 @@ class Watcher:
             return ready
         hists: list[GradHistogram] | None = [] if histograms is not None else None
         with own_ops():  # no user mode around the block sees the copy
-            records = to_records(pending, hists)
+            records = to_records(pending, self._take_stash(), hists)
         if histograms is not None:
             histograms += self._ranks.whole_histograms(hists or [])
         return ready + self._ranks.local_only(records)
@@ -972,7 +1004,8 @@ class Watcher:
         hists: list[GradHistogram] | None = [] if self.histograms is not None else None
         try:
             with own_ops():
-                records = to_records(pending, hists) if pending else []
+                taken = self._take_stash()
+                records = to_records(pending, taken, hists) if pending else []
         except Exception as e:  # still exchange: the other ranks wait for this rank's part
             self._broke("combining across ranks", e)
         try:

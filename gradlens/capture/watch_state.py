@@ -18,9 +18,10 @@ from torch.overrides import TorchFunctionMode
 from ..records import ParamInfo
 from . import gradstats
 from .distributed import local
-from .pending import Group, Pending
+from .pending import Group, Part, Pending
 from .quiet import quiet
 from .source import is_internal
+from .stash import Stash
 
 __all__ = [
     "BackwardCall",
@@ -63,10 +64,11 @@ class ParamState:
 
 @dataclass(eq=False, slots=True)
 class BackwardCall:
-    """One ``backward()`` call: its loss (on the device) and the parameters it reached."""
+    """One ``backward()`` call: its loss (in the watcher's stash) and the parameters it
+    reached."""
 
     index: int
-    loss: torch.Tensor | None
+    loss: Part
     touched: set[int] = field(default_factory=set)  # slots of the parameters it reached
 
 
@@ -105,16 +107,16 @@ class RoutingMode(TorchFunctionMode):
         return handler(func, args, kwargs or {})
 
 
-def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool) -> Group:
+def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool, stash: Stash) -> Group:
+    """Returns the statistics of ``group``'s gradients (one device), put in ``stash``."""
     # A DTensor (FSDP2) is measured by its local shard: capture/distributed combines the ranks.
     grads = [local(p.tensor.grad) for p in group if p.tensor.grad is not None]
     weights = [local(p.tensor) for p in group]
     pairs = zip(group, weights, strict=True)
     numels = [w.numel() if w is not p.tensor else p.info.numel for p, w in pairs]
-    out = Group([p.name for p in group], numels, torch.zeros(0))
-    out.light = gradstats.light_stats(grads)
+    out = Group([p.name for p in group], numels, stash.put(gradstats.light_stats(grads)))
     if detail:
-        out.detail = gradstats.detail_stats(grads, weights)
+        out.detail = stash.put(gradstats.detail_stats(grads, weights))
         if snapshot:
             out.snapshot = gradstats.clone_weights(weights)
     return out
@@ -133,8 +135,9 @@ def sum_losses(losses: list[torch.Tensor]) -> torch.Tensor | None:
     return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
 
-def losses_of(backs: list[BackwardCall]) -> list[torch.Tensor]:
-    return [b.loss for b in backs if b.loss is not None]
+def losses_of(backs: list[BackwardCall]) -> tuple[Part, ...]:
+    """Returns the losses of ``backs`` (summed on the host, by ``pending``)."""
+    return tuple(b.loss for b in backs if b.loss is not None)
 
 
 def lr_value(lr: Any) -> torch.Tensor | float | None:
