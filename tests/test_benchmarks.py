@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -74,3 +75,22 @@ def test_compare_counts_dot_nodes_and_runs_gradlens_on_the_mlp(on_path: None) ->
     assert trace["depth=1"] is not None and trace["depth=1"] < trace["full"]
     table = compare.table({m.name: (0.01, rows)})
     assert table.count("\n") == 2 + 1 + len(rows) - 1
+
+
+def test_mode_floor_measures_each_way_of_running_an_op(on_path: None) -> None:
+    import guard_overhead
+    import mode_floor
+
+    us = mode_floor.per_op(rounds=1, n=50)
+    assert set(us) == {
+        "op",
+        "empty mode",
+        "empty mode, no kwargs dict",
+        "mode returning a ready tensor",
+        "func(*args), no mode",
+        "push + pop of the mode stack",
+        "guard()",
+    }
+    ratios = mode_floor.per_step(guard_overhead.zoo_mlp(), rounds=1, steps=1)
+    assert set(ratios) == {"plain ms", "empty", "empty+window", "guard"}
+    assert torch.is_grad_enabled() and torch._C._len_torch_function_stack() == 0

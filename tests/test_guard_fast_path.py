@@ -167,3 +167,36 @@ def test_no_finding_on_a_correct_chain_same_gradient_nothing_kept_after() -> Non
     assert g.violations == []
     assert g._capture.log is not None and g._capture.log.made_log == []  # forgotten at exit
     assert torch.equal(guarded, plain)
+
+
+def test_an_op_inside_torch_modules_names_the_users_line_that_called_them() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sigmoid())
+    x = torch.ones(2, 3)
+    with warnings.catch_warnings(record=True), gradlens.guard() as g:
+        out = net(x)  # SigmoidBackward0 saves out: made inside torch's own module code
+        out.mul_(2.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+    (v,) = g.violations
+    source, start = inspect.getsourcelines(
+        test_an_op_inside_torch_modules_names_the_users_line_that_called_them
+    )
+    called = start + next(i for i, s in enumerate(source) if "out = net(x)" in s)
+    assert (v.saved_op, v.saved_by) == ("sigmoid", "SigmoidBackward0")
+    assert v.saved_source == f"tests/test_guard_fast_path.py:{called}"
+
+
+def test_line_at_gives_what_f_lineno_gave() -> None:
+    import sys
+
+    from gradlens.capture.source import line_at
+
+    frame = sys._getframe()
+    seen = 0
+    while frame is not None:  # this test's frame, pytest's and pluggy's: many code objects
+        assert line_at(frame.f_code, frame.f_lasti) == frame.f_lineno
+        seen += 1
+        frame = frame.f_back
+    assert seen > 5
+    code = test_line_at_gives_what_f_lineno_gave.__code__
+    assert line_at(code, -1) == code.co_firstlineno  # a frame that has not started

@@ -159,7 +159,7 @@ def test_a_steps_writes_are_logged_with_the_memory_they_hit() -> None:
     with torch.no_grad():
         before = p._version
         p.add_(1)
-    log.log_step([(p, before)], "SGD.step", ("train.py", 9), seq=5)
+    log.log_step([(p, before, p._version)], "SGD.step", ("train.py", 9), seq=5)
     assert log._by_storage == {}  # nothing logged yet
     log.flush()  # as the guard does before `p.data = new`
     p.data = torch.zeros(3)
@@ -190,8 +190,8 @@ def test_watch_leaves_its_mode_out_of_a_plain_step_and_cleans_up_after_a_raising
 def test_several_steps_writes_are_logged_in_the_order_they_were_made() -> None:
     log = WriteLog()
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
-    log.log_step([(a, 0), (b, 0)], "SGD.step", None, seq=5)
-    log.log_step([(a, 1), (b, 1)], "SGD.step", None, seq=9)
+    log.log_step([(a, 0, 1), (b, 0, 1)], "SGD.step", None, seq=5)
+    log.log_step([(a, 1, 2), (b, 1, 2)], "SGD.step", None, seq=9)
     log.flush()
     writes = sorted((w for ws in log._by_storage.values() for w in ws), key=lambda w: w.n)
     assert [(w.n, w.seq) for w in writes] == [(0, 5), (1, 5), (2, 9), (3, 9)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Callable
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any, Literal
 
 import torch
@@ -26,9 +26,11 @@ from .._errors import GradlensError
 from ..records import InplaceViolation
 from .calls import BACKWARD_CALLS, BackwardCall, parse_backward, tensors_in
 from .inplace import SavedTensors
-from .pure import ATTRIBUTE, INPLACE, inplace_at, never_writes, unwritten
+from .pure import _F_INPLACE as _inplace_at
+from .pure import ATTRIBUTE, INPLACE, never_writes, unwritten
 from .pure import _cache as _never_writes
 from .saved import SKIP_HOOKED
+from .source import _cache as _internal
 from .source import is_internal, user_frame
 from .step_window import StepWindow, Written, versions_of
 from .summary import grad_fn_of
@@ -87,6 +89,7 @@ _jit_tracing = torch._C._get_tracing_state
 _is_compiling = torch.compiler.is_compiling
 _saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 _TENSOR_BACKWARD = torch.Tensor.backward
+_getframe = sys._getframe
 
 #: Said when an optimizer step raised inside the block and the program went on.
 STEP_RAISED_NOTE = (
@@ -98,33 +101,49 @@ STEP_RAISED_NOTE = (
 JIT_NOTE = "torch.jit.trace ran inside the block: the ops it traced are not recorded or checked"
 
 
-_codes: dict[CodeType, bool] = {}  # code object -> torch's or gradlens's own (not the user's)
-
-
-def _where(frame: FrameType) -> tuple[str, int]:
-    return frame.f_code.co_filename, frame.f_lineno
+def _user_frame(frame: FrameType | None) -> FrameType | None:
+    """Returns the innermost user frame from ``frame`` outwards (as ``source.user_site``; the
+    verdict is kept per file name, whose hash a str caches: this runs for every op)."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        internal = _internal.get(filename)
+        if internal is None:
+            internal = is_internal(filename)
+        if not internal:
+            return frame
+        frame = frame.f_back
+    return None
 
 
 def _user(frame: FrameType | None) -> tuple[str | None, int]:
-    """Returns ``(file, line)`` of the innermost user frame from ``frame`` outwards (as
-    ``source.user_site``, with the verdict kept per code object: this runs for every op)."""
-    while frame is not None:
-        code = frame.f_code
-        internal = _codes.get(code)
-        if internal is None:
-            if len(_codes) > 8192:
-                _codes.clear()
-            internal = _codes[code] = is_internal(code.co_filename)
-        if not internal:
-            return code.co_filename, frame.f_lineno
-        frame = frame.f_back
-    return None, 0
+    """Returns ``(file, line)`` of the innermost user frame from ``frame`` outwards."""
+    frame = _user_frame(frame)
+    return (None, 0) if frame is None else (frame.f_code.co_filename, frame.f_lineno)
 
 
-def _inplace_off(func: Any, args: tuple[Any, ...]) -> bool:
-    """Returns whether a call passes no true ``inplace`` positionally (see ``pure.inplace_at``)."""
-    at = inplace_at(func)
-    return at is None or len(args) <= at or args[at] is False
+#: What ``parse_backward`` gives for ``loss.backward()`` with every keyword at its default,
+#: less the roots.
+_PLAIN_BACKWARD = BackwardCall("backward", [], [], [], False, False)
+
+
+def _defaults(kwargs: dict[str, Any]) -> bool:
+    """Returns whether every keyword of a ``Tensor.backward`` call is None or False."""
+    for value in kwargs.values():  # noqa: SIM110 - a loop: no generator per backward
+        if value is not None and value is not False:
+            return False
+    return True
+
+
+def _inplace_off(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bool:
+    """Returns whether a call of a ``torch.nn.functional`` activation or dropout passes no
+    true ``inplace`` (``pure.inplace_at`` gives its position): absent, None or False."""
+    at = _inplace_at.get(func)
+    if at is not None and len(args) > at and args[at] is not False:
+        return False
+    if kwargs:
+        value = kwargs.get("inplace")
+        return value is None or value is False
+    return True
 
 
 class _Mode(TorchFunctionMode):
@@ -135,22 +154,24 @@ class _Mode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
-        made = self._made
         if _is_compiling():  # dynamo is tracing this handler: change nothing, look nothing up
             return func(*args, **(kwargs or {}))
+        made = self._made
         if made is not None:
             # The fast path: an op that cannot write its arguments (``pure.never_writes``) only
-            # has the nodes it made noted, by sequence number; no tensor is touched.
+            # has the nodes it made noted, by sequence number, with the code object and the
+            # instruction of the user's frame that called it (``f_lineno`` would decode the
+            # code's line table on every op: ``source.line_at`` gives the line when needed).
             try:
                 writes = _never_writes[func]
             except (KeyError, TypeError):
                 writes = never_writes(func)
             if writes is ATTRIBUTE:  # t.grad, t.grad = None: nothing to note
                 return func(*args, **kwargs) if kwargs else func(*args)
-            if (
-                writes is not None
-                and (not kwargs or writes.isdisjoint(kwargs) or unwritten(writes, kwargs))
-                and (writes is not INPLACE or _inplace_off(func, args))
+            if writes is not None and (
+                (not kwargs or writes.isdisjoint(kwargs) or unwritten(writes, kwargs))
+                if writes is not INPLACE
+                else _inplace_off(func, args, kwargs)
             ):
                 guard = self._guard
                 if guard._off or _jit_tracing() is not None:
@@ -162,11 +183,19 @@ class _Mode(TorchFunctionMode):
                     try:
                         if _saved_hooks(False) is not None:
                             guard.log.skipped[SKIP_HOOKED] += 1  # type: ignore[union-attr]
-                        frame = sys._getframe(1)
-                        if _codes.get(frame.f_code) is False:  # called from user code
-                            made.append((start, end, func.__name__, *_where(frame)))
+                        frame: FrameType | None = _getframe(1)
+                        while frame is not None:  # _user_frame, inlined: this runs per op
+                            filename = frame.f_code.co_filename
+                            internal = _internal.get(filename)
+                            if internal is None:
+                                internal = is_internal(filename)
+                            if not internal:
+                                break
+                            frame = frame.f_back
+                        if frame is None:
+                            made.append((start, end, func.__name__, None, 0))
                         else:
-                            made.append((start, end, func.__name__, *_user(frame)))
+                            made.append((start, end, func.__name__, frame.f_code, frame.f_lasti))
                         if len(made) > _OPS_KEPT:
                             guard.log.trim()  # type: ignore[union-attr]
                     except Exception as e:
@@ -299,12 +328,13 @@ class Guard:
         if log is not None:
             end = _next_seq()
             if bumped or end != seq:
-                file, line = _user(sys._getframe(1))
-                site = None if file is None else (file, line)
-                for t, v in bumped:
-                    log.log_write(t, name, site, v, seq)
+                frame = _user_frame(sys._getframe(1))
+                if bumped:
+                    site = None if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+                    for t, v in bumped:
+                        log.log_write(t, name, site, v, seq)
                 if end != seq:
-                    log.made(seq, end, name, site)
+                    log.made(seq, end, name, frame)
             return
         frame, source = user_frame() if bumped else (None, None)
         for t, v in bumped:
@@ -356,24 +386,26 @@ class Guard:
 
     def _on_backward(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True
-        frame, source = user_frame()
+        log = self.log
+        if log is not None:  # the log names lines from the frame alone: no text made here
+            frame, source = _user_frame(_getframe(1)), None
+        else:
+            frame, source = user_frame()
         found: list[InplaceViolation] = []
         ids: list[int] = []
         retain = True
         try:
-            if (
-                func is _TENSOR_BACKWARD
-                and len(args) == 1
-                and not any(v is not None and v is not False for v in kwargs.values())
-            ):  # loss.backward(): every keyword at its default
-                parsed = BackwardCall("backward", [args[0]], [], [], False, False)
+            if func is _TENSOR_BACKWARD and len(args) == 1 and _defaults(kwargs):
+                parsed = _PLAIN_BACKWARD  # loss.backward(): every keyword at its default
+                roots: list[torch.Tensor] = [args[0]]
             else:
                 parsed = parse_backward(func, args, kwargs)
+                roots = parsed.roots
             retain = parsed.retain_graph
-            if self.log is not None:
-                found = self.log.check_backward(parsed.roots, frame, parsed.inputs)
+            if log is not None:
+                found = log.check_backward(roots, frame, parsed.inputs)
             else:
-                ids = self.saved.reachable(parsed.roots, parsed.inputs)
+                ids = self.saved.reachable(roots, parsed.inputs)
                 found = self.saved.verify_before_backward(ids, source, frame)
                 found += self.saved.confirm(ids)
         except Exception as e:

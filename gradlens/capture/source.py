@@ -17,6 +17,7 @@ __all__ = [
     "format_location",
     "frame_locals",
     "is_internal",
+    "line_at",
     "user_frame",
     "user_site",
     "user_source",
@@ -93,7 +94,19 @@ def is_internal(filename: str) -> bool:
     return _is_internal(filename)
 
 
-def format_location(filename: str, line: int) -> str:
+def line_at(code: CodeType, lasti: int) -> int | None:
+    """Returns the line of the instruction at byte offset ``lasti`` of ``code`` (a frame's
+    ``f_lasti``): what that frame's ``f_lineno`` was then (None for an instruction with no
+    line). Cheaper to keep ``(code, lasti)`` per op and ask this only when a line is shown."""
+    if lasti < 0:
+        return code.co_firstlineno
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line
+    return None
+
+
+def format_location(filename: str, line: int | None) -> str:
     """Returns ``"file.py:line"`` as ``user_source`` writes it, for a line remembered earlier."""
     return f"{_short(filename)}:{line}"
 

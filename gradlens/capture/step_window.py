@@ -43,19 +43,19 @@ _FUSED = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Written:
-    """What one optimizer step wrote: ``(tensor, version before)`` pairs, the op name to report
-    (``"SGD.step"``, or the fused kernel's name), the user's frame that called the step, and
-    the autograd sequence number before it."""
+    """What one optimizer step wrote: ``(tensor, version before, version after)`` triples, the
+    op name to report (``"SGD.step"``, or the fused kernel's name), the user's frame that
+    called the step, and the autograd sequence number before it."""
 
-    tensors: list[tuple[torch.Tensor, int]]
+    tensors: list[tuple[torch.Tensor, int, int]]
     op: str
     frame: FrameType | None
     seq: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     optimizer: Any
     frame: FrameType  # the step wrapper's frame: running while the step runs
@@ -111,13 +111,14 @@ class StepWindow:
             self._off = True
         tensors: list[torch.Tensor] = []
         if self._on_written is not None:
+            append = tensors.append
             for group in opt.param_groups:
                 for p in group["params"]:
                     if type(p) in _PLAIN:
-                        tensors.append(p)
+                        append(p)
                         g = p.grad
                         if g is not None and type(g) in _PLAIN:
-                            tensors.append(g)
+                            append(g)
         self._open.append(_Open(opt, frame, tensors, versions_of(tensors), _next_seq()))
 
     def _post(self, opt: Any, args: Any, kwargs: Any) -> None:
@@ -137,21 +138,22 @@ class StepWindow:
     def _report(self, opt: Any, step: _Open) -> None:
         assert self._on_written is not None
         written = [
-            (t, v)
+            (t, v, after)
             for t, v in zip(step.tensors, step.versions, strict=True)
-            if v is not None and t._version != v
+            if v is not None and (after := t._version) != v
         ]
         name = type(opt).__name__
-        op = f"{name}.step"
         if _fused(opt):
             op = _FUSED.get(name, f"{name}.step (fused)")
             if not written:  # the fused kernel wrote the parameters with a gradient
                 written = [
-                    (p, p._version)
+                    (p, p._version, p._version)
                     for group in opt.param_groups
                     for p in group["params"]
                     if type(p) in _PLAIN and p.grad is not None
                 ]
+        else:
+            op = f"{name}.step"
         if written:
             self._on_written(Written(written, op, step.frame.f_back, step.seq))
 
@@ -181,4 +183,7 @@ def versions_of(tensors: list[torch.Tensor]) -> list[int | None]:
 
 
 def _fused(opt: Any) -> bool:
-    return any(group.get("fused") for group in opt.param_groups)
+    for group in opt.param_groups:  # noqa: SIM110 - a loop: no generator per step
+        if group.get("fused"):
+            return True
+    return False

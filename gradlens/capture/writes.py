@@ -33,7 +33,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ from .builder import node_name
 from .inplace import _name_in, _plain_span, _span, remove_marks, storage_ptr
 from .reach import executed_nodes
 from .saved import SKIP_HOOKED, is_plain, raw_saved, unsupported, unused_by_backward
-from .source import format_location, user_frame
+from .source import format_location, line_at, user_frame
 from .summary import grad_fn_of, shape_of
 
 __all__ = ["WriteLog"]
@@ -55,6 +55,7 @@ _PER_STORAGE = 64  # writes kept per memory block (the newest)
 _KEPT = 65536  # writes kept in all: older ones are forgotten (a finding lost, never a false one)
 _OPS_KEPT = 1 << 18  # op ranges kept: an older node's finding names no saving line
 _START = itemgetter(0)
+_ACCUMULATE = torch._C._functions.AccumulateGrad  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs several times more, per write
@@ -107,20 +108,25 @@ class WriteLog:
         self._by_storage: dict[int, deque[_Write]] = {}
         self._order: deque[tuple[int, int]] = deque()  # (storage, n) of each write, oldest first
         self._outputs: list[weakref.ref[torch.Tensor]] = []  # to find our marks again
-        #: The ops that made nodes, in order: (first sequence number, end, op, file, line).
-        #: The guard's mode appends to it directly (the hot path); ``made`` is the same, slower.
-        self.made_log: list[tuple[int, int, str, str | None, int]] = []
+        #: The ops that made nodes, in order: (first sequence number, end, op, and the code
+        #: object and ``f_lasti`` of the user's frame that called it: ``line_at`` gives the
+        #: line; or None and 0). The guard's mode appends to it directly (the hot path);
+        #: ``made`` is the same, slower.
+        self.made_log: list[tuple[int, int, str, CodeType | None, int]] = []
         #: Optimizer steps' writes not logged yet, newest last (as many steps as a memory
         #: block keeps writes: an older step's writes would be forgotten anyway).
         self._steps: deque[_StepWrites] = deque(maxlen=_PER_STORAGE)
 
     # -- op time ---------------------------------------------------------------------------
-    def made(self, start: int, end: int, op: str, site: tuple[str, int] | None) -> None:
-        """Notes that ``op`` at ``site`` (file, line) made the nodes numbered ``start`` to
-        ``end - 1`` (``torch._C._autograd._get_sequence_nr()`` before and after it)."""
+    def made(self, start: int, end: int, op: str, frame: FrameType | None) -> None:
+        """Notes that ``op``, called from the user's ``frame``, made the nodes numbered
+        ``start`` to ``end - 1`` (``torch._C._autograd._get_sequence_nr()`` before and after)."""
         if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
             self.skipped[SKIP_HOOKED] += 1  # what these nodes saved belongs to the hooks
-        self.made_log.append((start, end, op, *(site or (None, 0))))
+        if frame is None:
+            self.made_log.append((start, end, op, None, 0))
+        else:
+            self.made_log.append((start, end, op, frame.f_code, frame.f_lasti))
         if len(self.made_log) > _OPS_KEPT:
             self.trim()
 
@@ -137,8 +143,8 @@ class WriteLog:
         i = bisect_right(log, seq, key=_START) - 1
         if i < 0 or seq >= log[i][1]:
             return None, None
-        _, _, op, file, line = log[i]
-        return op, None if file is None else format_location(file, line)
+        _, _, op, code, lasti = log[i]
+        return op, None if code is None else format_location(code.co_filename, line_at(code, lasti))
 
     def log_write(
         self,
@@ -163,16 +169,18 @@ class WriteLog:
 
     def log_step(
         self,
-        written: list[tuple[torch.Tensor, int]],
+        written: list[tuple[torch.Tensor, int, int]],
         op: str,
         site: tuple[str, int] | None,
         seq: int,
     ) -> None:
-        """Keeps an optimizer step's writes (``(tensor, version before)``, by ``op`` at
-        ``site``, starting at sequence number ``seq``) to be logged when needed (``flush``)."""
-        raw = [(weakref.ref(t), before, t._version) for t, before in written]
-        self._steps.append(_StepWrites(seq, op, site, raw))
-        self._max_write_seq = max(self._max_write_seq, seq)
+        """Keeps an optimizer step's writes (``(tensor, version before, version after)``, by
+        ``op`` at ``site``, starting at sequence number ``seq``) to be logged when needed
+        (``flush``)."""
+        ref = weakref.ref
+        self._steps.append(_StepWrites(seq, op, site, [(ref(t), b, a) for t, b, a in written]))
+        if seq > self._max_write_seq:
+            self._max_write_seq = seq
 
     def flush(self) -> None:
         """Logs the kept optimizer steps' writes (call before any op that could move a written
@@ -235,27 +243,30 @@ class WriteLog:
         for ``autograd.grad`` and ``backward(inputs=...)``) is about to meet."""
         if not self._by_storage and not self._steps:
             return []
-        runs = executed_nodes(roots, inputs)
+        runs = executed_nodes(roots, inputs) if inputs else None
         found: list[InplaceViolation] = []
-        queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
+        queue: deque[Any] = deque()
         seen: set[int] = set()
+        for t in roots:
+            fn = grad_fn_of(t)
+            if fn is not None and id(fn) not in seen:
+                seen.add(id(fn))
+                queue.append(fn)
         judged = False
         newest = self._max_write_seq
-        pop, push = queue.popleft, queue.append
+        pop, push, see = queue.popleft, queue.append, seen.add
         while queue:  # breadth first: findings come out in the order backward meets them
             fn = pop()
-            key = id(fn)
-            if key in seen:
-                continue
-            seen.add(key)
             seq = fn._sequence_nr()
-            if seq < newest and (runs is None or key in runs):
+            if seq < newest and (runs is None or id(fn) in runs):
                 if self._steps:
                     self.flush()
                 found.extend(self._judge(fn, seq, frame))
                 judged = True
             for child, _ in fn.next_functions:
-                if child is not None:
+                # A leaf's AccumulateGrad saves nothing, has no inputs and the largest number.
+                if child is not None and type(child) is not _ACCUMULATE and id(child) not in seen:
+                    see(id(child))
                     push(child)
         if judged:  # so that close() finds the marks again
             self._outputs.extend(weakref.ref(t) for t in roots)
