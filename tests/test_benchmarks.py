@@ -94,3 +94,25 @@ def test_mode_floor_measures_each_way_of_running_an_op(on_path: None) -> None:
     ratios = mode_floor.per_step(guard_overhead.zoo_mlp(), rounds=1, steps=1)
     assert set(ratios) == {"plain ms", "empty", "empty+window", "guard"}
     assert torch.is_grad_enabled() and torch._C._len_torch_function_stack() == 0
+
+
+def test_graph_speed_times_gradlens_and_counts_collections(
+    on_path: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    import graph_speed
+
+    argv = ["graph_speed", "--model", "mlp", "--rounds", "1", "--calls", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    callbacks, threads = list(gc.callbacks), torch.get_num_threads()
+    try:
+        graph_speed.main()
+        gc.collect()  # the counter's callback sees it
+    finally:
+        torch.set_num_threads(threads)
+        gc.callbacks[:] = callbacks
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("gradlens graph() + to_dot()"))
+    mean, median, passes = (float(v) for v in line.split()[-3:])
+    assert mean > 0 and median > 0 and passes >= 0
