@@ -265,6 +265,11 @@ def test_a_transposed_view_is_read_once_with_its_block_and_gives_the_same_number
     reads.clear()
     assert same(summaries.get(summaries.add(base.t())), reference(base.t()))
     assert reads == [(70, 300)]
+    wide = base.double()  # float64 norms are not summed in rows: each view is read
+    reads.clear()
+    summaries.add(wide)
+    summaries.add(wide.t())
+    assert reads == [(300, 70), (70, 300)]
 
 
 def test_a_block_with_a_nan_is_read_per_view() -> None:

@@ -110,7 +110,7 @@ class Summaries:
         version = version_of(t)
         if hit is not None and hit[0]() is t and hit[1] == version:
             return hit[2]
-        block = _whole_block(t) if t.numel() > _ROW else None
+        block = _whole_block(t) if t.dtype in _ROW_DTYPES and t.numel() > _ROW else None
         read = None if block is None else self._blocks.get(id(block))
         out: Pending
         if read is not None and read[0]() is block and read[1] == version:
@@ -231,6 +231,8 @@ class Summaries:
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _STRIDED = torch.strided
 _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Dtypes whose norm past _ROW elements is summed in float32 rows in memory order (``_norm64``).
+_ROW_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _summarize_host(t: torch.Tensor) -> ValueSummary:
