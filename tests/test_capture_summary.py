@@ -236,3 +236,46 @@ def test_accumulated_gradient_is_read_again_unless_it_must_equal_the_incoming_on
     assert same_as(events["w", 1].grads[0], 2) and same_as(events["w", 1].accumulated, 4)
     assert same_as(events["v", 0].grads[0], 2) and same_as(events["v", 0].accumulated, 6)
     assert same_as(events["v", 1].accumulated, 24)
+
+
+def test_a_transposed_view_is_read_once_with_its_block_and_gives_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Linear's weight gradient arrives at TBackward0 and, transposed, at AccumulateGrad: the
+    # same elements, so the second summary is the first's numbers, exactly what a read gives.
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(300, 70, generator=g)  # past one row of 4096: summed in memory order
+    reads: list[tuple[int, ...]] = []
+    real = summary._summarize_host
+
+    def counting(t: torch.Tensor) -> ValueSummary:
+        reads.append(tuple(t.shape))
+        return real(t)
+
+    monkeypatch.setattr(summary, "_summarize_host", counting)
+    summaries = Summaries()
+    views = [base.t(), base.t().t(), base.view(70, 300), base.t()[:, :100], base.view(-1)[1:]]
+    got = [summaries.get(summaries.add(v)) for v in views]
+    direct = [Summaries().get(Summaries().add(v)) for v in views]
+    # The transposes and the reshape of the whole block are read once; the parts each once.
+    assert reads[:3] == [(70, 300), (70, 100), (20999,)]
+    assert got == direct  # to the last bit
+    assert all(same(s, reference(v)) for s, v in zip(got, views, strict=True))
+    base.mul_(2)  # a new version of the block: read again
+    reads.clear()
+    assert same(summaries.get(summaries.add(base.t())), reference(base.t()))
+    assert reads == [(70, 300)]
+    wide = base.double()  # float64 norms are not summed in rows: each view is read
+    reads.clear()
+    summaries.add(wide)
+    summaries.add(wide.t())
+    assert reads == [(300, 70), (70, 300)]
+
+
+def test_a_block_with_a_nan_is_read_per_view() -> None:
+    base = torch.randn(100, 50)
+    base[3, 4] = NAN
+    summaries = Summaries()
+    first, second = summaries.add(base), summaries.add(base.t())
+    assert first is not second
+    assert same(summaries.get(second), reference(base.t()))

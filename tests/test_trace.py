@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import sys
 import weakref
@@ -851,3 +852,35 @@ def test_a_loaded_trace_cannot_be_entered() -> None:
     assert loaded.events == t.events
     with pytest.raises(gradlens.GradlensError, match="saved record"), loaded:
         pass
+
+
+def test_outputs_of_ops_that_keep_values_finite_are_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # relu of a clean input, and views of it, cannot hold a NaN or an infinity: the check of
+    # their outputs is the input's. A NaN going in, or bits read as another dtype, are read.
+    import gradlens.capture.summary as summary
+
+    reads: list[tuple[int, ...]] = []
+    real = summary._has_nonfinite
+
+    def counting(t: torch.Tensor) -> bool:
+        reads.append(tuple(t.shape))
+        return real(t)
+
+    monkeypatch.setattr(summary, "_has_nonfinite", counting)
+    x = torch.randn(4, 6, requires_grad=True)
+    bad = torch.randn(5)
+    bad[2] = math.nan
+    bits = torch.tensor([0x7FC00000, 0], dtype=torch.int32)  # a float32 NaN's bits
+    with gradlens.trace(x=x) as t:
+        h = torch.relu(x * 2)
+        v = h.t().reshape(24)
+        r = torch.relu(bad)
+        f = bits.view(torch.float32)
+    outputs = {e.op: e.outputs[0] for e in t.events if isinstance(e, OpEvent)}
+    assert reads == [(4, 6), (4, 6), (5,), (5,), (2,), (2,)]  # x, x*2, bad, relu(bad), bits, f
+    assert not outputs["reshape"].nonfinite
+    assert [e.outputs[0].nonfinite for e in t.events if e.op == "relu"] == [False, True]
+    assert outputs["view"].nonfinite and f.isnan().any()
+    assert not (h.isnan().any() or v.isnan().any()) and r.isnan().any()

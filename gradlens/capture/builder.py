@@ -335,9 +335,10 @@ class GraphBuilder:
 
     def refresh_saved(self, reached: list[tuple[Any, str]]) -> None:
         """Re-reads saved tensors of the reached op nodes, marking the ones now freed."""
+        drafts, op_kind, has_saved = self._drafts, _OP, saved_attributes
         for fn, nid in reached:
-            draft = self._drafts[nid]
-            if draft.kind is NodeKind.OP:
+            draft = drafts[nid]
+            if draft.kind is op_kind and has_saved(fn):  # as walk(): most ops save nothing
                 self._read_saved(fn, draft)
 
     def forget_marks(self, roots: list[Any]) -> None:

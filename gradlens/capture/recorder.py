@@ -65,6 +65,19 @@ HOST_READS = frozenset(
 )
 # Attribute reads (``__get__``) recorded as ops named after the attribute.
 _RECORDED_ATTRS = frozenset({"data", "T", "mT", "H", "mH", "real", "imag"})
+# Ops whose outputs hold no NaN or infinity when their inputs hold none: a part of the input
+# in another shape (no ``as_strided``: it can reach memory outside the input), or a function
+# bounded by its input or by 1. Their outputs are not read again for the check, as long as
+# each has the first input's dtype (``view(dtype)`` reinterprets bits).
+_KEEPS_FINITE = frozenset(
+    {
+        "relu", "relu_", "sigmoid", "tanh",
+        "t", "transpose", "permute", "movedim", "swapaxes", "view", "view_as", "reshape",
+        "reshape_as", "flatten", "unflatten", "squeeze", "unsqueeze", "expand", "expand_as",
+        "contiguous", "clone", "detach", "__getitem__", "narrow", "select", "split", "chunk",
+        "unbind",
+    }
+)  # fmt: skip
 # Reads whose result should not make its input look consumed (a sink stays a graph output).
 _PASSIVE = HOST_READS | {"data"}
 
@@ -254,15 +267,17 @@ class Recorder:
         constant = name in _UNINITIALIZED or any(
             isinstance(a, float) and not math.isfinite(a) for a in (*args, *kwargs.values())
         )
+        frame, source = user_frame()
+        self._names.names_from_frame(frame)
+        found = tensors_in(args, kwargs)
+        inputs = [t for t in found if type(t) in _PLAIN]
         modes = (
             torch.is_grad_enabled(),
             torch.is_inference_mode_enabled(),
             "out" in kwargs,
             constant,
+            name in _KEEPS_FINITE and len(inputs) == len(found) and "out" not in kwargs,
         )
-        frame, source = user_frame()
-        self._names.names_from_frame(frame)
-        inputs = [t for t in tensors_in(args, kwargs) if type(t) in _PLAIN]
         refs = [(t, self._ref(t)) for t in inputs]
         return name, frame, source, inputs, refs, self._modules.current, modes
 
@@ -301,7 +316,7 @@ class Recorder:
         module: str | None,
         modes: tuple[bool, ...],
     ) -> None:
-        grad_enabled, inference, has_out, constant = modes
+        grad_enabled, inference, has_out, constant, keeps_finite = modes
         outputs = [t for t in tensors_in((out,), {}) if type(t) in _PLAIN]
         bumped = [t for t, r in refs if version_of(t) != r.version]
         for t, r in refs:
@@ -313,7 +328,15 @@ class Recorder:
             outputs = bumped  # __setitem__ and friends return None; the target changed
         before = [(t, self._names.key(t), r) for t, r in refs]
         inplace = bool(bumped) or name in _INPLACE_DUNDERS or has_out
-        after = [(t, self._names.key(t), self._ref(t, fresh=True)) for t in outputs]
+        # Known finite: every input checked on the host (not pending on a device) and clean.
+        finite = keeps_finite and all(
+            r.nonfinite is False and id(r) not in self._flags for _, r in refs
+        )
+        dtype = inputs[0].dtype if finite else None
+        after = [
+            (t, self._names.key(t), self._ref(t, fresh=True, finite=t.dtype == dtype))
+            for t in outputs
+        ]
         node = None
         for t, k, _ in after:
             fn = grad_fn_of(t)
@@ -381,13 +404,14 @@ class Recorder:
                 return t
         return None
 
-    def _ref(self, t: torch.Tensor, *, fresh: bool = False) -> TensorRef:
+    def _ref(self, t: torch.Tensor, *, fresh: bool = False, finite: bool = False) -> TensorRef:
         """Returns ``tensor_ref(t)`` with ``nonfinite`` checked once per tensor and version:
-        an op's input is usually an earlier op's output, already checked."""
+        an op's input is usually an earlier op's output, already checked. ``finite``: ``t`` is
+        known to hold no NaN or infinity (``_KEEPS_FINITE``), so it is not read."""
         key = (self._names.key(t), version_of(t))
         known = None if fresh else self._finite.get(key)
         if known is None:
-            known = self._finite[key] = self._values.nonfinite(t)
+            known = self._finite[key] = False if finite else self._values.nonfinite(t)
         if isinstance(known, bool):
             return tensor_ref(t, "", nonfinite=known)
         ref = tensor_ref(t, "", nonfinite=False)  # the answer comes with the batched copy

@@ -95,7 +95,7 @@ def unsupported(t: torch.Tensor) -> str | None:
         return f"{str(t.layout).removeprefix('torch.')} tensor"
     if t.is_inference():
         return "inference tensor (no version counter)"
-    if t.device.type == "meta":
+    if t.is_meta:
         return "meta tensor"
     return None
 
