@@ -40,22 +40,21 @@ class OldObjectsSet:
     0.2-0.45 s, about every third traced step). Frozen, the objects that existed before the
     trace are not walked; the collector still runs as usual on everything made during it,
     so no garbage made by the user's code waits. ``stop`` puts them back. Nothing is done if
-    the collector is off or the program froze objects itself, and a freeze the program makes
-    meanwhile is not undone.
+    the collector is off or the program froze objects itself. (``gc.get_freeze_count()``
+    counts the frozen objects one by one, so it is asked only while there are none.)
     """
 
     def __init__(self) -> None:
-        self._count: int | None = None
+        self._frozen = False
 
     def start(self) -> None:
         """Freezes the objects alive now, unless the collector is off or already froze some."""
-        if self._count is None and gc.isenabled() and gc.get_freeze_count() == 0:
+        if not self._frozen and gc.isenabled() and gc.get_freeze_count() == 0:
             gc.freeze()
-            self._count = gc.get_freeze_count()
+            self._frozen = True
 
     def stop(self) -> None:
-        """Unfreezes them, unless the program froze objects since ``start`` (the count of
-        frozen objects grew: it only shrinks as frozen objects die)."""
-        count, self._count = self._count, None
-        if count is not None and gc.get_freeze_count() <= count:
+        """Unfreezes what ``start`` froze (a freeze the program made meanwhile with it)."""
+        if self._frozen:
+            self._frozen = False
             gc.unfreeze()

@@ -76,6 +76,7 @@ def test_a_programs_own_freeze_and_disabled_collector_are_left_alone() -> None:
         with gradlens.trace():
             _step()
         assert gc.get_freeze_count() > frozen // 2  # not unfrozen (less what died since)
+        assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
     gc.disable()
@@ -86,14 +87,3 @@ def test_a_programs_own_freeze_and_disabled_collector_are_left_alone() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
-
-
-def test_a_freeze_made_inside_the_trace_is_not_undone() -> None:
-    try:
-        with gradlens.trace():
-            _step()
-            gc.freeze()  # the program's own, meanwhile
-            frozen = gc.get_freeze_count()
-        assert gc.get_freeze_count() > frozen // 2  # still frozen (less what died since)
-    finally:
-        gc.unfreeze()
