@@ -27,6 +27,12 @@ MODE, OUT = sys.argv[1], Path(sys.argv[2])
 RANK, WORLD = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 BATCH = 4  # rows per rank; the global batch has BATCH * WORLD
 _ORIGINAL_DESTROY = dist.destroy_process_group  # taken before gradlens wraps it
+# The DDP models stay referenced here and the process leaves by os._exit: freeing a DDP model
+# frees its Reducer's gloo process group, whose destructor joins gloo's worker thread while
+# holding the GIL; a worker still dropping a finished collective's thread-local state needs the
+# GIL to decref a Python object in it, and both wait for ever (seen in torch 2.13 on the rank
+# that never watches, so it is PyTorch's, not gradlens's).
+KEEP: list[object] = []
 
 COLLECTIVES = (
     "all_gather",
@@ -142,6 +148,7 @@ def ddp() -> None:
     dist.init_process_group("gloo")
     count_gradlens_collectives()
     model = nn.parallel.DistributedDataParallel(make_model())
+    KEEP.append(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     with gradlens.watch(model.module, opt) as lens:
         train(model, 130, opt)
@@ -163,6 +170,7 @@ def fsdp() -> None:
     for layer in (model[0], model[2]):
         fully_shard(layer)
     fully_shard(model)
+    KEEP.append(model)
     kinds = {n: type(p).__name__ for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     shards = {}
@@ -200,6 +208,7 @@ def faults() -> None:
     dist.init_process_group("gloo")
     net = Branchy()
     model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+    KEEP.append(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     local_b: list[torch.Tensor] = []
     net.b.weight.register_hook(lambda g: local_b.append(g.clone()))  # before the all-reduce
@@ -253,6 +262,7 @@ def rank0_only() -> None:
     for the timeout nor stop, and keep the replicated statistics (the whole gradient)."""
     dist.init_process_group("gloo")
     model = nn.parallel.DistributedDataParallel(make_model())
+    KEEP.append(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     start = time.monotonic()
     watching = gradlens.watch(model.module, opt, live=False) if RANK == 0 else None
@@ -268,3 +278,6 @@ def rank0_only() -> None:
 if __name__ == "__main__":
     modes = {"ddp": ddp, "fsdp": fsdp, "faults": faults, "dead": dead, "rank0-only": rank0_only}
     modes[MODE]()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # not through interpreter teardown: see KEEP
