@@ -64,10 +64,7 @@ def stash_part(stash: Stash, value: torch.Tensor | float | None) -> Part:
 
 def resolve(p: Pending, taken: Taken) -> None:
     """Replaces the slots of ``p`` (all of ``taken``'s generation) by their host values."""
-
-    def read(part: Part) -> Part:
-        return taken.read(part) if isinstance(part, Slot) else part
-
+    read = taken.value
     p.loss = tuple(read(x) for x in p.loss) if isinstance(p.loss, tuple) else read(p.loss)
     p.lr, p.loss_scale = read(p.lr), read(p.loss_scale)
     p.scalars = {name: read(v) for name, v in p.scalars.items()}

@@ -14,6 +14,7 @@ transfer and reuses the buffers from the start.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -49,6 +50,10 @@ class Taken:
         if slot.scalar:
             return values[slot.start]
         return values[slot.start : slot.start + slot.numel]
+
+    def value(self, part: Any) -> Any:
+        """Returns ``part`` read if it is a slot, else ``part`` itself (a number kept as is)."""
+        return self.read(part) if isinstance(part, Slot) else part
 
 
 class Stash:

@@ -48,7 +48,7 @@ from .distributed import Ranks, active, grad_key, is_dtensor, local
 from .nan_origin import ForwardChecks, ForwardPending
 from .pending import Part, Pending, resolve, stash_part, to_records
 from .source import format_location, user_source
-from .stash import Slot, Stash, Taken
+from .stash import Stash, Taken
 from .step_window import StepWindow, mode_on_top
 from .watch_losses import BCE_RANGE_ERROR, SCORE_NODES, producer
 from .watch_names import names_in_frames, user_frames
@@ -953,10 +953,8 @@ class Watcher:
             if o.open is not None:
                 resolve(o.open, taken)
         for b in self._backs:  # backward calls whose step is still to come
-            b.loss = taken.read(b.loss) if isinstance(b.loss, Slot) else b.loss
-        self._scalars = {
-            k: taken.read(v) if isinstance(v, Slot) else v for k, v in self._scalars.items()
-        }
+            b.loss = taken.value(b.loss)
+        self._scalars = {k: taken.value(v) for k, v in self._scalars.items()}
         return taken
 
     # -- to the host -------------------------------------------------------------------------
