@@ -119,7 +119,9 @@ def _zero_statistics() -> Iterator[None]:
 
     real = watch_mod.group_stats
 
-    def zeros(group: list, detail: bool, *, snapshot: bool, stash: Stash) -> Group:  # type: ignore[type-arg]
+    def zeros(
+        group: list, detail: bool, *, snapshot: bool, stash: Stash, scratch: object = None
+    ) -> Group:  # type: ignore[type-arg]
         zeros = stash.put(torch.zeros(4, len(group)))
         return Group([p.name for p in group], [p.info.numel for p in group], zeros)
 

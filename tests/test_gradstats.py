@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradlens.capture.gradstats import detail_stats, light_stats, sum_of_squares
+from gradlens.capture.gradstats import Scratch, detail_stats, light_stats, sum_of_squares
 
 
 def _reference(t: torch.Tensor) -> list[float]:
@@ -98,3 +98,29 @@ def test_detail_counts_stay_exact_past_float32s_integer_range() -> None:
     g[:5] = 1.0
     got = detail_stats([g], [torch.zeros(1)])
     assert got[:3, 0].tolist() == [float(n), float(n - 5), float(n - 5)]
+
+
+def test_detail_counts_in_chunks_across_the_work_buffer_and_reuse_it() -> None:
+    # Larger than one work buffer (2**20 elements): counted chunk by chunk, values planted on
+    # both sides of each chunk boundary, in a non-contiguous view and in a complex gradient.
+    n = 3 * 2**20 + 5
+    g = _planted(n, torch.float32)
+    for at in (2**20 - 1, 2**20, 2 * 2**20, n - 1):
+        g[at] = float("nan") if at % 2 else float("inf")
+    big = torch.zeros(2, n)
+    big[0] = g
+    grads = [big[0], big.t()[:, 0], torch.complex(g[:1000], g[1000:2000])]
+    weights = [torch.ones(n), torch.ones(n), torch.ones(1000)]
+    scratch = Scratch()
+    got = detail_stats(grads, weights, scratch)
+    for j, x in enumerate(grads):
+        d = torch.view_as_real(x).double() if x.is_complex() else x.double()
+        want = [torch.count_nonzero(d), (~torch.isfinite(d)).sum(), torch.isnan(d).sum()]
+        assert got[:3, j].tolist() == [float(w) for w in want]
+    buffer = scratch.buffer(g[:10])
+    again = detail_stats(grads, weights, scratch)
+    assert torch.equal(again, got)
+    assert scratch.buffer(g[:10]).data_ptr() == buffer.data_ptr()  # kept, not made again
+    # One chunk's worth is kept (4 MiB), not a buffer as large as the largest gradient.
+    assert scratch.buffer(torch.empty(2**20)).data_ptr() == buffer.data_ptr()
+    assert scratch.buffer(torch.empty(2**20 + 1)).data_ptr() != buffer.data_ptr()

@@ -152,6 +152,7 @@ class Watcher:
         self._scalars: dict[str, Part] = {}  # lens.log's, for the next step (stashed)
         self._pending: list[Pending] = []
         self._stash = Stash()  # the pending steps' numbers, on their devices (capture/stash)
+        self._scratch = gradstats.Scratch()  # the detail counts' work buffer, kept between steps
         self._grad_ptrs: dict[int, ParamState] = {}  # data_ptr of a .grad -> its parameter
         self._aliases: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._off: set[str] = set()  # pieces switched off after an internal error
@@ -279,6 +280,7 @@ class Watcher:
             self._grad_ptrs.clear()
             self._aliases.clear()
             self._scalars = {}
+            self._scratch = gradstats.Scratch()  # its buffer let go
 
     @property
     def params(self) -> list[ParamInfo]:
@@ -781,7 +783,9 @@ class Watcher:
             with torch.no_grad():
                 for group in by_device.values():
                     snapshot = not o.closure
-                    stats = group_stats(group, detail, snapshot=snapshot, stash=self._stash)
+                    stats = group_stats(
+                        group, detail, snapshot=snapshot, stash=self._stash, scratch=self._scratch
+                    )
                     pending.groups.append(stats)
                 spec = self.histograms  # a sink asked for them: on steps 1, 1 + every, ...
                 if spec is not None and o.recorded % spec.every == 1 % spec.every:
@@ -921,7 +925,9 @@ class Watcher:
             p.stepped_epoch = p.epoch
         if new and m.open.step % self._every == 0:
             with torch.no_grad():
-                stats = group_stats([p], m.open.detail, snapshot=False, stash=self._stash)
+                stats = group_stats(
+                    [p], m.open.detail, snapshot=False, stash=self._stash, scratch=self._scratch
+                )
                 m.open.groups.append(stats)
 
     def _new_for(self, o: OptState, p: ParamState, g: torch.Tensor | None) -> bool:

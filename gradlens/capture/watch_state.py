@@ -107,8 +107,16 @@ class RoutingMode(TorchFunctionMode):
         return handler(func, args, kwargs or {})
 
 
-def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool, stash: Stash) -> Group:
-    """Returns the statistics of ``group``'s gradients (one device), put in ``stash``."""
+def group_stats(
+    group: list[ParamState],
+    detail: bool,
+    *,
+    snapshot: bool,
+    stash: Stash,
+    scratch: gradstats.Scratch | None = None,
+) -> Group:
+    """Returns the statistics of ``group``'s gradients (one device), put in ``stash``
+    (``scratch``: the work buffers of the detail counts, kept from one step to the next)."""
     # A DTensor (FSDP2) is measured by its local shard: capture/distributed combines the ranks.
     grads = [local(p.tensor.grad) for p in group if p.tensor.grad is not None]
     weights = [local(p.tensor) for p in group]
@@ -116,7 +124,7 @@ def group_stats(group: list[ParamState], detail: bool, *, snapshot: bool, stash:
     numels = [w.numel() if w is not p.tensor else p.info.numel for p, w in pairs]
     out = Group([p.name for p in group], numels, stash.put(gradstats.light_stats(grads)))
     if detail:
-        out.detail = stash.put(gradstats.detail_stats(grads, weights))
+        out.detail = stash.put(gradstats.detail_stats(grads, weights, scratch))
         if snapshot:
             out.snapshot = gradstats.clone_weights(weights)
     return out
