@@ -98,7 +98,16 @@ def _same(x: Any) -> Any:
 
 def node_name(fn: Any) -> str:
     """Returns an autograd Node's class name ("MulBackward0", "AccumulateGrad")."""
-    return str(fn.name()).rpartition("::")[2]
+    kind = type(fn)
+    name = _NODE_NAMES.get(kind)
+    if name is None:
+        name = str(fn.name()).rpartition("::")[2]
+        if kind.__name__ != "CppFunction":  # one Python type per node class but this one
+            _NODE_NAMES[kind] = name
+    return name
+
+
+_NODE_NAMES: dict[type, str] = {}  # node type -> its name (a few hundred types at most)
 
 
 @dataclass(slots=True)
