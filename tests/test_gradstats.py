@@ -124,3 +124,24 @@ def test_detail_counts_in_chunks_across_the_work_buffer_and_reuse_it() -> None:
     # One chunk's worth is kept (4 MiB), not a buffer as large as the largest gradient.
     assert scratch.buffer(torch.empty(2**20)).data_ptr() == buffer.data_ptr()
     assert scratch.buffer(torch.empty(2**20 + 1)).data_ptr() != buffer.data_ptr()
+
+
+def test_weight_copies_are_kept_for_the_next_detail_step_and_never_shared() -> None:
+    scratch = Scratch()
+    a = [torch.randn(3, 4), torch.randn(4)]
+    b = [torch.randn(3, 4), torch.randn(4)]  # same shapes: in flight together, two copies
+    ca, cb = scratch.copies(a), scratch.copies(b)
+    assert all(torch.equal(x, y) for x, y in zip(ca, a, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(cb, b, strict=True))
+    assert {t.data_ptr() for t in ca}.isdisjoint(t.data_ptr() for t in cb)
+    scratch.release(ca)
+    scratch.release(cb)  # one set of this shape is kept; the other let go
+    again = scratch.copies(b)
+    assert [t.data_ptr() for t in again] == [t.data_ptr() for t in ca]  # memory reused
+    assert all(torch.equal(x, y) for x, y in zip(again, b, strict=True))  # values fresh
+    other = scratch.copies(a)  # none kept now: a new copy
+    assert {t.data_ptr() for t in other}.isdisjoint(t.data_ptr() for t in again)
+    big = [torch.zeros(2**24 + 1)]  # 64 MiB + 4 bytes: over the limit, never kept
+    first = scratch.copies(big)
+    scratch.release(first)
+    assert scratch.copies(big)[0].data_ptr() != first[0].data_ptr()  # (first still alive)

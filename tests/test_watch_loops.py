@@ -1056,3 +1056,37 @@ def test_weight_decay_by_hand_before_backward_is_not_a_step() -> None:
     assert same(base, loop(enter))
     assert run.lens.diagnostics == []
     assert [s.step for s in run.lens.steps] == [0, 1, 2] and run.lens.record.total_steps == 3
+
+
+# ---- detail steps one after another: the weight copies' memory reused ---------------------
+def test_detail_every_step_with_two_optimizers_of_one_shape_measures_each_update() -> None:
+    # Each detail step copies the weights before the step into memory kept from the last one;
+    # two optimizers over models of the same shapes have their copies in flight together.
+    from integ_support import GradLog, assert_steps_match
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 1)) for _ in range(2)]
+    opts = [
+        torch.optim.SGD(nets[0].parameters(), lr=0.3, momentum=0.9),
+        torch.optim.Adam(nets[1].parameters(), lr=0.05),
+    ]
+    logs = [GradLog(), GradLog()]
+    x, y = torch.randn(16, 6), torch.randn(16, 1)
+    with (
+        gradlens.watch(nets[0], live=False, detail_every=1) as lens0,
+        gradlens.watch(nets[1], live=False, detail_every=1) as lens1,
+    ):
+        for _ in range(5):
+            for net, opt in zip(nets, opts, strict=True):
+                opt.zero_grad()
+                nn.functional.mse_loss(net(x), y).backward()
+            for net, log in zip(nets, logs, strict=True):
+                log.take(net)
+            for opt in opts:
+                opt.step()
+            for net, log in zip(nets, logs, strict=True):
+                log.stepped(net)
+    for lens, log in ((lens0, logs[0]), (lens1, logs[1])):
+        assert all(s.detail for s in lens.steps)
+        assert all(s.update_ratio is not None for s in lens.steps for s in s.grads.values())
+        assert_steps_match(lens, log)

@@ -877,6 +877,7 @@ class Watcher:
                         after = [local(members[n]) for n in group.names]
                         update = gradstats.update_sumsq(group.snapshot, after)
                         group.update = self._stash.put(update)
+                    self._scratch.release(group.snapshot)  # overwritten: its memory kept
                     group.snapshot = None
             self._pending.append(pending)
         o.steps += 1

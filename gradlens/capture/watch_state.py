@@ -126,7 +126,9 @@ def group_stats(
     if detail:
         out.detail = stash.put(gradstats.detail_stats(grads, weights, scratch))
         if snapshot:
-            out.snapshot = gradstats.clone_weights(weights)
+            out.snapshot = (
+                scratch.copies(weights) if scratch is not None else gradstats.clone_weights(weights)
+            )
     return out
 
 
