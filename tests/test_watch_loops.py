@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from integ_support import GradLog, assert_steps_match
 from torch import nn
 
 import gradlens
@@ -1062,8 +1063,6 @@ def test_weight_decay_by_hand_before_backward_is_not_a_step() -> None:
 def test_detail_every_step_with_two_optimizers_of_one_shape_measures_each_update() -> None:
     # Each detail step copies the weights before the step into memory kept from the last one;
     # two optimizers over models of the same shapes have their copies in flight together.
-    from integ_support import GradLog, assert_steps_match
-
     torch.manual_seed(0)
     nets = [nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 1)) for _ in range(2)]
     opts = [
@@ -1090,3 +1089,28 @@ def test_detail_every_step_with_two_optimizers_of_one_shape_measures_each_update
         assert all(s.detail for s in lens.steps)
         assert all(s.update_ratio is not None for s in lens.steps for s in s.grads.values())
         assert_steps_match(lens, log)
+
+
+def test_a_detail_step_under_inference_mode_leaves_later_steps_measured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The work buffer and the weight copies made during a step under inference mode are kept
+    # for later detail steps: made as inference tensors, every later step would fail to write
+    # them ("Inplace update to inference tensor outside InferenceMode").
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    log = GradLog()
+    with gradlens.watch(net, live=False, detail_every=1) as lens:
+        for i in range(3):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            log.take(net)
+            with torch.inference_mode() if i == 0 else contextlib.nullcontext():
+                opt.step()
+            log.stepped(net)
+    lens.report()
+    assert "stopped watching" not in capsys.readouterr().out
+    assert [s.detail for s in lens.steps] == [True, True, True]
+    assert_steps_match(lens, log)

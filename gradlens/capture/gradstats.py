@@ -198,7 +198,9 @@ class Scratch:
         kept = self._buffers.get(like.device)
         n = like.numel()
         if kept is None or kept.numel() < n:
-            kept = self._buffers[like.device] = torch.empty(max(n, 1), dtype=torch.float32)
+            with torch.inference_mode(False):  # kept: written in and out of that mode alike
+                kept = torch.empty(max(n, 1), dtype=torch.float32)
+            self._buffers[like.device] = kept
         return kept[:n].view(like.shape)
 
     def copies(self, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -207,7 +209,8 @@ class Scratch:
         key = _signature(weights)
         kept = self._kept.pop(key, None)
         if kept is None:
-            return clone_weights(weights)
+            with torch.inference_mode(False):  # a step under inference mode: normal tensors
+                return clone_weights(weights)
         self._kept_bytes -= _nbytes(kept)
         with torch.no_grad():
             torch._foreach_copy_(kept, [w.detach() for w in weights])
@@ -216,7 +219,7 @@ class Scratch:
     def release(self, copies: list[torch.Tensor]) -> None:
         """Keeps ``copies`` (their values are no longer needed) for the next ``copies`` of the
         same shapes, if they are on the CPU and within ``_KEEP_COPIES`` bytes in all."""
-        if not copies or any(c.device.type != "cpu" for c in copies):
+        if not copies or any(c.device.type != "cpu" or c.is_inference() for c in copies):
             return
         key, size = _signature(copies), _nbytes(copies)
         if key in self._kept or self._kept_bytes + size > _KEEP_COPIES:
