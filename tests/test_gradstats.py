@@ -13,9 +13,13 @@ from gradlens.capture.gradstats import Scratch, detail_stats, light_stats, sum_o
 
 def _reference(t: torch.Tensor) -> list[float]:
     d = t.detach()
-    d = (torch.view_as_real(d) if d.is_complex() else d).double()
     if d.numel() == 0:
         return [0.0, 0.0, 0.0, 0.0]
+    if d.is_complex():  # as torch.std treats complex numbers: moduli
+        z = d.to(torch.complex128)
+        top = z.abs().max().item()
+        return [(z.abs() ** 2).sum().item(), z.sum().abs().item(), -top, top]
+    d = d.double()
     return [(d * d).sum().item(), d.sum().item(), d.min().item(), d.max().item()]
 
 
@@ -114,7 +118,7 @@ def test_detail_counts_in_chunks_across_the_work_buffer_and_reuse_it() -> None:
     scratch = Scratch()
     got = detail_stats(grads, weights, scratch)
     for j, x in enumerate(grads):
-        d = torch.view_as_real(x).double() if x.is_complex() else x.double()
+        d = x if x.is_complex() else x.double()  # complex: per number, either part
         want = [torch.count_nonzero(d), (~torch.isfinite(d)).sum(), torch.isnan(d).sum()]
         assert got[:3, j].tolist() == [float(w) for w in want]
     buffer = scratch.buffer(g[:10])
@@ -145,3 +149,27 @@ def test_weight_copies_are_kept_for_the_next_detail_step_and_never_shared() -> N
     first = scratch.copies(big)
     scratch.release(first)
     assert scratch.copies(big)[0].data_ptr() != first[0].data_ptr()  # (first still alive)
+
+
+def test_a_complex_gradients_record_is_that_of_its_moduli() -> None:
+    # mean |E g|, std as torch.std (sqrt(E|g - E g|**2)), max |g| the largest modulus, and
+    # the counts per complex number: a statistic of the real and imaginary parts as separate
+    # numbers gave a zero fraction of -1.0 and a max below the largest modulus.
+    from gradlens.capture.pending import _light
+
+    g = torch.complex(torch.randn(40), torch.randn(40))
+    g[3] = 0
+    g[7] = complex(0.0, 2.5)  # a zero real part: the number is not zero
+    light = light_stats([g])[:, 0].tolist()
+    norm, mean, std, gmax, nonfinite = _light(*light, g.numel())
+    z = g.to(torch.complex128)
+    assert norm == pytest.approx(torch.linalg.vector_norm(z).item(), rel=1e-6)
+    assert mean == pytest.approx(z.mean().abs().item(), rel=1e-5)
+    assert std == pytest.approx(z.std(unbiased=False).item(), rel=1e-5)
+    assert gmax == pytest.approx(z.abs().max().item(), rel=1e-6) and not nonfinite
+    counts = detail_stats([g], [torch.ones(1)])[:3, 0].tolist()
+    assert counts == [39.0, 0.0, 0.0]
+    g[5] = complex(float("inf"), float("nan"))
+    g[9] = complex(float("inf"), 0.0)
+    assert detail_stats([g], [torch.ones(1)])[:3, 0].tolist() == [39.0, 2.0, 1.0]
+    assert light_stats([g])[3, 0].item() == float("inf")

@@ -63,11 +63,6 @@ XFAIL: dict[tuple[str, str], str] = {
         "of the scaled gradients, but that is GradScaler working (it skips the step and "
         "lowers the scale; watch says nothing, rightly); debatable, listed for the lead"
     ),
-    ("complex_parameters", "watch"): (
-        "watch records zero_frac=-1.0 for complex gradients at its detail steps (0 and 25), "
-        "and grad_max as the largest real or imaginary part, not max |g| (step 0 weight: "
-        "1.919, true 2.033); grad_norm is right"
-    ),
     ("complex_parameters", "trace"): _COMPLEX_ADAM.format("trace", "recording"),
     ("mixture_of_experts", "watch"): (
         "watch warns no-grad (WARNING, 'it is not used in the loss, or its path to the loss was "

@@ -49,10 +49,23 @@ def _real(t: torch.Tensor) -> torch.Tensor:
     A sparse COO gradient (``nn.Embedding(sparse=True)``) becomes its stored values: the sum,
     sum of squares and max |g| are the same, and the mean still divides by the full size.
     """
-    t = t.detach()
-    if t.layout == torch.sparse_coo:
-        t = t.coalesce().values()
+    t = _values(t)
     return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _values(t: torch.Tensor) -> torch.Tensor:
+    """Returns ``t`` detached; a sparse COO tensor as its stored values."""
+    t = t.detach()
+    return t.coalesce().values() if t.layout == torch.sparse_coo else t
+
+
+def _complex_light(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns a complex gradient's sum, min and max rows, as ``torch.std`` treats complex
+    numbers: |sum| (so mean = |E g| and std**2 = E|g|**2 - |E g|**2, never negative), and
+    -max|g|, max|g| (so max |g| is the modulus, nan where any part is nan)."""
+    top = g.abs().amax().float()  # |inf + nan i| is inf: non-finite either way
+    total = g.sum().abs().float()
+    return total, -top, top
 
 
 _CHUNK = 2**18  # elements per dot: float32 rounding stays near one ulp of the sum
@@ -111,6 +124,12 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     squares: list[torch.Tensor | None] = [None] * len(real)
     sums, lows, highs = [], [], []
     for i, g in enumerate(real):
+        if g.numel() and grads[i].is_complex():  # rare: a modulus per element, allocated
+            total, lo, hi = _complex_light(_values(grads[i]))
+            sums.append(total)
+            lows.append(lo)
+            highs.append(hi)
+            continue
         if g.numel() == 0:
             zero = g.new_zeros((), dtype=torch.float32)
             squares[i] = zero
@@ -148,9 +167,14 @@ def detail_stats(
     if not grads:
         return torch.zeros(len(DETAIL), 0)
     work = scratch if scratch is not None else Scratch()
-    real = [_real(g) for g in grads]
+    real = [_values(g) for g in grads]
     rows: tuple[list[torch.Tensor], ...] = ([], [], [])
     for g in real:
+        if g.is_complex():  # rare: counted per complex number (either part zero, inf, nan)
+            counts = (torch.count_nonzero(g), (~torch.isfinite(g)).sum(), torch.isnan(g).sum())
+            for row, count in zip(rows, counts, strict=True):
+                row.append(count.double())
+            continue
         chunks = (g,) if g.numel() <= _SCRATCH else g.reshape(-1).split(_SCRATCH)
         parts: tuple[list[torch.Tensor], ...] = ([], [], [])
         for c in chunks:
