@@ -171,8 +171,8 @@ def detail_stats(
     rows: tuple[list[torch.Tensor], ...] = ([], [], [])
     for g in real:
         if g.is_complex():  # rare: counted per complex number (either part zero, inf, nan)
-            counts = (torch.count_nonzero(g), (~torch.isfinite(g)).sum(), torch.isnan(g).sum())
-            for row, count in zip(rows, counts, strict=True):
+            per = (torch.count_nonzero(g), (~torch.isfinite(g)).sum(), torch.isnan(g).sum())
+            for row, count in zip(rows, per, strict=True):
                 row.append(count.double())
             continue
         chunks = (g,) if g.numel() <= _SCRATCH else g.reshape(-1).split(_SCRATCH)
