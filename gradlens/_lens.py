@@ -196,6 +196,10 @@ class Lens:
             try:
                 self._watcher.sync_ranks()  # torch.distributed: every rank leaves the block
                 self._pull()
+                last = self._checks.finish()  # what only the end can tell
+                self._diagnostics += last
+                if self._sinks and last:
+                    self._to_sinks([], [], last)
             finally:  # even a failed copy leaves a readable record of what reached the host
                 try:
                     self._close_sinks()

@@ -64,12 +64,6 @@ XFAIL: dict[tuple[str, str], str] = {
         "lowers the scale; watch says nothing, rightly); debatable, listed for the lead"
     ),
     ("complex_parameters", "trace"): _COMPLEX_ADAM.format("trace", "recording"),
-    ("mixture_of_experts", "watch"): (
-        "watch warns no-grad (WARNING, 'it is not used in the loss, or its path to the loss was "
-        "cut') for every expert routing skipped at step 0, experts.3 included though it is "
-        "used from step 1 on: 6 warnings on a correct MoE; an intermittently used parameter "
-        "is routing, not a bug"
-    ),
     ("transformer_encoder_layer", "watch"): _FASTPATH,
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
     ("transformer_encoder_layer", "guard_strict"): _FASTPATH,

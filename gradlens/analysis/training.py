@@ -14,7 +14,7 @@ from ..records import Diagnostic, Severity, StepRecord, WatchFact
 from .distributed import RANK_FACTS, rank_finding
 from .nan_origin import nonfinite_step, origin_finding
 
-__all__ = ["EXPLODING_NORM", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
+__all__ = ["EXPLODING_NORM", "NO_GRAD_STEPS", "PATIENCE", "VANISHING_NORM", "TrainingChecks"]
 
 #: A parameter's gradient norm below this on ``PATIENCE`` recorded steps in a row is vanishing.
 VANISHING_NORM = 1e-7
@@ -22,6 +22,10 @@ VANISHING_NORM = 1e-7
 EXPLODING_NORM = 1e3
 #: How many recorded steps in a row a norm must stay past a threshold.
 PATIENCE = 5
+#: How many of an optimizer's steps in a row a parameter must miss its gradient for a finding
+#: while watching (a parameter used on some steps only, such as a mixture-of-experts expert no
+#: token picked, misses one now and then); at the end, one that never had any is reported.
+NO_GRAD_STEPS = 3
 
 _ZERO_GRAD_FIX = (
     "call optimizer.zero_grad() (or model.zero_grad()) once per step, before loss.backward(); "
@@ -35,6 +39,13 @@ class TrainingChecks:
     def __init__(self) -> None:
         self._reported: set[tuple[str, str | None]] = set()
         self._runs: dict[tuple[str, str], int] = {}  # (kind, param) -> steps in a row
+        # (optimizer, param) -> (first, last, count) of the steps in a row it got no gradient
+        # (steps in a row by number: every step a parameter misses its gradient arrives as a
+        # record, recorded or not, so a gap in the numbers is a step it had one)
+        self._missed: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._had: set[str] = set()  # parameters that had a gradient on a recorded step
+        self._first: dict[str, int] = {}  # optimizer -> its first step seen
+        self._last: dict[str, int] = {}  # optimizer -> its last step seen
 
     def feed_facts(self, facts: Iterable[WatchFact]) -> list[Diagnostic]:
         """Returns the findings that ``facts`` (seen while training) add."""
@@ -60,11 +71,32 @@ class TrainingChecks:
         self._reported.add((kind, param))
         return True
 
+    def finish(self) -> list[Diagnostic]:
+        """Returns the findings only the end can tell: parameters that got no gradient on any
+        step their optimizer took (fewer than ``NO_GRAD_STEPS``)."""
+        out: list[Diagnostic] = []
+        for (opt, name), (first, last, count) in self._missed.items():
+            whole = first == self._first.get(opt) and last == self._last.get(opt)
+            if whole and name not in self._had and self._once("no-grad", name):
+                out.append(_no_grad(name, first, count, had=False, since_first=True))
+        return out
+
     def _step(self, step: StepRecord) -> list[Diagnostic]:
         out: list[Diagnostic] = []
+        opt = step.optimizer
+        self._first.setdefault(opt, step.step)
+        self._last[opt] = max(self._last.get(opt, step.step), step.step)
+        self._had.update(step.grads)
+        for name in step.grads:
+            self._missed.pop((opt, name), None)
         for name in step.missing:
-            if self._once("no-grad", name):
-                out.append(_no_grad(name, step.step))
+            first, last, count = self._missed.get((opt, name), (step.step, step.step - 1, 0))
+            if last != step.step - 1:  # it had a gradient in between: a new run
+                first, count = step.step, 0
+            self._missed[(opt, name)] = (first, step.step, count + 1)
+            if count + 1 >= NO_GRAD_STEPS and self._once("no-grad", name):
+                had, since_first = name in self._had, first == self._first[opt]
+                out.append(_no_grad(name, first, count + 1, had=had, since_first=since_first))
         if step.forward_calls and nonfinite_step(step) and self._once("nan-origin", None):
             origin = origin_finding(step)  # watch(nan_origin=True): the first one only
             out += [origin] if origin is not None else []
@@ -136,7 +168,7 @@ def _from_fact(fact: WatchFact) -> Diagnostic:
                 "pass the raw scores to BCEWithLogitsLoss (more stable)"
             ),
         )
-    return _no_grad(fact.param or "a parameter", fact.step)
+    return _no_grad(fact.param or "a parameter", fact.step, 1, had=False, since_first=False)
 
 
 def _who(optimizer: str) -> str:
@@ -146,13 +178,27 @@ def _who(optimizer: str) -> str:
     return "the hand-written update's " if optimizer == "manual" else f"{optimizer}'s "
 
 
-def _no_grad(name: str, step: int) -> Diagnostic:
+def _no_grad(name: str, step: int, steps: int, *, had: bool, since_first: bool) -> Diagnostic:
+    """``name`` got no gradient on ``steps`` steps in a row from ``step``; ``had``: it had one
+    on an earlier recorded step; ``since_first``: ``step`` is its optimizer's first."""
+    span = f"at step {step}" if steps == 1 else f"on {steps} steps in a row from step {step}"
+    if had:
+        message = (
+            f"{name} requires grad and had a gradient before, but got none {span}: its path "
+            "to the loss was cut from then on (detach(), .data, no_grad, an integer op), or it "
+            "is used on some steps only (an expert no token picked, a branch not taken)"
+        )
+    else:
+        message = (
+            f"{name} requires grad but got no gradient {span}"
+            + (" (every step so far)" if steps > 1 and since_first else "")
+            + ": it is not used in the loss, or its path to the loss was cut (detach(), .data, "
+            "no_grad, an integer op), or it is used on some steps only (an expert no token "
+            "picked, a branch not taken)"
+        )
     return Diagnostic(
         kind="no-grad",
-        message=(
-            f"{name} requires grad but got no gradient at step {step}: it is not used in the "
-            "loss, or its path to the loss was cut (detach(), .data, no_grad, an integer op)"
-        ),
+        message=message,
         severity=Severity.WARNING,
         name=name,
         step=step,
