@@ -58,11 +58,6 @@ _COMPLEX_ADAM = (
     'of its base has been modified inplace with grad mode enabled ...)"'
 )
 XFAIL: dict[tuple[str, str], str] = {
-    ("grad_scaler_overflow", "trace"): (
-        "trace reports inf-grad (ERROR) when GradScaler's scaled loss overflows float16: true "
-        "of the scaled gradients, but that is GradScaler working (it skips the step and "
-        "lowers the scale; watch says nothing, rightly); debatable, listed for the lead"
-    ),
     ("complex_parameters", "trace"): _COMPLEX_ADAM.format("trace", "recording"),
     ("transformer_encoder_layer", "watch"): _FASTPATH,
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..records import Diagnostic, Event, GradEvent, OpEvent, Severity
+from ..records import BackwardEvent, Diagnostic, Event, GradEvent, OpEvent, Severity
 
 __all__ = ["explain_nonfinite"]
 
@@ -46,6 +46,7 @@ def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
                 fix=_FIX,
             )
         )
+    scaled = {e.pass_index for e in events if isinstance(e, BackwardEvent) and e.grad_scaler}
     for e in events:
         if not isinstance(e, GradEvent):
             continue
@@ -54,6 +55,10 @@ def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
             continue
         kind = "nan-grad" if any(nans for nans, _ in counts) else "inf-grad"
         what = e.leaf or e.node_name
+        if e.pass_index in scaled:  # the scaler at work: said once, then unscaled passes
+            if not any(d.kind == "amp-overflow" for d in out):
+                out.append(_scaled_overflow(e, what))
+            continue
         out.append(
             Diagnostic(
                 kind=kind,
@@ -67,3 +72,19 @@ def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
         )
         break
     return out
+
+
+def _scaled_overflow(e: GradEvent, what: str) -> Diagnostic:
+    return Diagnostic(
+        kind="amp-overflow",
+        message=(
+            f"backward pass {e.pass_index}: the gradients of the loss scaled by GradScaler "
+            f"overflowed (the first non-finite one reached {what}). That is how AMP starts: "
+            "scaler.step() skips this optimizer step and scaler.update() lowers the scale "
+            "until the scaled gradients fit"
+        ),
+        severity=Severity.INFO,
+        name=what,
+        fix="nothing, while it stops after a few steps; if every step overflows, the "
+        "unscaled gradients are not finite either: trace a step without autocast",
+    )

@@ -36,6 +36,7 @@ from ..records import (
     TraceRecord,
     format_shape,
 )
+from .amp import scaled_by_grad_scaler
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
 from .fast import make_record, replaced
@@ -456,6 +457,7 @@ class Recorder:
             retain_graph=retain_graph,
             create_graph=create_graph,
             source=source,
+            grad_scaler=len(roots_l) == 1 and scaled_by_grad_scaler(roots_l[0], frame),
         )
         self._events.append((base, keys))
         saved_ids = self._saved.reachable(roots_l, wrt)

@@ -58,6 +58,9 @@ class BackwardEvent:
     source: str | None = None
     error: str | None = None
     kind: Literal["backward"] = "backward"
+    # The root is ``GradScaler.scale(loss)`` (AMP): gradients that overflow are the scaler
+    # at work (it skips the step and lowers the scale), not a bug.
+    grad_scaler: bool = False
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,8 @@ CASES = [
     Case("sparse_embedding_sparseadam", sparse_embedding),
     Case("tied_weights", tied_weights),
     Case("grad_scaler_fp16", grad_scaler_fp16),
-    Case("grad_scaler_overflow", grad_scaler_overflow),
+    # trace: the scaler's overflow told as what it is (INFO), not as a non-finite gradient
+    Case("grad_scaler_overflow", grad_scaler_overflow, expect={"trace": [("amp-overflow", None)]}),
     # Experts 0 and 1 are never picked: told at the end (true: no gradient on any step). Expert
     # 3, not picked at step 0 but from step 1 on, is routing and told nothing.
     Case("mixture_of_experts", mixture_of_experts, expect={"watch": [("no-grad", None)] * 4}),
