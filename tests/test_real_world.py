@@ -42,10 +42,6 @@ from real_world._harness import (
 import gradlens
 
 # (case, recorder) -> the symptom seen on the current tree. Fix gradlens, then delete the line.
-_SUBCLASS = (
-    "gradlens calls torch functions on the user's Tensor subclass (property reads __get__, "
-    "numel, is_inference, ...), so the subclass's own __torch_function__ sees extra calls"
-)
 _FASTPATH = (
     "nn.TransformerEncoderLayer in eval() under no_grad takes PyTorch's fast path "
     "(_transformer_encoder_layer_fwd) only when no torch-function override is active; the "
@@ -63,7 +59,6 @@ XFAIL: dict[tuple[str, str], str] = {
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
     ("transformer_encoder_layer", "guard_strict"): _FASTPATH,
     ("transformer_encoder_layer", "trace"): _FASTPATH,
-    ("tensor_subclass", "watch"): _SUBCLASS + " (watch: one extra numel before backward)",
     ("tensor_subclass", "trace"): (
         "trace leaves a Tensor subclass alone (its __torch_function__ sees no extra call) but "
         "so does not record a backward whose root is one: a note says so"

@@ -492,8 +492,9 @@ class Watcher:
             try:
                 if self._manual is not None and self._manual.open is not None:
                     self._finish(self._manual)  # a new backward ends a hand-written step
-                roots = [r for r in parse_backward(func, args, kwargs).roots if r.numel() == 1]
-                with own_ops():  # kept in the stash, not as a tensor (capture/stash)
+                with own_ops():  # unseen by a root's own __torch_function__ (a subclass)
+                    roots = [r for r in parse_backward(func, args, kwargs).roots if r.numel() == 1]
+                    # kept in the stash, not as a tensor (capture/stash)
                     loss = stash_part(
                         self._stash, sum_losses([r.detach().reshape(()) for r in roots])
                     )
