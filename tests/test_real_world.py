@@ -48,13 +48,7 @@ _FASTPATH = (
     "recorder's TorchFunctionMode (watch's small one too) sends it down the slow path, so "
     "the evaluated output differs in the last bits (max |diff| 2.4e-7)"
 )
-_COMPLEX_ADAM = (
-    "{} gives up on Adam's step over complex parameters: note \"gradlens stopped {} at "
-    "addcdiv_ (RuntimeError: A view was created in no_grad mode and its base or another view "
-    'of its base has been modified inplace with grad mode enabled ...)"'
-)
 XFAIL: dict[tuple[str, str], str] = {
-    ("complex_parameters", "trace"): _COMPLEX_ADAM.format("trace", "recording"),
     ("transformer_encoder_layer", "watch"): _FASTPATH,
     ("transformer_encoder_layer", "guard_verify"): _FASTPATH,
     ("transformer_encoder_layer", "guard_strict"): _FASTPATH,

@@ -203,8 +203,9 @@ class SavedTensors:
         grad_fns back to nodes already seen (so ops made of several nodes are covered).
         ``inputs`` are the op's input tensors, kept as "maybe saved" for a node whose saves
         Python cannot see."""
-        outputs = [t for t in outputs if t.grad_fn is not None]
-        queue: deque[Any] = deque(t.grad_fn for t in outputs)
+        fns = [(t, fn) for t in outputs if (fn := grad_fn_of(t)) is not None]
+        outputs = [t for t, _ in fns]
+        queue: deque[Any] = deque(fn for _, fn in fns)
         if not queue or self._key in queue[0].metadata:
             return
         self._outputs.extend(weakref.ref(t) for t in outputs)

@@ -419,14 +419,16 @@ def tensor_status(
     """Returns the autograd status of ``t`` under ``name`` (values read through ``summaries``
     when given, so a tensor it already read is not read again)."""
     values = summaries or Summaries()
+    fn = grad_fn_of(t)
+    leaf = fn is None  # what t.is_leaf reads (it raises where reading grad_fn does)
     # Reading .grad of a non-leaf warns in PyTorch; it is always None unless retain_grad().
-    grad = t.grad if (t.is_leaf or t.retains_grad) else None
+    grad = t.grad if (leaf or t.retains_grad) else None
     return TensorStatus(
         name=name,
-        is_leaf=t.is_leaf,
+        is_leaf=leaf,
         requires_grad=t.requires_grad,
-        grad_fn=grad_fn_name(t),
-        retains_grad=bool(t.retains_grad) if not t.is_leaf else False,
+        grad_fn=None if fn is None else fn.name(),
+        retains_grad=bool(t.retains_grad) if not leaf else False,
         grad=values.get(values.add(grad)),
         version=version_of(t),
         shape=shape_of(t),
@@ -451,7 +453,7 @@ def tensor_ref(
         shape=shape_of(t),
         dtype=dtype_name(t.dtype),
         requires_grad=t.requires_grad,
-        is_leaf=t.is_leaf,
+        is_leaf=fn is None,  # what t.is_leaf reads (it raises where reading grad_fn does)
         version=version_of(t),
         grad_fn=None if fn is None else fn.name(),
         nonfinite=nonfinite,
