@@ -336,8 +336,13 @@ def _dense(d: torch.Tensor) -> torch.Tensor:
     one dense block (a transposed gradient): a norm does not depend on the order, and a
     contiguous view needs no copy."""
     strides = d.stride()
-    order = sorted(range(d.dim()), key=lambda i: -strides[i])
-    p = d.permute(order)
+    if len(strides) == 2:  # the common case (a transposed weight's gradient), without a sort
+        if strides[0] >= strides[1]:
+            return d  # already in that order: the permutation would be the identity
+        p = d.t()
+    else:
+        order = sorted(range(d.dim()), key=lambda i: -strides[i])
+        p = d.permute(order)
     return p if p.is_contiguous() else d
 
 
@@ -420,17 +425,19 @@ def tensor_status(
     when given, so a tensor it already read is not read again)."""
     values = summaries or Summaries()
     # Reading .grad of a non-leaf warns in PyTorch; it is always None unless retain_grad().
-    grad = t.grad if (t.is_leaf or t.retains_grad) else None
-    return TensorStatus(
+    is_leaf = t.is_leaf
+    grad = t.grad if (is_leaf or t.retains_grad) else None
+    return make_record(
+        TensorStatus,
         name=name,
-        is_leaf=t.is_leaf,
+        is_leaf=is_leaf,
         requires_grad=t.requires_grad,
         grad_fn=grad_fn_name(t),
-        retains_grad=bool(t.retains_grad) if not t.is_leaf else False,
+        retains_grad=bool(t.retains_grad) if not is_leaf else False,
         grad=values.get(values.add(grad)),
         version=version_of(t),
         shape=shape_of(t),
-        dtype=str(t.dtype).removeprefix("torch."),
+        dtype=dtype_name(t.dtype),
         device=str(t.device),
         value=values.get(values.add(t)) if with_value else None,
     )
