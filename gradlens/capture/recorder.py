@@ -38,7 +38,7 @@ from ..records import (
 )
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
-from .fast import make_record, replaced
+from .fast import make_record, renamed, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .module_paths import CallModules
@@ -628,14 +628,18 @@ class Recorder:
                 self._names.set_name(gk, f"{self._names.name(k)}.grad")
 
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
+        name_of, flags = self._names.name, self._flags
+
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
+            if not flags:  # no answer pending on a device (a CPU trace)
+                return tuple([renamed(r, name_of(k)) for r, k in zip(refs, ks, strict=True)])
             return tuple(
-                replaced(r, name=self._names.name(k))
-                if id(r) not in self._flags
-                else replaced(
-                    r, name=self._names.name(k), nonfinite=self._values.flag(self._flags[id(r)])
-                )
-                for r, k in zip(refs, ks, strict=True)
+                [
+                    renamed(r, name_of(k))
+                    if id(r) not in flags
+                    else replaced(r, name=name_of(k), nonfinite=self._values.flag(flags[id(r)]))
+                    for r, k in zip(refs, ks, strict=True)
+                ]
             )
 
         if isinstance(event, OpEvent):
