@@ -458,7 +458,7 @@ class Recorder:
             source=source,
         )
         self._events.append((base, keys))
-        saved_ids = self._saved.reachable(roots_l, wrt)
+        saved_ids = self._saved.reachable(roots_l, wrt, [fn for fn, _ in reached])
         # This backward will meet the overwritten tensors: say so before PyTorch raises.
         self._confirmed(self._saved.confirm(saved_ids), frame)
         try:
