@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..records import BackwardEvent, Diagnostic, Event, GradEvent, OpEvent, Severity
+from ..records import BackwardEvent, Diagnostic, Event, GradEvent, OpEvent, Severity, ValueSummary
 
 __all__ = ["explain_nonfinite"]
 
@@ -13,6 +13,16 @@ _FIX = (
     "look at that op's inputs: log or sqrt of 0 or a negative number, a division by zero, exp "
     "of a large value, or a sigmoid followed by log (use the logits versions of the losses)"
 )
+
+
+def _nonfinite(g: ValueSummary | None) -> bool:
+    """Returns whether summary ``g`` counts a NaN or an infinity (``g.nonfinite``, without
+    flattening values for the statistics-only summaries most gradients have)."""
+    if g is None:
+        return False
+    if g.values is None:
+        return bool(g.nan or g.inf)
+    return any(g.nonfinite)
 
 
 def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
@@ -50,9 +60,9 @@ def explain_nonfinite(events: Sequence[Event]) -> list[Diagnostic]:
     for e in events:
         if not isinstance(e, GradEvent):
             continue
-        counts = [g.nonfinite for g in (*e.grads, e.accumulated) if g is not None]
-        if not any(nans or infs for nans, infs in counts):
+        if not any(_nonfinite(g) for g in e.grads) and not _nonfinite(e.accumulated):
             continue
+        counts = [g.nonfinite for g in (*e.grads, e.accumulated) if g is not None]
         kind = "nan-grad" if any(nans for nans, _ in counts) else "inf-grad"
         what = e.leaf or e.node_name
         if e.pass_index in scaled:  # the scaler at work: said once, then unscaled passes

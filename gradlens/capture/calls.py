@@ -42,6 +42,7 @@ def as_list(x: Any) -> list[Any]:
 
 
 _TENSOR_BACKWARD = torch.Tensor.backward
+_BACKWARD_KEYWORDS = frozenset({"gradient", "retain_graph", "create_graph", "inputs"})
 
 
 @functools.cache
@@ -51,8 +52,10 @@ def _signature(func: Any) -> inspect.Signature:
 
 def parse_backward(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BackwardCall:
     """Returns the meaning of a call to one of ``BACKWARD_CALLS``."""
-    if func is _TENSOR_BACKWARD and len(args) == 1 and not kwargs:
-        bound: dict[str, Any] = {"self": args[0]}  # loss.backward(): what bind() would give
+    if func is _TENSOR_BACKWARD and len(args) == 1 and kwargs.keys() <= _BACKWARD_KEYWORDS:
+        # loss.backward(): Tensor.backward hands the mode every keyword, by name; what bind()
+        # would give, without binding a signature on every backward.
+        bound: dict[str, Any] = {"self": args[0], **kwargs}
     else:
         bound = dict(_signature(func).bind(*args, **kwargs).arguments)
     call = BACKWARD_CALLS[func]

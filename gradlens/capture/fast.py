@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["make_record", "record_from", "replaced"]
+__all__ = ["make_record", "record_from", "record_maker", "renamed", "replaced"]
 
 
 def _find_defaults(cls: type) -> dict[str, Any] | None:
@@ -80,4 +80,34 @@ def replaced(obj: Any, **changes: Any) -> Any:
     d = new.__dict__
     d.update(obj.__dict__)
     d.update(changes)
+    return new
+
+
+def record_maker(cls: Any) -> Any:
+    """Returns a function of a dict of ``cls``'s fields (every required one, and only fields)
+    that returns ``cls(**fields)``, as ``record_from`` makes it, checked once here rather than
+    per record: for a loop that makes thousands of one class from fields it always names."""
+    spec = _SPECS.get(cls) or _spec(cls)
+    if spec is None:
+        return lambda fields: cls(**fields)
+    defaults = spec[0]
+    new, set_ = _NEW, _SET
+
+    def make(fields: dict[str, Any]) -> Any:
+        obj = new(cls)
+        set_(obj, "__dict__", defaults | fields)
+        return obj
+
+    return make
+
+
+def renamed(obj: Any, name: str) -> Any:
+    """Returns ``replaced(obj, name=name)`` (a trace names every tensor reference it made this
+    way when it ends), in one step."""
+    cls: type = type(obj)
+    spec = _SPECS.get(cls) or _spec(cls)
+    if spec is None or "name" not in spec[1]:
+        return replaced(obj, name=name)
+    new: Any = _NEW(cls)
+    _SET(new, "__dict__", {**obj.__dict__, "name": name})
     return new

@@ -29,7 +29,7 @@ import hashlib
 import re
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
@@ -481,32 +481,47 @@ class SavedTensors:
         return isinstance(error, RuntimeError) and _LEAF_ERROR in str(error)
 
     # -- backward --------------------------------------------------------------------------
-    def reachable(self, roots: Iterable[torch.Tensor], inputs: Iterable[Any] = ()) -> list[int]:
+    def reachable(
+        self,
+        roots: Iterable[torch.Tensor],
+        inputs: Iterable[Any] = (),
+        nodes: Iterable[Any] | None = None,
+    ) -> list[int]:
         """Returns the ids of the records of the nodes a backward from ``roots`` (towards
-        ``inputs``, for ``autograd.grad`` and ``backward(inputs=...)``) will run."""
+        ``inputs``, for ``autograd.grad`` and ``backward(inputs=...)``) will run. ``nodes``:
+        every node reachable from the roots' ``grad_fn``s, each once, in breadth-first order,
+        when the caller has walked them already (a trace, to add them to its graph)."""
         roots = list(roots)
         runs = executed_nodes(roots, list(inputs))
-        queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
-        seen: set[int] = set()
         ids: list[int] = []
         marked = False
+        key = self._key
+        for fn in self._walk(roots) if nodes is None else nodes:
+            sentinel = fn.metadata.get(key)
+            if sentinel is None and isinstance(fn, BackwardCFunction):
+                # A custom Function whose output went straight to backward: read it now.
+                found = self._read(fn, None, None, set())
+                sentinel = fn.metadata[key] = _Sentinel(self, found) if found else _NOTHING
+                marked = True
+            if isinstance(sentinel, _Sentinel) and (runs is None or id(fn) in runs):
+                ids.extend(sentinel.ids)
+        if marked:  # so that close() finds the marks again
+            self._outputs.extend(weakref.ref(t) for t in roots)
+        return [i for i in ids if i in self._records]
+
+    @staticmethod
+    def _walk(roots: list[torch.Tensor]) -> Iterator[Any]:
+        """Yields every node reachable from the ``grad_fn``s of ``roots``, each once,
+        breadth-first."""
+        queue: deque[Any] = deque(fn for t in roots if (fn := grad_fn_of(t)) is not None)
+        seen: set[int] = set()
         while queue:
             fn = queue.popleft()
             if fn is None or id(fn) in seen:
                 continue
             seen.add(id(fn))
-            sentinel = fn.metadata.get(self._key)
-            if sentinel is None and isinstance(fn, BackwardCFunction):
-                # A custom Function whose output went straight to backward: read it now.
-                found = self._read(fn, None, None, set())
-                sentinel = fn.metadata[self._key] = _Sentinel(self, found) if found else _NOTHING
-                marked = True
-            if isinstance(sentinel, _Sentinel) and (runs is None or id(fn) in runs):
-                ids.extend(sentinel.ids)
+            yield fn
             queue.extend(child for child, _ in fn.next_functions if child is not None)
-        if marked:  # so that close() finds the marks again
-            self._outputs.extend(weakref.ref(t) for t in roots)
-        return [i for i in ids if i in self._records]
 
     def verify_before_backward(
         self, ids: Iterable[int], source: str | None, frame: FrameType | None = None

@@ -9,6 +9,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from ..records import ModuleInfo
+from .fast import record_from
 
 __all__ = ["ModuleStack", "module_infos", "module_path_names"]
 
@@ -59,7 +60,8 @@ def module_infos(
         full = f"{path}." if path else ""
         own = tuple(full + n for n, p in m._parameters.items() if p is not None)
         count = counts.get(name, 0)
-        infos.append(ModuleInfo(path=path, cls=type(m).__name__, params=count, param_names=own))
+        fields = {"path": path, "cls": type(m).__name__, "params": count, "param_names": own}
+        infos.append(record_from(ModuleInfo, fields))
     return tuple(infos)
 
 
@@ -88,6 +90,14 @@ class ModuleStack:
                 self._paths.setdefault(sub, path)
         self._stack: list[str] = []
         self._handles: list[RemovableHandle] = []
+        # Each model's named_parameters(remove_duplicate=False), read once for infos() and
+        # param_modules() (called one after the other when a trace starts).
+        self._named: list[list[tuple[str, torch.Tensor]]] | None = None
+
+    def _named_params(self) -> list[list[tuple[str, torch.Tensor]]]:
+        if self._named is None:
+            self._named = [list(r.named_parameters(remove_duplicate=False)) for r in self._roots]
+        return self._named
 
     @property
     def current(self) -> str | None:
@@ -97,8 +107,8 @@ class ModuleStack:
     def infos(self) -> tuple[ModuleInfo, ...]:
         """Returns the ModuleInfo of every module of the models, in ``named_modules()`` order."""
         out: list[ModuleInfo] = []
-        for m, prefix in zip(self._roots, self._prefixes, strict=True):
-            out.extend(module_infos(m, prefix))
+        for m, prefix, named in zip(self._roots, self._prefixes, self._named_params(), strict=True):
+            out.extend(module_infos(m, prefix, named=named))
         return tuple(out)
 
     def param_modules(self) -> dict[str, tuple[torch.Tensor, str]]:
@@ -109,9 +119,10 @@ class ModuleStack:
         """
         out: dict[str, tuple[torch.Tensor, str]] = {}
         several = len(self._roots) > 1
-        for i, (root, prefix) in enumerate(zip(self._roots, self._prefixes, strict=True)):
+        roots = zip(self._roots, self._prefixes, self._named_params(), strict=True)
+        for i, (root, prefix, named) in enumerate(roots):
             base = type(root).__name__
-            for name, p in root.named_parameters(remove_duplicate=False):  # tied: both names
+            for name, p in named:  # tied: both names
                 owner = name.rpartition(".")[0]
                 # Two modules both have a "weight": name each after its module's position.
                 key = f"{base}{i}.{name}" if several else name

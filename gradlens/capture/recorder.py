@@ -39,7 +39,7 @@ from ..records import (
 from .amp import scaled_by_grad_scaler
 from .builder import GraphBuilder, node_name
 from .calls import BACKWARD_CALLS, parse_backward, tensors_in
-from .fast import make_record, replaced
+from .fast import make_record, renamed, replaced
 from .guard import COMPILED_NOTE, JIT_NOTE, compiled_graphs
 from .inplace import SavedTensors
 from .module_paths import CallModules
@@ -460,7 +460,7 @@ class Recorder:
             grad_scaler=len(roots_l) == 1 and scaled_by_grad_scaler(roots_l[0], frame),
         )
         self._events.append((base, keys))
-        saved_ids = self._saved.reachable(roots_l, wrt)
+        saved_ids = self._saved.reachable(roots_l, wrt, [fn for fn, _ in reached])
         # This backward will meet the overwritten tensors: say so before PyTorch raises.
         self._confirmed(self._saved.confirm(saved_ids), frame)
         try:
@@ -630,14 +630,18 @@ class Recorder:
                 self._names.set_name(gk, f"{self._names.name(k)}.grad")
 
     def _finish_event(self, event: Event, keys: dict[str, Any]) -> Event:
+        name_of, flags = self._names.name, self._flags
+
         def named(refs: tuple[TensorRef, ...], ks: list[int]) -> tuple[TensorRef, ...]:
+            if not flags:  # no answer pending on a device (a CPU trace)
+                return tuple([renamed(r, name_of(k)) for r, k in zip(refs, ks, strict=True)])
             return tuple(
-                replaced(r, name=self._names.name(k))
-                if id(r) not in self._flags
-                else replaced(
-                    r, name=self._names.name(k), nonfinite=self._values.flag(self._flags[id(r)])
-                )
-                for r, k in zip(refs, ks, strict=True)
+                [
+                    renamed(r, name_of(k))
+                    if id(r) not in flags
+                    else replaced(r, name=name_of(k), nonfinite=self._values.flag(flags[id(r)]))
+                    for r, k in zip(refs, ks, strict=True)
+                ]
             )
 
         if isinstance(event, OpEvent):

@@ -336,8 +336,13 @@ def _dense(d: torch.Tensor) -> torch.Tensor:
     one dense block (a transposed gradient): a norm does not depend on the order, and a
     contiguous view needs no copy."""
     strides = d.stride()
-    order = sorted(range(d.dim()), key=lambda i: -strides[i])
-    p = d.permute(order)
+    if len(strides) == 2:  # the common case (a transposed weight's gradient), without a sort
+        if strides[0] >= strides[1]:
+            return d  # already in that order: the permutation would be the identity
+        p = d.t()
+    else:
+        order = sorted(range(d.dim()), key=lambda i: -strides[i])
+        p = d.permute(order)
     return p if p.is_contiguous() else d
 
 
@@ -423,7 +428,8 @@ def tensor_status(
     leaf = fn is None  # what t.is_leaf reads (it raises where reading grad_fn does)
     # Reading .grad of a non-leaf warns in PyTorch; it is always None unless retain_grad().
     grad = t.grad if (leaf or t.retains_grad) else None
-    return TensorStatus(
+    return make_record(
+        TensorStatus,
         name=name,
         is_leaf=leaf,
         requires_grad=t.requires_grad,
@@ -432,7 +438,7 @@ def tensor_status(
         grad=values.get(values.add(grad)),
         version=version_of(t),
         shape=shape_of(t),
-        dtype=str(t.dtype).removeprefix("torch."),
+        dtype=dtype_name(t.dtype),
         device=str(t.device),
         value=values.get(values.add(t)) if with_value else None,
     )
