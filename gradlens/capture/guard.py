@@ -85,7 +85,9 @@ def compiled_graphs() -> int:
 
 _next_seq = torch._C._autograd._get_sequence_nr
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
-_jit_tracing = torch._C._get_tracing_state
+#: ``torch.jit.is_tracing()`` without its Python frame (``_get_tracing_state`` costs more: it
+#: converts the state it returns).
+_jit_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 _TENSOR_BACKWARD = torch.Tensor.backward
@@ -179,7 +181,7 @@ class _Mode(TorchFunctionMode):
                     return self._guard._on_call(func, args, kwargs or {})
             elif kwargs and not (writes.isdisjoint(kwargs) or unwritten(writes, kwargs)):
                 return self._guard._on_call(func, args, kwargs)  # out= given
-            if _jit_tracing() is not None:
+            if _jit_tracing():
                 return self._guard._on_call(func, args, kwargs or {})
             start = _next_seq()
             out = func(*args, **kwargs) if kwargs else func(*args)
@@ -275,7 +277,7 @@ class Guard:
             return func(*args, **kwargs)
         if _is_compiling():  # dynamo is tracing this handler: change nothing
             return func(*args, **kwargs)
-        if _jit_tracing() is not None:  # our own ops would land in the TorchScript graph
+        if _jit_tracing():  # our own ops would land in the TorchScript graph
             self.note(JIT_NOTE)
             return func(*args, **kwargs)
         if func in BACKWARD_CALLS:
