@@ -200,3 +200,30 @@ def test_line_at_gives_what_f_lineno_gave() -> None:
     assert seen > 5
     code = test_line_at_gives_what_f_lineno_gave.__code__
     assert line_at(code, -1) == code.co_firstlineno  # a frame that has not started
+
+
+def test_a_failure_on_the_fast_path_stops_every_check_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gradlens.capture import guard as guard_module
+
+    def broken(filename: str) -> bool:
+        raise ValueError("planted")
+
+    monkeypatch.setattr(guard_module, "_internal", {})  # every file is looked up again
+    monkeypatch.setattr(guard_module, "is_internal", broken)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught, gradlens.guard() as g:
+        y = x.exp()  # the fast path fails here: gradlens stops checking
+        mode = g._capture._mode
+        assert mode is not None and mode._made is None  # later ops skip the fast path too
+        y.mul_(2.0)  # a real write to a saved tensor: unchecked now, PyTorch's own error stays
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+        z = (x * 3.0).sum()
+        z.backward()
+    assert g.violations == [] and not [w for w in caught if "inplace" in str(w.message)]
+    assert g.notes == [
+        "gradlens stopped checking at exp (ValueError: planted); the program ran on unchecked"
+    ]
+    assert x.grad is not None and torch.equal(x.grad, torch.full((2,), 3.0))

@@ -85,7 +85,9 @@ def compiled_graphs() -> int:
 
 _next_seq = torch._C._autograd._get_sequence_nr
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
-_jit_tracing = torch._C._get_tracing_state
+#: ``torch.jit.is_tracing()`` without its Python frame (``_get_tracing_state`` costs more: it
+#: converts the state it returns).
+_jit_tracing = torch._C._is_tracing
 _is_compiling = torch.compiler.is_compiling
 _saved_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 _TENSOR_BACKWARD = torch.Tensor.backward
@@ -150,6 +152,9 @@ class _Mode(TorchFunctionMode):
     def __init__(self, guard: Guard) -> None:
         super().__init__()
         self._guard = guard
+        #: The log's ``made_log`` while the fast path is on; None without a log (``verify``)
+        #: and once gradlens's own bookkeeping failed (``Guard._fail``: every op then takes
+        #: ``_on_call``, which checks nothing).
         self._made = None if guard.log is None else guard.log.made_log
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -162,45 +167,46 @@ class _Mode(TorchFunctionMode):
             # has the nodes it made noted, by sequence number, with the code object and the
             # instruction of the user's frame that called it (``f_lineno`` would decode the
             # code's line table on every op: ``source.line_at`` gives the line when needed).
+            # Every name here is a local or a global: this runs for every op.
             try:
                 writes = _never_writes[func]
             except (KeyError, TypeError):
                 writes = never_writes(func)
+            if writes is None:
+                return self._guard._on_call(func, args, kwargs or {})
             if writes is ATTRIBUTE:  # t.grad, t.grad = None: nothing to note
                 return func(*args, **kwargs) if kwargs else func(*args)
-            if writes is not None and (
-                (not kwargs or writes.isdisjoint(kwargs) or unwritten(writes, kwargs))
-                if writes is not INPLACE
-                else _inplace_off(func, args, kwargs)
-            ):
-                guard = self._guard
-                if guard._off or _jit_tracing() is not None:
-                    return guard._on_call(func, args, kwargs or {})
-                start = _next_seq()
-                out = func(*args, **kwargs) if kwargs else func(*args)
-                end = _next_seq()
-                if end != start:
-                    try:
-                        if _saved_hooks(False) is not None:
-                            guard.log.skipped[SKIP_HOOKED] += 1  # type: ignore[union-attr]
-                        frame: FrameType | None = _getframe(1)
-                        while frame is not None:  # _user_frame, inlined: this runs per op
-                            filename = frame.f_code.co_filename
-                            internal = _internal.get(filename)
-                            if internal is None:
-                                internal = is_internal(filename)
-                            if not internal:
-                                break
-                            frame = frame.f_back
-                        if frame is None:
-                            made.append((start, end, func.__name__, None, 0))
-                        else:
-                            made.append((start, end, func.__name__, frame.f_code, frame.f_lasti))
-                        if len(made) > _OPS_KEPT:
-                            guard.log.trim()  # type: ignore[union-attr]
-                    except Exception as e:
-                        guard._fail(func.__name__, e)
-                return out
+            if writes is INPLACE:
+                if not _inplace_off(func, args, kwargs):
+                    return self._guard._on_call(func, args, kwargs or {})
+            elif kwargs and not (writes.isdisjoint(kwargs) or unwritten(writes, kwargs)):
+                return self._guard._on_call(func, args, kwargs)  # out= given
+            if _jit_tracing():
+                return self._guard._on_call(func, args, kwargs or {})
+            start = _next_seq()
+            out = func(*args, **kwargs) if kwargs else func(*args)
+            end = _next_seq()
+            if end != start:
+                try:
+                    if _saved_hooks(False) is not None:
+                        self._guard.log.skipped[SKIP_HOOKED] += 1  # type: ignore[union-attr]
+                    frame: FrameType | None = _getframe(1)
+                    while frame is not None:  # _user_frame, inlined
+                        code = frame.f_code
+                        internal = _internal.get(code.co_filename)
+                        if internal is None:
+                            internal = is_internal(code.co_filename)
+                        if not internal:
+                            made.append((start, end, func.__name__, code, frame.f_lasti))
+                            break
+                        frame = frame.f_back
+                    else:
+                        made.append((start, end, func.__name__, None, 0))
+                    if len(made) > _OPS_KEPT:
+                        self._guard.log.trim()  # type: ignore[union-attr]
+                except Exception as e:
+                    self._guard._fail(func.__name__, e)
+            return out
         return self._guard._on_call(func, args, kwargs or {})
 
 
@@ -271,7 +277,7 @@ class Guard:
             return func(*args, **kwargs)
         if _is_compiling():  # dynamo is tracing this handler: change nothing
             return func(*args, **kwargs)
-        if _jit_tracing() is not None:  # our own ops would land in the TorchScript graph
+        if _jit_tracing():  # our own ops would land in the TorchScript graph
             self.note(JIT_NOTE)
             return func(*args, **kwargs)
         if func in BACKWARD_CALLS:
@@ -445,6 +451,8 @@ class Guard:
 
     def _fail(self, what: str, error: Exception) -> None:
         self._off = True
+        if self._mode is not None:
+            self._mode._made = None  # the fast path too: every op takes _on_call, unchecked
         self.note(
             f"gradlens stopped checking at {what} ({type(error).__name__}: {error}); "
             "the program ran on unchecked"
