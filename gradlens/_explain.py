@@ -83,7 +83,7 @@ def _current_recorder() -> Recorder | None:
         return None
     for mode in reversed(stack):
         if isinstance(mode, _Mode):
-            return mode._recorder
+            return mode.recorder
     return None
 
 

@@ -884,3 +884,24 @@ def test_outputs_of_ops_that_keep_values_finite_are_not_read_again(
     assert [e.outputs[0].nonfinite for e in t.events if e.op == "relu"] == [False, True]
     assert outputs["view"].nonfinite and f.isnan().any()
     assert not (h.isnan().any() or v.isnan().any()) and r.isnan().any()
+
+
+def test_a_finished_trace_is_freed_by_reference_counting() -> None:
+    # The recorder and its torch-function mode held each other: a finished trace (builder,
+    # events, names) waited for a full garbage collection. With the collector off, dropping
+    # the trace must free its recorder at once. (The trace runs in a function of its own:
+    # reading a frame's f_locals keeps a snapshot of its variables until the function returns.)
+    def traced() -> tuple[Any, int]:
+        x = torch.randn(3, requires_grad=True)
+        with gradlens.trace() as t:
+            (x * 2).sin().sum().backward()
+        return weakref.ref(t._recorder), len(t.record.events)
+
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        recorder, events = traced()
+        assert events and recorder() is None
+    finally:
+        if was_on:
+            gc.enable()

@@ -99,11 +99,14 @@ def _op_name(func: Any) -> str:
 class _Mode(TorchFunctionMode):
     def __init__(self, recorder: Recorder) -> None:
         super().__init__()
-        self._recorder = recorder
+        self.recorder: Recorder | None = recorder  # let go when the trace ends (no cycle)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
-        return self._recorder._on_call(func, args, kwargs or {})
+        recorder = self.recorder
+        if recorder is None:  # (only if a finished trace's mode were entered again)
+            return func(*args, **(kwargs or {}))
+        return recorder._on_call(func, args, kwargs or {})
 
 
 class Recorder:
@@ -181,6 +184,9 @@ class Recorder:
         try:
             self._mode.__exit__(exc_type, exc, tb)
         finally:
+            # The mode and the recorder held each other: a finished trace (its builder, events
+            # and names) waited for a full collection to be freed. Now reference counting does.
+            self._mode.recorder = None
             self._modules.remove()
             self._modules = ModuleStack([])  # a finished trace must not keep the model alive
             self._remove_hooks()
