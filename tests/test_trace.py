@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import gradlens
+from gradlens._gc import gc_paused
 from gradlens.records import (
     BackwardEvent,
     EdgeKind,
@@ -897,11 +898,6 @@ def test_a_finished_trace_is_freed_by_reference_counting() -> None:
             (x * 2).sin().sum().backward()
         return weakref.ref(t._recorder), len(t.record.events)
 
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():  # no collection may free it: reference counting alone
         recorder, events = traced()
         assert events and recorder() is None
-    finally:
-        if was_on:
-            gc.enable()

@@ -24,14 +24,12 @@ from .source import frame_locals
 
 __all__ = ["scaled_by_grad_scaler"]
 
-_MUL = ("MulBackward0",)
-
 
 def scaled_by_grad_scaler(root: torch.Tensor, frame: FrameType | None) -> bool:
     """Returns whether ``root`` is ``scaler.scale(loss)`` for a ``torch.amp.GradScaler``
     reachable from ``frame``'s variables."""
     fn = root.grad_fn
-    if fn is None or type(fn).__name__ not in _MUL:
+    if fn is None or type(fn).__name__ != "MulBackward0":
         return False
     factor = None
     for role, saved in raw_saved(fn):

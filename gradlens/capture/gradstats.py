@@ -9,8 +9,9 @@ fused ``_foreach_norm`` launch. On the CPU a contiguous float32/float64 tensor's
 a BLAS ``dot`` of itself, in chunks of 2**18 elements (2-4x more accurate than ``_foreach_norm``,
 which accumulates a whole tensor in one float32 loop, and faster), and the three reads of one
 gradient (sum of squares, sum, ``aminmax``) run back to back so the second and third find it in
-the cache. The detail set adds three counts (zeros, non-finite, NaN; the last two as sums of
-ones) and, for the update size, a copy of the weights.
+the cache. The detail set adds three counts (zeros, non-finite, NaN: comparisons written into a
+work buffer the watch keeps, ``Scratch``) and, for the update size, a copy of the weights (kept
+between detail steps on the CPU). A complex gradient is measured by its moduli.
 """
 
 from __future__ import annotations
@@ -120,12 +121,13 @@ def light_stats(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if not grads:
         return torch.zeros(len(LIGHT), 0)
-    real = [_real(g) for g in grads]
+    values = [_values(g) for g in grads]
+    real = [torch.view_as_real(v) if v.is_complex() else v for v in values]
     squares: list[torch.Tensor | None] = [None] * len(real)
     sums, lows, highs = [], [], []
     for i, g in enumerate(real):
-        if g.numel() and grads[i].is_complex():  # rare: a modulus per element, allocated
-            total, lo, hi = _complex_light(_values(grads[i]))
+        if g.numel() and values[i].is_complex():  # rare: a modulus per element, allocated
+            total, lo, hi = _complex_light(values[i])
             sums.append(total)
             lows.append(lo)
             highs.append(hi)
